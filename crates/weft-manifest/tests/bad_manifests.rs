@@ -1,0 +1,95 @@
+//! Each `tests/bad/NAME.toml` is a manifest with mistakes; `NAME.expected` is
+//! exactly what a user sees for it. Run with `UPDATE_EXPECT=1` to rewrite the
+//! expected files after an intended change, then review the diff.
+
+use std::path::Path;
+
+#[test]
+fn bad_manifests_report_what_a_user_sees() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/bad");
+    let update = std::env::var_os("UPDATE_EXPECT").is_some();
+    let mut cases: Vec<_> = std::fs::read_dir(&dir)
+        .expect("tests/bad exists")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+        .collect();
+    cases.sort();
+    assert!(
+        cases.len() >= 10,
+        "expected the whole table of cases, found {}",
+        cases.len()
+    );
+    let mut failures = Vec::new();
+    for case in &cases {
+        let text = std::fs::read_to_string(case).unwrap();
+        let name = case.file_name().unwrap().to_string_lossy().to_string();
+        let got = match weft_manifest::Manifest::parse(&text, &name) {
+            Ok(_) => "OK: no errors\n".to_string(),
+            Err(d) => d.to_string(),
+        };
+        let expected_path = case.with_extension("expected");
+        if update {
+            std::fs::write(&expected_path, &got).unwrap();
+            continue;
+        }
+        let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
+        if got != expected {
+            failures.push(format!(
+                "== {name}\n-- expected:\n{expected}\n-- got:\n{got}"
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} case(s) differ:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
+
+#[test]
+fn a_good_manifest_parses_fully() {
+    let text = r#"
+[app]
+name = "shop"
+
+[function.cart]
+source = "cart.wasm"
+build = { command = "make", workdir = "cart" }
+memory = "64MB"
+timeout = "2s"
+env = { MODE = "test", RETRIES = 3 }
+allowed_hosts = ["api.example.com", "127.0.0.1:*"]
+
+[function.home]
+source = "home.wasm"
+
+[[route]]
+method = "GET"
+path = "/cart/{id}"
+function = "cart"
+
+[[route]]
+path = "/{*rest}"
+function = "home"
+"#;
+    let m = weft_manifest::Manifest::parse(text, "weft.toml").unwrap();
+    assert_eq!(m.app, "shop");
+    let cart = m.function("cart").unwrap();
+    assert_eq!(cart.memory.bytes(), 64 << 20);
+    assert_eq!(cart.timeout, std::time::Duration::from_secs(2));
+    assert_eq!(
+        cart.env,
+        vec![
+            ("MODE".into(), "test".into()),
+            ("RETRIES".into(), "3".into())
+        ]
+    );
+    assert_eq!(cart.build.as_ref().unwrap().workdir, Path::new("cart"));
+    assert_eq!(cart.allowed_hosts.len(), 2);
+    let home = m.function("home").unwrap();
+    assert_eq!(home.memory.bytes(), weft_manifest::DEFAULT_MEMORY);
+    assert_eq!(m.routes.len(), 2);
+    assert_eq!(m.routes[1].method, None);
+    assert_eq!(m.routes[0].path.params(), ["id"]);
+}

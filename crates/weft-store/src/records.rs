@@ -1,0 +1,548 @@
+//! Function versions, invocation records and function logs in SQLite.
+
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use serde::{Deserialize, Serialize};
+
+use crate::Digest;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the embedded database at {path} cannot be opened: {source}")]
+    Open {
+        path: String,
+        source: rusqlite::Error,
+    },
+    #[error("embedded database error: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store's writer has stopped")]
+    WriterGone,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The function answered (any status it chose).
+    Success,
+    /// The function trapped or panicked.
+    Trap,
+    /// The function ran past its timeout.
+    Timeout,
+    /// The function asked for more memory than its limit.
+    MemoryLimit,
+    /// The function could not start (instantiation failed, no capacity).
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Success => "success",
+            Outcome::Trap => "trap",
+            Outcome::Timeout => "timeout",
+            Outcome::MemoryLimit => "memory_limit",
+            Outcome::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Outcome {
+        match s {
+            "success" => Outcome::Success,
+            "trap" => Outcome::Trap,
+            "timeout" => Outcome::Timeout,
+            "memory_limit" => Outcome::MemoryLimit,
+            _ => Outcome::Failed,
+        }
+    }
+}
+
+/// What one invocation leaves behind: the unit of billing and debugging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InvocationRecord {
+    pub request_id: String,
+    pub function: String,
+    pub version: u64,
+    /// `http`, `invoke` (admin API) or `internal` (another function).
+    pub trigger: String,
+    /// Microseconds since the Unix epoch.
+    pub start_us: i64,
+    pub duration_us: u64,
+    pub cold: bool,
+    /// Largest total linear memory the instance held, in bytes.
+    pub peak_memory_bytes: u64,
+    pub outcome: Outcome,
+    /// The HTTP status the caller received.
+    pub status: u16,
+    pub error: Option<String>,
+    /// The invocation that called this one, for internal calls.
+    pub parent_request_id: Option<String>,
+}
+
+/// One line a function wrote to stdout or stderr.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogLine {
+    /// Position in the log, assigned by the store; 0 before it is stored.
+    #[serde(default)]
+    pub seq: i64,
+    pub request_id: String,
+    pub function: String,
+    pub stream: String,
+    pub time_us: i64,
+    pub line: String,
+}
+
+/// One deployed version of a function.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionVersion {
+    pub function: String,
+    pub version: u64,
+    pub digest: Digest,
+    /// The function's settings as deployed (JSON), part of what makes a version.
+    pub config: String,
+    pub deployed_us: i64,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RecordQuery {
+    pub function: Option<String>,
+    pub limit: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LogQuery {
+    pub function: Option<String>,
+    pub request_id: Option<String>,
+    /// Only lines with `seq` greater than this.
+    pub after: i64,
+    pub limit: usize,
+}
+
+enum Write {
+    Record(Box<InvocationRecord>),
+    Logs(Vec<LogLine>),
+    Flush(mpsc::Sender<()>),
+}
+
+/// The embedded database.
+pub struct Store {
+    conn: Mutex<Connection>,
+    writer: Mutex<Option<mpsc::Sender<Write>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS function_versions (
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    digest TEXT NOT NULL,
+    config TEXT NOT NULL,
+    deployed_us INTEGER NOT NULL,
+    PRIMARY KEY (function, version)
+);
+CREATE TABLE IF NOT EXISTS invocations (
+    request_id TEXT PRIMARY KEY,
+    function TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    trigger TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    cold INTEGER NOT NULL,
+    peak_memory_bytes INTEGER NOT NULL,
+    outcome TEXT NOT NULL,
+    status INTEGER NOT NULL,
+    error TEXT,
+    parent_request_id TEXT
+);
+CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, start_us);
+CREATE TABLE IF NOT EXISTS logs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id TEXT NOT NULL,
+    function TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    time_us INTEGER NOT NULL,
+    line TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, seq);
+CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
+";
+
+fn open(path: &Path) -> Result<Connection, StoreError> {
+    let shown = path.display().to_string();
+    let conn = Connection::open(path).map_err(|source| StoreError::Open {
+        path: shown.clone(),
+        source,
+    })?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Records and logs are telemetry: WAL with NORMAL keeps the database
+    // consistent across a crash and may lose only the last moments of it.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Opens (or creates) the database file and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = open(path)?;
+        conn.execute_batch(SCHEMA)?;
+        let writer_conn = open(path)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("weft-store-writer".into())
+            .spawn(move || write_loop(writer_conn, rx))
+            .map_err(|e| StoreError::Open {
+                path: path.display().to_string(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            writer: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave SQLite inconsistent
+        // (every statement is atomic), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn send(&self, write: Write) -> Result<(), StoreError> {
+        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer
+            .as_ref()
+            .ok_or(StoreError::WriterGone)?
+            .send(write)
+            .map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Queues a record for the writer. Never blocks on the disk.
+    pub fn record(&self, record: InvocationRecord) {
+        if self.send(Write::Record(Box::new(record))).is_err() {
+            tracing::warn!("invocation record dropped: the store is closed");
+        }
+    }
+
+    /// Queues log lines for the writer. Never blocks on the disk.
+    pub fn logs(&self, lines: Vec<LogLine>) {
+        if !lines.is_empty() && self.send(Write::Logs(lines)).is_err() {
+            tracing::warn!("log lines dropped: the store is closed");
+        }
+    }
+
+    /// Waits until everything queued so far is committed.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        let (tx, rx) = mpsc::channel();
+        self.send(Write::Flush(tx))?;
+        rx.recv().map_err(|_| StoreError::WriterGone)
+    }
+
+    /// Drains the queue, commits it, and stops the writer.
+    pub fn close(&self) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = thread.join();
+        }
+    }
+
+    /// The newest version of `function`, if any.
+    pub fn latest_version(&self, function: &str) -> Result<Option<FunctionVersion>, StoreError> {
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT function, version, digest, config, deployed_us FROM function_versions
+                 WHERE function = ?1 ORDER BY version DESC LIMIT 1",
+                params![function],
+                version_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    /// Returns the version for this digest and config: the latest one if it
+    /// is the same, else a new one numbered one past the latest.
+    pub fn version_for(
+        &self,
+        function: &str,
+        digest: &Digest,
+        config: &str,
+        now_us: i64,
+    ) -> Result<(FunctionVersion, bool), StoreError> {
+        if let Some(latest) = self.latest_version(function)?
+            && latest.digest == *digest
+            && latest.config == config
+        {
+            return Ok((latest, false));
+        }
+        let conn = self.conn();
+        let next: u64 = conn.query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM function_versions WHERE function = ?1",
+            params![function],
+            |r| r.get(0),
+        )?;
+        conn.execute(
+            "INSERT INTO function_versions (function, version, digest, config, deployed_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![function, next, digest.as_str(), config, now_us],
+        )?;
+        let v = FunctionVersion {
+            function: function.into(),
+            version: next,
+            digest: digest.clone(),
+            config: config.into(),
+            deployed_us: now_us,
+        };
+        Ok((v, true))
+    }
+
+    pub fn records(&self, query: &RecordQuery) -> Result<Vec<InvocationRecord>, StoreError> {
+        self.flush()?;
+        let conn = self.conn();
+        let limit = query.limit.clamp(1, 10_000) as i64;
+        let mut stmt = conn.prepare_cached(
+            "SELECT request_id, function, version, trigger, start_us, duration_us, cold, peak_memory_bytes,
+                    outcome, status, error, parent_request_id
+             FROM invocations WHERE (?1 IS NULL OR function = ?1) ORDER BY start_us DESC LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![query.function, limit], record_from_row)?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn record_by_id(&self, request_id: &str) -> Result<Option<InvocationRecord>, StoreError> {
+        self.flush()?;
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT request_id, function, version, trigger, start_us, duration_us, cold, peak_memory_bytes,
+                        outcome, status, error, parent_request_id
+                 FROM invocations WHERE request_id = ?1",
+                params![request_id],
+                record_from_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn log_lines(&self, query: &LogQuery) -> Result<Vec<LogLine>, StoreError> {
+        self.flush()?;
+        let conn = self.conn();
+        let limit = query.limit.clamp(1, 10_000) as i64;
+        let mut stmt = conn.prepare_cached(
+            "SELECT seq, request_id, function, stream, time_us, line FROM logs
+             WHERE seq > ?1 AND (?2 IS NULL OR function = ?2) AND (?3 IS NULL OR request_id = ?3)
+             ORDER BY seq LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(
+            params![query.after, query.function, query.request_id, limit],
+            |r| {
+                Ok(LogLine {
+                    seq: r.get(0)?,
+                    request_id: r.get(1)?,
+                    function: r.get(2)?,
+                    stream: r.get(3)?,
+                    time_us: r.get(4)?,
+                    line: r.get(5)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionVersion> {
+    let digest: String = r.get(2)?;
+    Ok(FunctionVersion {
+        function: r.get(0)?,
+        version: r.get(1)?,
+        digest: Digest::try_from(digest)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        config: r.get(3)?,
+        deployed_us: r.get(4)?,
+    })
+}
+
+fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> {
+    let outcome: String = r.get(8)?;
+    Ok(InvocationRecord {
+        request_id: r.get(0)?,
+        function: r.get(1)?,
+        version: r.get(2)?,
+        trigger: r.get(3)?,
+        start_us: r.get(4)?,
+        duration_us: r.get(5)?,
+        cold: r.get(6)?,
+        peak_memory_bytes: r.get(7)?,
+        outcome: Outcome::parse(&outcome),
+        status: r.get(9)?,
+        error: r.get(10)?,
+        parent_request_id: r.get(11)?,
+    })
+}
+
+/// The writer thread: takes everything queued, commits it in one
+/// transaction, answers flushes, and repeats until the channel closes.
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+    const BATCH: usize = 4096;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(w) => batch.push(w),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = commit(&mut conn, &batch) {
+            tracing::error!(
+                "could not store {} invocation records/log batches: {e}",
+                batch.len()
+            );
+        }
+        for w in batch {
+            if let Write::Flush(done) = w {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut rec = tx.prepare_cached(
+            "INSERT OR REPLACE INTO invocations (request_id, function, version, trigger, start_us, duration_us, cold,
+                peak_memory_bytes, outcome, status, error, parent_request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        )?;
+        let mut log = tx.prepare_cached(
+            "INSERT INTO logs (request_id, function, stream, time_us, line) VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for w in batch {
+            match w {
+                Write::Record(r) => {
+                    rec.execute(params![
+                        r.request_id,
+                        r.function,
+                        r.version,
+                        r.trigger,
+                        r.start_us,
+                        r.duration_us,
+                        r.cold,
+                        r.peak_memory_bytes,
+                        r.outcome.as_str(),
+                        r.status,
+                        r.error,
+                        r.parent_request_id
+                    ])?;
+                }
+                Write::Logs(lines) => {
+                    for l in lines {
+                        log.execute(params![
+                            l.request_id,
+                            l.function,
+                            l.stream,
+                            l.time_us,
+                            l.line
+                        ])?;
+                    }
+                }
+                Write::Flush(_) => {}
+            }
+        }
+    }
+    tx.commit()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(id: &str, function: &str, start: i64) -> InvocationRecord {
+        InvocationRecord {
+            request_id: id.into(),
+            function: function.into(),
+            version: 1,
+            trigger: "http".into(),
+            start_us: start,
+            duration_us: 10,
+            cold: false,
+            peak_memory_bytes: 65536,
+            outcome: Outcome::Success,
+            status: 200,
+            error: None,
+            parent_request_id: None,
+        }
+    }
+
+    #[test]
+    fn records_and_logs_survive_reopening() {
+        let dir = std::env::temp_dir().join(format!("weft-store-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("weft.db");
+        {
+            let store = Store::open(&db).unwrap();
+            store.record(record("a", "f", 1));
+            store.record(record("b", "g", 2));
+            store.logs(vec![LogLine {
+                seq: 0,
+                request_id: "a".into(),
+                function: "f".into(),
+                stream: "stdout".into(),
+                time_us: 1,
+                line: "hello".into(),
+            }]);
+            let digest = Digest::of(b"x");
+            let (v1, new1) = store.version_for("f", &digest, "{}", 5).unwrap();
+            let (v1b, new1b) = store.version_for("f", &digest, "{}", 6).unwrap();
+            let (v2, new2) = store
+                .version_for("f", &digest, "{\"memory\":1}", 7)
+                .unwrap();
+            assert_eq!(
+                (v1.version, new1, v1b.version, new1b, v2.version, new2),
+                (1, true, 1, false, 2, true)
+            );
+        }
+        let store = Store::open(&db).unwrap();
+        let all = store
+            .records(&RecordQuery {
+                function: None,
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(
+            all.iter()
+                .map(|r| r.request_id.as_str())
+                .collect::<Vec<_>>(),
+            ["b", "a"]
+        );
+        let only_f = store
+            .records(&RecordQuery {
+                function: Some("f".into()),
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(only_f, vec![record("a", "f", 1)]);
+        let lines = store
+            .log_lines(&LogQuery {
+                function: Some("f".into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(lines.len(), 1);
+        assert_eq!(lines[0].line, "hello");
+        assert!(lines[0].seq > 0);
+        assert_eq!(store.latest_version("f").unwrap().unwrap().version, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
