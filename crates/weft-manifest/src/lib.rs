@@ -35,6 +35,7 @@ mod units;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use hosts::HostPattern;
+pub use parse::check_name;
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use units::{ByteSize, parse_duration, parse_size};
 

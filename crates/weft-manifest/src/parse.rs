@@ -617,8 +617,8 @@ fn method_name(method: Option<Method>) -> &'static str {
     method.map_or("ANY", Method::as_str)
 }
 
-/// Names that appear in hostnames and URLs.
-fn check_name(name: &str) -> Result<(), &'static str> {
+/// Checks an app or function name: these appear in hostnames and URLs.
+pub fn check_name(name: &str) -> Result<(), &'static str> {
     if name.is_empty() {
         return Err("is empty");
     }

@@ -1,1 +1,167 @@
-fn main() {}
+//! `weft`: the server and the command line in one binary.
+
+mod build;
+mod client;
+mod commands;
+mod show;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// weft: serverless functions and events on your own machines.
+#[derive(Parser)]
+#[command(name = "weft", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create an app: a weft.toml and one Rust function.
+    New {
+        /// App name: lowercase letters, digits and `-`.
+        name: String,
+        /// Directory to create (default: ./NAME).
+        #[arg(long)]
+        path: Option<PathBuf>,
+    },
+    /// Check an app's manifest without running anything.
+    Check {
+        /// The app directory, holding weft.toml.
+        #[arg(default_value = ".")]
+        app_dir: PathBuf,
+    },
+    /// Build an app's functions and serve its routes.
+    Up {
+        /// The app directory, holding weft.toml.
+        #[arg(default_value = ".")]
+        app_dir: PathBuf,
+        /// Address for the app's routes.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Address for the admin API (keep it on 127.0.0.1).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        /// Data directory (default: APP_DIR/.weft).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// Skip the functions' build commands; use the sources as they are.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Invoke a function through a running server and show its record.
+    Invoke {
+        function: String,
+        /// Request body: JSON text, or @FILE to read it from a file.
+        #[arg(long)]
+        data: Option<String>,
+        /// Request header, as `Name: value`; repeatable.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+        /// HTTP method.
+        #[arg(long, default_value = "POST")]
+        method: String,
+        /// Request path.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Print the whole answer as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Build an app and deploy it to a running server.
+    Deploy {
+        #[arg(default_value = ".")]
+        app_dir: PathBuf,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+        /// Skip the functions' build commands.
+        #[arg(long)]
+        no_build: bool,
+    },
+    /// Show what functions wrote to stdout and stderr.
+    Logs {
+        /// Only this function's lines.
+        function: Option<String>,
+        /// Only this invocation's lines.
+        #[arg(long)]
+        request: Option<String>,
+        /// Keep printing new lines as they arrive.
+        #[arg(long, short = 'f')]
+        follow: bool,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WEFT_LOG")
+                .unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::New { name, path } => commands::new(&name, path),
+            Command::Check { app_dir } => commands::check(&app_dir),
+            Command::Up {
+                app_dir,
+                listen,
+                admin_listen,
+                data,
+                no_build,
+            } => commands::up(&app_dir, listen, admin_listen, data, !no_build).await,
+            Command::Invoke {
+                function,
+                data,
+                headers,
+                method,
+                path,
+                json,
+                server,
+            } => commands::invoke(&server, &function, data, &headers, &method, &path, json).await,
+            Command::Deploy {
+                app_dir,
+                server,
+                no_build,
+            } => commands::deploy(&app_dir, &server, !no_build).await,
+            Command::Logs {
+                function,
+                request,
+                follow,
+                server,
+            } => commands::logs(&server, function, request, follow).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            let text = format!("{e:#}");
+            // Manifest diagnostics carry their own `error:` prefixes.
+            if text.starts_with("error:") {
+                eprint!("{text}")
+            } else {
+                eprintln!("error: {text}")
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,420 @@
+//! One weft node: the deployed app, the runtime, the store, and what
+//! happens around every invocation (ids, headers, records, logs).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use tokio::sync::oneshot;
+use weft_runtime::{Answer, Exit, InvocationContext, Runtime};
+use weft_store::{Artifacts, InvocationRecord, LogLine, Outcome, Store};
+
+use crate::body::{self, Body};
+use crate::deploy::{Deployed, Deployment};
+use crate::outbound::FunctionOutbound;
+
+/// What started an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trigger {
+    /// A request to one of the app's routes.
+    Http,
+    /// The admin API (`weft invoke`).
+    Invoke,
+    /// Another function, through its internal address.
+    Internal,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Invoke => "invoke",
+            Trigger::Internal => "internal",
+        }
+    }
+}
+
+/// Settings of a node.
+pub struct NodeConfig {
+    pub data_dir: PathBuf,
+    /// Print a line per request (the CLI turns this on in a terminal).
+    pub print_requests: bool,
+}
+
+/// The running node. Shared by the gateway, the admin API and in-process calls.
+pub struct Node {
+    pub runtime: Runtime,
+    pub store: Store,
+    pub artifacts: Artifacts,
+    pub(crate) current: ArcSwap<Deployment>,
+    pub(crate) deploying: tokio::sync::Mutex<()>,
+    ids: RequestIds,
+    print_requests: bool,
+}
+
+/// Who is calling, for one invocation.
+pub(crate) struct Call<'a> {
+    pub trigger: Trigger,
+    pub params: &'a [(&'a str, &'a str)],
+    pub parent: Option<&'a str>,
+    pub depth: u32,
+}
+
+/// A handled invocation: the response to send, and the record once it exists.
+pub struct Handled {
+    pub response: hyper::Response<Body>,
+    pub request_id: String,
+    pub record: oneshot::Receiver<InvocationRecord>,
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("weft-request-id");
+
+impl Node {
+    pub fn open(config: NodeConfig) -> Result<Arc<Node>, String> {
+        let data = &config.data_dir;
+        std::fs::create_dir_all(data)
+            .map_err(|e| format!("cannot create the data directory {}: {e}", data.display()))?;
+        let store = Store::open(&data.join("weft.db")).map_err(|e| e.to_string())?;
+        let artifacts = Artifacts::open(&data.join("artifacts")).map_err(|e| e.to_string())?;
+        let runtime = Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled")))
+            .map_err(|e| e.to_string())?;
+        Ok(Arc::new(Node {
+            runtime,
+            store,
+            artifacts,
+            current: ArcSwap::from_pointee(Deployment::default()),
+            deploying: tokio::sync::Mutex::new(()),
+            ids: RequestIds::new(),
+            print_requests: config.print_requests,
+        }))
+    }
+
+    /// The app as deployed now.
+    pub fn deployment(&self) -> Arc<Deployment> {
+        self.current.load_full()
+    }
+
+    /// Runs `function` for `request`, records the invocation, and returns
+    /// the response (streaming) as soon as the function answers.
+    pub(crate) async fn invoke<B>(
+        self: &Arc<Self>,
+        function: &Arc<Deployed>,
+        mut request: hyper::Request<B>,
+        call: Call<'_>,
+    ) -> Handled
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<weft_runtime::HttpError>,
+    {
+        let request_id = self.ids.next();
+        let started = Instant::now();
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        prepare_headers(
+            request.headers_mut(),
+            &request_id,
+            &function.name,
+            call.params,
+        );
+        let outbound = Arc::new(FunctionOutbound::new(
+            self,
+            function,
+            &request_id,
+            call.depth,
+        ));
+        let ctx = InvocationContext {
+            request_id: request_id.clone(),
+            outbound: outbound.clone(),
+            nested: call.trigger == Trigger::Internal,
+        };
+        let invocation = self
+            .runtime
+            .invoke(function.image.clone(), request, ctx)
+            .await;
+
+        let (record_tx, record_rx) = oneshot::channel();
+        let base = RecordBase {
+            request_id: request_id.clone(),
+            function: function.clone(),
+            trigger: call.trigger,
+            parent: call.parent.map(str::to_string),
+        };
+        let (response, status) = match invocation.answer {
+            Answer::Response(mut response) => {
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID, v);
+                }
+                let status = response.status().as_u16();
+                (response, status)
+            }
+            Answer::Refused(code) => {
+                let message = format!("function `{}` answered with error {code}", function.name);
+                (body::error(500, &message, Some(&request_id)), 500)
+            }
+            Answer::Nothing => {
+                // The function ended without answering: wait for how, so the
+                // caller learns why.
+                let completion = match invocation.completion.await {
+                    Ok(c) => c,
+                    Err(_) => {
+                        let response =
+                            body::error(500, "the invocation was lost", Some(&request_id));
+                        return Handled {
+                            response,
+                            request_id,
+                            record: record_rx,
+                        };
+                    }
+                };
+                let (status, message) = failure(&function.name, &completion.exit);
+                let mut response = body::error(status, &message, Some(&request_id));
+                if let Ok(v) = HeaderValue::from_str(&request_id) {
+                    response.headers_mut().insert(REQUEST_ID, v);
+                }
+                self.finish(base, completion, status, &outbound, record_tx);
+                self.print(&method, &path, &function.name, status, started);
+                return Handled {
+                    response,
+                    request_id,
+                    record: record_rx,
+                };
+            }
+        };
+        self.print(&method, &path, &function.name, status, started);
+        let node = self.clone();
+        let completion = invocation.completion;
+        tokio::spawn(async move {
+            if let Ok(c) = completion.await {
+                node.finish(base, c, status, &outbound, record_tx);
+            }
+        });
+        Handled {
+            response,
+            request_id,
+            record: record_rx,
+        }
+    }
+
+    /// Writes the record and the function's output for a finished invocation.
+    fn finish(
+        &self,
+        base: RecordBase,
+        completion: weft_runtime::Completion,
+        status: u16,
+        outbound: &FunctionOutbound,
+        record_tx: oneshot::Sender<InvocationRecord>,
+    ) {
+        let (outcome, error) = match &completion.exit {
+            Exit::Returned => (Outcome::Success, None),
+            Exit::Trap(m) => (Outcome::Trap, Some(m.clone())),
+            Exit::Timeout(_) => (
+                Outcome::Timeout,
+                Some(failure(&base.function.name, &completion.exit).1),
+            ),
+            Exit::MemoryLimit { .. } => (
+                Outcome::MemoryLimit,
+                Some(failure(&base.function.name, &completion.exit).1),
+            ),
+            Exit::Failed(m) => (Outcome::Failed, Some(m.clone())),
+        };
+        let mut lines: Vec<LogLine> = outbound
+            .take_denials()
+            .into_iter()
+            .map(|line| LogLine {
+                seq: 0,
+                request_id: base.request_id.clone(),
+                function: base.function.name.clone(),
+                stream: "stderr".into(),
+                time_us: completion.start_us,
+                line,
+            })
+            .collect();
+        lines.extend(completion.output.into_iter().map(|o| LogLine {
+            seq: 0,
+            request_id: base.request_id.clone(),
+            function: base.function.name.clone(),
+            stream: o.stream.into(),
+            time_us: o.time_us,
+            line: o.line,
+        }));
+        self.store.logs(lines);
+        let record = InvocationRecord {
+            request_id: base.request_id,
+            function: base.function.name.clone(),
+            version: base.function.version,
+            trigger: base.trigger.as_str().into(),
+            start_us: completion.start_us,
+            duration_us: completion.duration.as_micros() as u64,
+            cold: completion.cold,
+            peak_memory_bytes: completion.peak_memory,
+            outcome,
+            status,
+            error,
+            parent_request_id: base.parent,
+        };
+        self.store.record(record.clone());
+        let _ = record_tx.send(record);
+    }
+
+    fn print(
+        &self,
+        method: &http::Method,
+        path: &str,
+        function: &str,
+        status: u16,
+        started: Instant,
+    ) {
+        if self.print_requests {
+            println!(
+                "{method} {path} -> {function} {status} in {:.2?}",
+                started.elapsed()
+            );
+        }
+    }
+}
+
+struct RecordBase {
+    request_id: String,
+    function: Arc<Deployed>,
+    trigger: Trigger,
+    parent: Option<String>,
+}
+
+/// Status and message for an invocation that ended without answering.
+fn failure(function: &str, exit: &Exit) -> (u16, String) {
+    match exit {
+        Exit::Returned => (
+            500,
+            format!("function `{function}` returned without setting a response"),
+        ),
+        Exit::Trap(m) => (500, format!("function `{function}` trapped: {m}")),
+        Exit::Timeout(t) => (
+            504,
+            format!("function `{function}` timed out after {t:?} (its `timeout` in weft.toml)"),
+        ),
+        Exit::MemoryLimit { limit } => (
+            500,
+            format!(
+                "function `{function}` exceeded its memory limit of {} (raise `memory` in [function.{function}] of weft.toml)",
+                weft_manifest::ByteSize(*limit)
+            ),
+        ),
+        Exit::Failed(m) => (500, format!("function `{function}` could not run: {m}")),
+    }
+}
+
+/// Removes `weft-*` headers a client sent (they are weft's to set), then
+/// adds the request id, the function name and the route parameters.
+fn prepare_headers(
+    headers: &mut http::HeaderMap,
+    request_id: &str,
+    function: &str,
+    params: &[(&str, &str)],
+) {
+    let spoofed: Vec<HeaderName> = headers
+        .keys()
+        .filter(|k| k.as_str().starts_with("weft-"))
+        .cloned()
+        .collect();
+    for k in spoofed {
+        headers.remove(k);
+    }
+    if !headers.contains_key(http::header::HOST) {
+        headers.insert(http::header::HOST, HeaderValue::from_static("localhost"));
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(REQUEST_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(function) {
+        headers.insert(HeaderName::from_static("weft-function"), v);
+    }
+    for (name, value) in params {
+        let header =
+            HeaderName::from_bytes(format!("weft-param-{}", name.to_ascii_lowercase()).as_bytes());
+        let value = HeaderValue::from_str(&percent_decode(value));
+        if let (Ok(h), Ok(v)) = (header, value) {
+            headers.insert(h, v);
+        }
+    }
+}
+
+/// Decodes `%XX` escapes in a path parameter; invalid escapes stay as written.
+pub(crate) fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h * 16 + l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+/// Request ids: unique per node run and sortable by time of issue.
+struct RequestIds {
+    prefix: String,
+    counter: AtomicU64,
+}
+
+impl RequestIds {
+    fn new() -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        RequestIds {
+            prefix: format!(
+                "{:012x}{:04x}",
+                now & 0xffff_ffff_ffff,
+                std::process::id() & 0xffff
+            ),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    fn next(&self) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        format!("{}-{n:08x}", self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_are_weft_s_to_set() {
+        let mut h = http::HeaderMap::new();
+        h.insert("weft-param-id", HeaderValue::from_static("spoofed"));
+        h.insert("weft-request-id", HeaderValue::from_static("spoofed"));
+        h.insert("accept", HeaderValue::from_static("*/*"));
+        prepare_headers(&mut h, "r1", "users", &[("id", "a%20b"), ("rest", "x/y")]);
+        assert_eq!(h["weft-param-id"], "a b");
+        assert_eq!(h["weft-param-rest"], "x/y");
+        assert_eq!(h["weft-request-id"], "r1");
+        assert_eq!(h["weft-function"], "users");
+        assert_eq!(h["accept"], "*/*");
+    }
+
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("a%2Fb"), "a/b");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz"), "%zz");
+    }
+}

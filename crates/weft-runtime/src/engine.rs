@@ -1,0 +1,221 @@
+//! The engine, its configuration, and preparing components to run.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+
+use crate::cache::{ArtifactCache, Source};
+use crate::invoke::Host;
+
+/// How the runtime is set up.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    /// Where compiled artifacts are kept.
+    pub cache_dir: PathBuf,
+    /// Instances that may run at once; more invocations wait for a slot.
+    pub max_instances: u32,
+    /// The largest memory any one instance may have.
+    pub max_memory: u64,
+    /// How often the epoch ticker fires: the granularity of deadlines and of
+    /// yielding a long-running guest to other work.
+    pub epoch_tick: Duration,
+    /// Bytes of each linear memory kept resident (zeroed with memset rather
+    /// than returned to the kernel) when an instance ends.
+    pub keep_resident: usize,
+}
+
+impl RuntimeConfig {
+    pub fn new(cache_dir: PathBuf) -> Self {
+        RuntimeConfig {
+            cache_dir,
+            max_instances: 1000,
+            max_memory: 4 << 30,
+            epoch_tick: Duration::from_millis(2),
+            keep_resident: 1 << 20,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    #[error("cannot configure the WebAssembly engine: {0}")]
+    Engine(String),
+    #[error("cannot use the compiled-artifact cache at {path}: {source}")]
+    Cache {
+        path: String,
+        source: std::io::Error,
+    },
+}
+
+/// Why a component cannot be deployed. The message is shown to the user
+/// who deployed it.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    #[error("not a valid WebAssembly component: {0}")]
+    Invalid(String),
+    #[error(
+        "the component cannot be linked: {0}. weft provides WASI 0.2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets) and wasi:http"
+    )]
+    Link(String),
+    #[error(
+        "the component does not export wasi:http/incoming-handler: {0}. Build it for the wasi:http/proxy world"
+    )]
+    NotProxy(String),
+}
+
+/// Per-function limits, applied to every invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub memory: u64,
+    pub timeout: Duration,
+}
+
+/// A function ready to run: compiled, linked and pre-instantiated, with its
+/// limits and configuration. Cheap to invoke many times at once.
+pub struct FunctionImage {
+    pub(crate) pre: ProxyPre<Host>,
+    pub limits: Limits,
+    pub(crate) env: Vec<(String, String)>,
+    pub(crate) warm: AtomicBool,
+    /// Where the compiled code came from when this image was prepared.
+    pub compiled_from: &'static str,
+    /// Time spent compiling or loading.
+    pub prepare_time: Duration,
+}
+
+impl FunctionImage {
+    /// Whether no invocation has run on this image yet.
+    pub fn is_cold(&self) -> bool {
+        !self.warm.load(Ordering::Relaxed)
+    }
+}
+
+/// The WebAssembly engine and everything shared by all invocations.
+pub struct Runtime {
+    pub(crate) engine: Engine,
+    linker: Linker<Host>,
+    cache: ArtifactCache,
+    pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    ticker: Arc<AtomicBool>,
+}
+
+impl Runtime {
+    pub fn new(config: RuntimeConfig) -> Result<Runtime, RuntimeError> {
+        let engine_err = |e: wasmtime::Error| RuntimeError::Engine(format!("{e:#}"));
+        let mut pool = PoolingAllocationConfig::new();
+        let n = config.max_instances;
+        pool.total_component_instances(n)
+            .total_core_instances(n * 4)
+            .total_memories(n * 2)
+            .total_tables(n * 4)
+            .total_stacks(n)
+            .max_memory_size(config.max_memory as usize)
+            .linear_memory_keep_resident(config.keep_resident)
+            .table_keep_resident(64 * 1024);
+        let mut wasm = Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            .memory_init_cow(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(engine_err)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+
+        let cache = ArtifactCache::open(&engine, &config.cache_dir).map_err(|source| {
+            RuntimeError::Cache {
+                path: config.cache_dir.display().to_string(),
+                source,
+            }
+        })?;
+
+        // One ticker per engine: every tick, each running guest reaches its
+        // epoch deadline, yields to the scheduler, and is stopped if its own
+        // deadline has passed.
+        let ticker = Arc::new(AtomicBool::new(true));
+        let (running, ticking) = (ticker.clone(), engine.clone());
+        std::thread::Builder::new()
+            .name("weft-epoch".into())
+            .spawn(move || {
+                while running.load(Ordering::Relaxed) {
+                    std::thread::sleep(config.epoch_tick);
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| RuntimeError::Engine(format!("cannot start the epoch ticker: {e}")))?;
+
+        // Half the pool serves top-level invocations; the rest is headroom
+        // for the in-process calls they make, so callers waiting on callees
+        // cannot take every slot.
+        let slots = Arc::new(tokio::sync::Semaphore::new((n as usize / 2).max(1)));
+        Ok(Runtime {
+            engine,
+            linker,
+            cache,
+            slots,
+            ticker,
+        })
+    }
+
+    /// Compiles (or loads from cache) and pre-instantiates a component.
+    /// `digest` is the SHA-256 of `bytes`, as hex.
+    pub fn prepare(
+        &self,
+        digest: &str,
+        bytes: &[u8],
+        limits: Limits,
+        env: Vec<(String, String)>,
+    ) -> Result<FunctionImage, PrepareError> {
+        let started = Instant::now();
+        let (component, source) = self
+            .cache
+            .component(&self.engine, digest, bytes)
+            .map_err(|e| PrepareError::Invalid(root_message(&e)))?;
+        let pre = self.pre_instantiate(&component)?;
+        Ok(FunctionImage {
+            pre,
+            limits,
+            env,
+            warm: AtomicBool::new(false),
+            compiled_from: match source {
+                Source::Memory => "memory",
+                Source::Disk => "cache",
+                Source::Compiled => "compiled",
+            },
+            prepare_time: started.elapsed(),
+        })
+    }
+
+    fn pre_instantiate(&self, component: &Component) -> Result<ProxyPre<Host>, PrepareError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| PrepareError::Link(root_message(&e)))?;
+        ProxyPre::new(pre).map_err(|e| PrepareError::NotProxy(root_message(&e)))
+    }
+
+    /// Drops compiled components that no deployed function uses.
+    pub fn forget_unused(&self, in_use: &dyn Fn(&str) -> bool) {
+        self.cache.retain(in_use);
+    }
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.ticker.store(false, Ordering::Relaxed);
+    }
+}
+
+/// The error and its causes on one line, without wasmtime's backtrace.
+pub(crate) fn root_message(e: &wasmtime::Error) -> String {
+    let mut parts: Vec<String> = e.chain().map(|c| c.to_string()).collect();
+    parts.dedup();
+    parts.retain(|p| !p.starts_with("error while executing at wasm backtrace"));
+    parts.join(": ")
+}

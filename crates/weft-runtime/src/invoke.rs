@@ -1,0 +1,276 @@
+//! One invocation: a fresh store and instance, the request in, the response
+//! out, and a [`Completion`] that says how it ended.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::sync::oneshot;
+use wasmtime::component::ResourceTable;
+use wasmtime::{Store, Trap, UpdateDeadline};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+use crate::engine::root_message;
+use crate::logs::{OutputCapture, OutputLine, now_us};
+use crate::meter::MemoryMeter;
+use crate::outbound::{Hooks, Outbound};
+use crate::{FunctionImage, Runtime};
+
+/// The state of one instance's store.
+pub(crate) struct Host {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    table: ResourceTable,
+    hooks: Hooks,
+    meter: MemoryMeter,
+}
+
+impl WasiView for Host {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for Host {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.hooks,
+        }
+    }
+}
+
+/// What the caller supplies for one invocation.
+pub struct InvocationContext {
+    pub request_id: String,
+    /// Where the function's outbound HTTP requests go.
+    pub outbound: Arc<dyn Outbound>,
+    /// Called from another function: runs without taking a top-level slot.
+    pub nested: bool,
+}
+
+/// What the function answered.
+pub enum Answer {
+    /// Response headers; the body streams as the function writes it.
+    Response(hyper::Response<HyperOutgoingBody>),
+    /// The function answered with a wasi:http error code instead.
+    Refused(String),
+    /// The function ended without answering; see [`Completion::exit`].
+    Nothing,
+}
+
+/// How an invocation ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Exit {
+    /// `handle` returned.
+    Returned,
+    /// The guest trapped or panicked.
+    Trap(String),
+    /// The deadline passed.
+    Timeout(Duration),
+    /// The guest asked for more memory than its limit.
+    MemoryLimit { limit: u64 },
+    /// The instance could not be created, or the request could not be passed in.
+    Failed(String),
+}
+
+/// Everything known once an invocation is over.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub exit: Exit,
+    pub cold: bool,
+    /// Microseconds since the Unix epoch.
+    pub start_us: i64,
+    pub duration: Duration,
+    /// Time spent creating the instance, within `duration`.
+    pub instantiate: Duration,
+    pub peak_memory: u64,
+    pub output: Vec<OutputLine>,
+}
+
+/// A running invocation.
+pub struct Invocation {
+    pub answer: Answer,
+    /// Resolves when the instance is gone; the response body may still be
+    /// streaming until then.
+    pub completion: oneshot::Receiver<Completion>,
+}
+
+impl Runtime {
+    /// Runs one request on a fresh instance of `image`.
+    pub async fn invoke<B>(
+        &self,
+        image: Arc<FunctionImage>,
+        request: hyper::Request<B>,
+        ctx: InvocationContext,
+    ) -> Invocation
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let (done_tx, done_rx) = oneshot::channel();
+        let permit = if ctx.nested {
+            None
+        } else {
+            match self.slots.clone().acquire_owned().await {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let _ = done_tx.send(failed(&image, "the runtime is shutting down".into()));
+                    return Invocation {
+                        answer: Answer::Nothing,
+                        completion: done_rx,
+                    };
+                }
+            }
+        };
+
+        let output = OutputCapture::default();
+        let mut wasi = WasiCtx::builder();
+        wasi.envs(&image.env)
+            .stdout(output.stream(0))
+            .stderr(output.stream(1));
+        let host = Host {
+            wasi: wasi.build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            hooks: Hooks {
+                outbound: ctx.outbound,
+            },
+            meter: MemoryMeter::new(image.limits.memory),
+        };
+        let mut store = Store::new(&self.engine, host);
+        store.limiter(|h| &mut h.meter);
+        let timeout = image.limits.timeout;
+        let deadline = Instant::now() + timeout;
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+
+        let (answer_tx, answer_rx) = oneshot::channel();
+        let prepared = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, request)
+            .and_then(|req| {
+                Ok((
+                    req,
+                    store.data_mut().http().new_response_outparam(answer_tx)?,
+                ))
+            });
+        let (req, out) = match prepared {
+            Ok(pair) => pair,
+            Err(e) => {
+                let _ = done_tx.send(failed(
+                    &image,
+                    format!(
+                        "the request cannot be passed to the function: {}",
+                        root_message(&e)
+                    ),
+                ));
+                return Invocation {
+                    answer: Answer::Nothing,
+                    completion: done_rx,
+                };
+            }
+        };
+
+        let cold = !image.warm.swap(true, Ordering::Relaxed);
+        let start_us = now_us();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let started = Instant::now();
+            let mut instantiate = Duration::ZERO;
+            let run = tokio::time::timeout(timeout, async {
+                let proxy = image.pre.instantiate_async(&mut store).await?;
+                instantiate = started.elapsed();
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            })
+            .await;
+            let duration = started.elapsed();
+            let meter = &store.data().meter;
+            let peak_memory = meter.peak();
+            let mut lines = output.take_lines();
+            let exit = match run {
+                Ok(Ok(())) => Exit::Returned,
+                Err(_elapsed) => Exit::Timeout(timeout),
+                Ok(Err(_)) if meter.exceeded.is_some() => Exit::MemoryLimit {
+                    limit: image.limits.memory,
+                },
+                Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
+                    Exit::Timeout(timeout)
+                }
+                Ok(Err(e)) => Exit::Trap(with_panic_message(root_message(&e), &lines)),
+            };
+            if let Exit::Timeout(t) = &exit {
+                lines.push(OutputLine {
+                    stream: "stderr",
+                    time_us: now_us(),
+                    line: format!("[weft] stopped: the timeout of {t:?} passed"),
+                });
+            }
+            drop(store);
+            let _ = done_tx.send(Completion {
+                exit,
+                cold,
+                start_us,
+                duration,
+                instantiate,
+                peak_memory,
+                output: lines,
+            });
+        });
+
+        let answer = match answer_rx.await {
+            Ok(Ok(response)) => Answer::Response(response),
+            Ok(Err(code)) => Answer::Refused(format!("{code:?}")),
+            Err(_) => Answer::Nothing,
+        };
+        Invocation {
+            answer,
+            completion: done_rx,
+        }
+    }
+}
+
+fn failed(image: &FunctionImage, why: String) -> Completion {
+    Completion {
+        exit: Exit::Failed(why),
+        cold: image.is_cold(),
+        start_us: now_us(),
+        duration: Duration::ZERO,
+        instantiate: Duration::ZERO,
+        peak_memory: 0,
+        output: Vec::new(),
+    }
+}
+
+/// A Rust guest's panic prints `... panicked at FILE:LINE:COL:` and then the
+/// message on stderr before trapping; put that message in the error.
+fn with_panic_message(trap: String, lines: &[OutputLine]) -> String {
+    let panic = lines
+        .iter()
+        .position(|l| l.stream == "stderr" && l.line.contains("panicked at"))
+        .and_then(|i| lines.get(i + 1))
+        .map(|l| l.line.trim().to_string())
+        .filter(|m| !m.is_empty());
+    match panic {
+        Some(message) => format!("the function panicked: {message} ({trap})"),
+        None => trap,
+    }
+}

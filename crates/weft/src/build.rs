@@ -1,0 +1,75 @@
+//! Running each function's build command, and reading the components.
+
+use std::path::Path;
+use std::process::Stdio;
+
+use anyhow::{Context, bail};
+use weft_manifest::Manifest;
+
+/// Runs the build command of every function that has one, in the order the
+/// manifest lists them. Build output goes to stderr.
+pub fn run_builds(app_dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
+    let mut done: Vec<(&str, &Path)> = Vec::new();
+    for function in &manifest.functions {
+        let Some(build) = &function.build else {
+            continue;
+        };
+        // Functions sharing a build (same command, same directory) build once.
+        if done
+            .iter()
+            .any(|(c, w)| *c == build.command && *w == build.workdir.as_path())
+        {
+            continue;
+        }
+        let workdir = app_dir.join(&build.workdir);
+        if !workdir.is_dir() {
+            bail!(
+                "function `{}`: build workdir `{}` does not exist (fix `build.workdir` in [function.{}])",
+                function.name,
+                workdir.display(),
+                function.name
+            );
+        }
+        eprintln!(
+            "building {}: {} (in {})",
+            function.name,
+            build.command,
+            workdir.display()
+        );
+        let status = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&build.command)
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(std::io::stderr())
+            .status()
+            .with_context(|| {
+                format!("function `{}`: cannot run its build command", function.name)
+            })?;
+        if !status.success() {
+            bail!(
+                "function `{}`: the build command `{}` failed ({status}); fix the build, or run with --no-build to use the existing file",
+                function.name,
+                build.command
+            );
+        }
+        done.push((&build.command, &build.workdir));
+    }
+    Ok(())
+}
+
+/// Loads and checks a manifest, runs builds, and checks the sources exist.
+pub fn prepare_app(app_dir: &Path, build: bool) -> anyhow::Result<(Manifest, String)> {
+    let (manifest, text) = Manifest::load(app_dir).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let file = app_dir.join("weft.toml").display().to_string();
+    manifest
+        .check_files(app_dir, &text, &file)
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    if build {
+        run_builds(app_dir, &manifest)?;
+    }
+    manifest
+        .check_sources(app_dir, &text, &file)
+        .map_err(|d| anyhow::anyhow!("{d}"))?;
+    Ok((manifest, text))
+}

@@ -1,0 +1,385 @@
+//! One function per CLI command.
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, anyhow, bail};
+use bytes::Bytes;
+use serde_json::{Value, json};
+use weft_gateway::{Node, NodeConfig};
+use weft_store::Digest;
+
+use crate::build::prepare_app;
+use crate::client::{Client, encode, error_text};
+use crate::show;
+
+const TEMPLATE_LIB: &str = include_str!("../../../examples/hello/src/lib.rs");
+
+pub fn new(name: &str, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    weft_manifest::check_name(name).map_err(|why| {
+        anyhow!("app name `{name}` {why}; use lowercase letters, digits and `-`, like `my-app`")
+    })?;
+    let dir = path.unwrap_or_else(|| PathBuf::from(name));
+    if dir.exists() {
+        bail!(
+            "`{}` already exists; choose another name or pass --path",
+            dir.display()
+        );
+    }
+    std::fs::create_dir_all(dir.join("src"))
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    let crate_name = name.replace('-', "_");
+    let manifest = format!(
+        r#"[app]
+name = "{name}"
+
+[function.{name}]
+source = "target/wasm32-wasip2/release/{crate_name}.wasm"
+build = "cargo build --target wasm32-wasip2 --release"
+memory = "128MB"
+timeout = "30s"
+env = {{ GREETING = "Hello" }}
+
+[[route]]
+method = "GET"
+path = "/hello/{{name}}"
+function = "{name}"
+"#
+    );
+    let cargo = format!(
+        r#"[package]
+name = "{name}"
+version = "0.1.0"
+edition = "2024"
+publish = false
+
+[lib]
+crate-type = ["cdylib"]
+
+[dependencies]
+wasip2 = "1"
+
+[profile.release]
+opt-level = "s"
+strip = true
+
+[workspace]
+"#
+    );
+    let files = [
+        ("weft.toml", manifest),
+        ("Cargo.toml", cargo),
+        ("src/lib.rs", TEMPLATE_LIB.to_string()),
+        (".gitignore", "/target\n/.weft\n".to_string()),
+    ];
+    for (file, text) in files {
+        std::fs::write(dir.join(file), text)
+            .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
+    }
+    println!("created app `{name}` in {}", dir.display());
+    println!("run it:   weft up {}", dir.display());
+    println!("then:     curl http://127.0.0.1:8080/hello/world");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn check(app_dir: &Path) -> anyhow::Result<ExitCode> {
+    let (manifest, text) = weft_manifest::Manifest::load(app_dir).map_err(|d| anyhow!("{d}"))?;
+    let file = app_dir.join("weft.toml").display().to_string();
+    manifest
+        .check_files(app_dir, &text, &file)
+        .map_err(|d| anyhow!("{d}"))?;
+    println!(
+        "{file}: app `{}` with {} function(s) and {} route(s) is valid",
+        manifest.app,
+        manifest.functions.len(),
+        manifest.routes.len()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Stores each function's component as an artifact; returns name → digest.
+fn components(
+    app_dir: &Path,
+    manifest: &weft_manifest::Manifest,
+) -> anyhow::Result<Vec<(String, Digest, Vec<u8>)>> {
+    manifest
+        .functions
+        .iter()
+        .map(|f| {
+            let path = app_dir.join(&f.source);
+            let bytes = std::fs::read(&path).with_context(|| {
+                format!("function `{}`: cannot read {}", f.name, path.display())
+            })?;
+            Ok((f.name.clone(), Digest::of(&bytes), bytes))
+        })
+        .collect()
+}
+
+pub async fn up(
+    app_dir: &Path,
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    data: Option<PathBuf>,
+    build: bool,
+) -> anyhow::Result<ExitCode> {
+    let (manifest, text) = prepare_app(app_dir, build)?;
+    let data = data.unwrap_or_else(|| app_dir.join(".weft"));
+    let print_requests = std::io::stdout().is_terminal();
+    let node = Node::open(NodeConfig {
+        data_dir: data.clone(),
+        print_requests,
+    })
+    .map_err(|e| anyhow!(e))?;
+
+    let mut artifacts = HashMap::new();
+    for (name, digest, bytes) in components(app_dir, &manifest)? {
+        node.artifacts
+            .put(&bytes, Some(&digest))
+            .with_context(|| format!("function `{name}`: cannot store its component"))?;
+        artifacts.insert(name, digest);
+    }
+    let file = app_dir.join("weft.toml").display().to_string();
+    let report = node
+        .deploy(&text, &file, &artifacts)
+        .await
+        .map_err(|e| anyhow!("{e}"))?;
+
+    let public = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {listen}: is another server using it? Pass --listen ADDR")
+        })?;
+    let admin = tokio::net::TcpListener::bind(admin_listen)
+        .await
+        .with_context(|| {
+            format!("cannot listen on {admin_listen} for the admin API; pass --admin-listen ADDR")
+        })?;
+    let public_addr = public.local_addr()?;
+    let admin_addr = admin.local_addr()?;
+
+    println!(
+        "app `{}` from {file} (data in {})",
+        report.app,
+        data.display()
+    );
+    for f in &report.functions {
+        let how = match (&f.compiled_from, f.prepare_ms) {
+            (Some(from), Some(ms)) => format!(" ({from}, {ms:.1} ms)"),
+            _ => String::new(),
+        };
+        println!("  function {} v{}{how}", f.function, f.version);
+    }
+    let deployment = node.deployment();
+    for (method, path, function) in deployment.routes.entries() {
+        println!(
+            "  {:<7} http://{public_addr}{path} -> {function}",
+            method.map_or("ANY", |m| m.as_str())
+        );
+    }
+    println!("listening on http://{public_addr}");
+    println!("admin API on http://{admin_addr}");
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let gateway_node = node.clone();
+    let gateway = tokio::spawn(weft_gateway::serve(
+        public,
+        Arc::new(move |req| weft_gateway::gateway::handle(gateway_node.clone(), req)),
+        stopped(stop_rx.clone()),
+    ));
+    let admin_node = node.clone();
+    let admin_server = tokio::spawn(weft_gateway::serve(
+        admin,
+        Arc::new(move |req| weft_gateway::admin::handle(admin_node.clone(), req)),
+        stopped(stop_rx),
+    ));
+
+    shutdown_signal().await;
+    eprintln!("stopping: finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let _ = gateway.await;
+    let _ = admin_server.await;
+    // Give running invocations a moment to finish and record themselves.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    node.store.close();
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+pub async fn invoke(
+    server: &str,
+    function: &str,
+    data: Option<String>,
+    headers: &[String],
+    method: &str,
+    path: &str,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let body = match data {
+        Some(d) => match d.strip_prefix('@') {
+            Some(file) => Some(
+                std::fs::read_to_string(file)
+                    .with_context(|| format!("--data @{file}: cannot read the file"))?,
+            ),
+            None => Some(d),
+        },
+        None => None,
+    };
+    let mut header_map = serde_json::Map::new();
+    if body.is_some() {
+        header_map.insert("content-type".into(), Value::from("application/json"));
+    }
+    for h in headers {
+        let (k, v) = h
+            .split_once(':')
+            .ok_or_else(|| anyhow!("--header `{h}` is not `Name: value`"))?;
+        if k.trim().is_empty() {
+            bail!("--header `{h}` has no name; write it as `Name: value`");
+        }
+        header_map.insert(k.trim().to_ascii_lowercase(), Value::from(v.trim()));
+    }
+    let request = json!({ "method": method, "path": path, "headers": header_map, "body": body });
+    let (status, answer) = client
+        .post_json(
+            &format!("/v1/functions/{}/invoke", encode(function)),
+            &request,
+        )
+        .await?;
+    if status != 200 {
+        bail!("{}", error_text(&answer));
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("HTTP {}", answer["status"]);
+        let text = answer["body"].as_str().unwrap_or("");
+        print!("{text}");
+        if !text.ends_with('\n') {
+            println!();
+        }
+        println!("--- invocation record");
+        print!("{}", show::record(&answer["record"]));
+    }
+    let ok = answer["record"]["outcome"].as_str() == Some("success");
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+pub async fn deploy(app_dir: &Path, server: &str, build: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (manifest, text) = prepare_app(app_dir, build)?;
+    let mut artifacts = serde_json::Map::new();
+    for (name, digest, bytes) in components(app_dir, &manifest)? {
+        let path = format!("/v1/artifacts/{digest}");
+        let (status, _) = client.get(&path).await?;
+        if status == 404 {
+            let (status, answer) = client
+                .call("PUT", &path, Some(Bytes::from(bytes)), "application/wasm")
+                .await?;
+            if status >= 300 {
+                bail!(
+                    "function `{name}`: uploading its component failed: {}",
+                    error_text(&answer)
+                );
+            }
+        }
+        artifacts.insert(name, Value::from(digest.to_string()));
+    }
+    let file = app_dir.join("weft.toml").display().to_string();
+    let (status, answer) = client
+        .post_json(
+            "/v1/deployments",
+            &json!({ "manifest": text, "file": file, "artifacts": artifacts }),
+        )
+        .await?;
+    if status != 200 {
+        bail!("{}", error_text(&answer));
+    }
+    println!("deployed app `{}`", answer["app"].as_str().unwrap_or(""));
+    for f in answer["functions"].as_array().into_iter().flatten() {
+        println!(
+            "  function {} v{}: {}",
+            f["function"].as_str().unwrap_or(""),
+            f["version"],
+            f["change"].as_str().unwrap_or("")
+        );
+    }
+    for r in answer["removed"].as_array().into_iter().flatten() {
+        println!("  function {}: removed", r.as_str().unwrap_or(""));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(
+    server: &str,
+    function: Option<String>,
+    request: Option<String>,
+    follow: bool,
+) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let mut after: i64 = 0;
+    loop {
+        let mut path = format!("/v1/logs?after={after}&limit=1000");
+        if let Some(f) = &function {
+            path.push_str(&format!("&function={}", encode(f)));
+        }
+        if let Some(r) = &request {
+            path.push_str(&format!("&request_id={}", encode(r)));
+        }
+        let (status, answer) = client.get(&path).await?;
+        if status != 200 {
+            bail!("{}", error_text(&answer));
+        }
+        let lines = answer["lines"].as_array().cloned().unwrap_or_default();
+        for l in &lines {
+            println!(
+                "{} {} {} {}: {}",
+                show::timestamp(l["time_us"].as_i64().unwrap_or(0)),
+                l["request_id"].as_str().unwrap_or(""),
+                l["function"].as_str().unwrap_or(""),
+                l["stream"].as_str().unwrap_or(""),
+                l["line"].as_str().unwrap_or("")
+            );
+        }
+        after = answer["next"].as_i64().unwrap_or(after);
+        if lines.len() == 1000 {
+            continue;
+        }
+        if !follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
