@@ -1,0 +1,9 @@
+//! End-to-end tests: the real `weft` binary, real components built from
+//! `tests/fixtures/probe`, HTTP over loopback.
+
+mod support;
+
+mod cli;
+mod deploys;
+mod isolation;
+mod routing;
