@@ -19,4 +19,4 @@ pub use body::Body;
 pub use deploy::{DeployError, DeployReport, Deployed, Deployment, FunctionChange};
 pub use node::{Node, NodeConfig, Trigger};
 pub use outbound::{INTERNAL_SUFFIX, MAX_CALL_DEPTH};
-pub use serve::serve;
+pub use serve::{serve, serve_per_core};

@@ -126,30 +126,41 @@ impl Node {
             &request_id,
             call.depth,
         ));
-        let ctx = InvocationContext {
-            request_id: request_id.clone(),
-            outbound: outbound.clone(),
-            nested: call.trigger == Trigger::Internal,
-        };
-        let invocation = self
-            .runtime
-            .invoke(function.image.clone(), request, ctx)
-            .await;
-
         let (record_tx, record_rx) = oneshot::channel();
         let base = RecordBase {
             request_id: request_id.clone(),
             function: function.clone(),
             trigger: call.trigger,
             parent: call.parent.map(str::to_string),
+            outbound: outbound.clone(),
         };
+        // The record is written on the invocation's own task when the
+        // instance is gone: no task of our own waits for it.
+        let node = Arc::downgrade(self);
+        let on_complete = Box::new(move |completion: &weft_runtime::Completion| {
+            if let Some(node) = node.upgrade() {
+                let record = node.finish(base, completion);
+                let _ = record_tx.send(record);
+            }
+        });
+        let ctx = InvocationContext {
+            request_id: request_id.clone(),
+            outbound,
+            nested: call.trigger == Trigger::Internal,
+            on_complete: Some(on_complete),
+        };
+        let invocation = self
+            .runtime
+            .invoke(function.image.clone(), request, ctx)
+            .await;
+
         let (response, status) = match invocation.answer {
             Answer::Response(mut response) => {
                 if let Ok(v) = HeaderValue::from_str(&request_id) {
                     response.headers_mut().insert(REQUEST_ID, v);
                 }
                 let status = response.status().as_u16();
-                (response, status)
+                (body::coalesce(response).await, status)
             }
             Answer::Refused(code) => {
                 let message = format!("function `{}` answered with error {code}", function.name);
@@ -158,40 +169,14 @@ impl Node {
             Answer::Nothing => {
                 // The function ended without answering: wait for how, so the
                 // caller learns why.
-                let completion = match invocation.completion.await {
-                    Ok(c) => c,
-                    Err(_) => {
-                        let response =
-                            body::error(500, "the invocation was lost", Some(&request_id));
-                        return Handled {
-                            response,
-                            request_id,
-                            record: record_rx,
-                        };
-                    }
+                let (status, message) = match invocation.completion.await {
+                    Ok(c) => failure(&function.name, &c.exit),
+                    Err(_) => (500, "the invocation was lost".to_string()),
                 };
-                let (status, message) = failure(&function.name, &completion.exit);
-                let mut response = body::error(status, &message, Some(&request_id));
-                if let Ok(v) = HeaderValue::from_str(&request_id) {
-                    response.headers_mut().insert(REQUEST_ID, v);
-                }
-                self.finish(base, completion, status, &outbound, record_tx);
-                self.print(&method, &path, &function.name, status, started);
-                return Handled {
-                    response,
-                    request_id,
-                    record: record_rx,
-                };
+                (body::error(status, &message, Some(&request_id)), status)
             }
         };
         self.print(&method, &path, &function.name, status, started);
-        let node = self.clone();
-        let completion = invocation.completion;
-        tokio::spawn(async move {
-            if let Ok(c) = completion.await {
-                node.finish(base, c, status, &outbound, record_tx);
-            }
-        });
         Handled {
             response,
             request_id,
@@ -199,52 +184,49 @@ impl Node {
         }
     }
 
-    /// Writes the record and the function's output for a finished invocation.
-    fn finish(
-        &self,
-        base: RecordBase,
-        completion: weft_runtime::Completion,
-        status: u16,
-        outbound: &FunctionOutbound,
-        record_tx: oneshot::Sender<InvocationRecord>,
-    ) {
+    /// Writes the record and the function's output for a finished
+    /// invocation, and returns the record.
+    fn finish(&self, base: RecordBase, completion: &weft_runtime::Completion) -> InvocationRecord {
+        let name = &base.function.name;
         let (outcome, error) = match &completion.exit {
             Exit::Returned => (Outcome::Success, None),
             Exit::Trap(m) => (Outcome::Trap, Some(m.clone())),
-            Exit::Timeout(_) => (
-                Outcome::Timeout,
-                Some(failure(&base.function.name, &completion.exit).1),
-            ),
+            Exit::Timeout(_) => (Outcome::Timeout, Some(failure(name, &completion.exit).1)),
             Exit::MemoryLimit { .. } => (
                 Outcome::MemoryLimit,
-                Some(failure(&base.function.name, &completion.exit).1),
+                Some(failure(name, &completion.exit).1),
             ),
             Exit::Failed(m) => (Outcome::Failed, Some(m.clone())),
         };
-        let mut lines: Vec<LogLine> = outbound
-            .take_denials()
-            .into_iter()
-            .map(|line| LogLine {
-                seq: 0,
-                request_id: base.request_id.clone(),
-                function: base.function.name.clone(),
-                stream: "stderr".into(),
-                time_us: completion.start_us,
-                line,
-            })
-            .collect();
-        lines.extend(completion.output.into_iter().map(|o| LogLine {
+        // A function that answered and then failed (say, trapped while
+        // streaming) still answered with its status.
+        let status = completion
+            .status
+            .unwrap_or_else(|| failure(name, &completion.exit).0);
+        let line = |stream: &str, time_us: i64, line: String| LogLine {
             seq: 0,
             request_id: base.request_id.clone(),
-            function: base.function.name.clone(),
-            stream: o.stream.into(),
-            time_us: o.time_us,
-            line: o.line,
-        }));
+            function: name.clone(),
+            stream: stream.into(),
+            time_us,
+            line,
+        };
+        let mut lines: Vec<LogLine> = base
+            .outbound
+            .take_denials()
+            .into_iter()
+            .map(|l| line("stderr", completion.start_us, l))
+            .collect();
+        lines.extend(
+            completion
+                .output
+                .iter()
+                .map(|o| line(o.stream, o.time_us, o.line.clone())),
+        );
         self.store.logs(lines);
         let record = InvocationRecord {
             request_id: base.request_id,
-            function: base.function.name.clone(),
+            function: name.clone(),
             version: base.function.version,
             trigger: base.trigger.as_str().into(),
             start_us: completion.start_us,
@@ -257,7 +239,7 @@ impl Node {
             parent_request_id: base.parent,
         };
         self.store.record(record.clone());
-        let _ = record_tx.send(record);
+        record
     }
 
     fn print(
@@ -282,6 +264,7 @@ struct RecordBase {
     function: Arc<Deployed>,
     trigger: Trigger,
     parent: Option<String>,
+    outbound: Arc<FunctionOutbound>,
 }
 
 /// Status and message for an invocation that ended without answering.

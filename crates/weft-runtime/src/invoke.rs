@@ -2,7 +2,7 @@
 //! out, and a [`Completion`] that says how it ended.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU16, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -55,6 +55,9 @@ pub struct InvocationContext {
     pub outbound: Arc<dyn Outbound>,
     /// Called from another function: runs without taking a top-level slot.
     pub nested: bool,
+    /// Runs on the invocation's own task as soon as the instance is gone,
+    /// before the completion is sent to [`Invocation::completion`].
+    pub on_complete: Option<Box<dyn FnOnce(&Completion) + Send>>,
 }
 
 /// What the function answered.
@@ -93,6 +96,8 @@ pub struct Completion {
     /// Time spent creating the instance, within `duration`.
     pub instantiate: Duration,
     pub peak_memory: u64,
+    /// The status the function answered with, if it answered.
+    pub status: Option<u16>,
     pub output: Vec<OutputLine>,
 }
 
@@ -117,13 +122,25 @@ impl Runtime {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let (done_tx, done_rx) = oneshot::channel();
+        let mut on_complete = ctx.on_complete;
+        let finish =
+            move |completion: Completion,
+                  on_complete: Option<Box<dyn FnOnce(&Completion) + Send>>| {
+                if let Some(f) = on_complete {
+                    f(&completion);
+                }
+                let _ = done_tx.send(completion);
+            };
         let permit = if ctx.nested {
             None
         } else {
             match self.slots.clone().acquire_owned().await {
                 Ok(p) => Some(p),
                 Err(_) => {
-                    let _ = done_tx.send(failed(&image, "the runtime is shutting down".into()));
+                    finish(
+                        failed(&image, "the runtime is shutting down".into()),
+                        on_complete.take(),
+                    );
                     return Invocation {
                         answer: Answer::Nothing,
                         completion: done_rx,
@@ -160,6 +177,8 @@ impl Runtime {
         });
 
         let (answer_tx, answer_rx) = oneshot::channel();
+        let status = Arc::new(AtomicU16::new(0));
+        let answered = status.clone();
         let prepared = store
             .data_mut()
             .http()
@@ -167,19 +186,25 @@ impl Runtime {
             .and_then(|req| {
                 Ok((
                     req,
-                    store.data_mut().http().new_response_outparam(answer_tx)?,
+                    store
+                        .data_mut()
+                        .http()
+                        .new_response_outparam_from_callback(move |answer| {
+                            if let Ok(response) = &answer {
+                                answered.store(response.status().as_u16(), Ordering::Relaxed);
+                            }
+                            let _ = answer_tx.send(answer);
+                        })?,
                 ))
             });
         let (req, out) = match prepared {
             Ok(pair) => pair,
             Err(e) => {
-                let _ = done_tx.send(failed(
-                    &image,
-                    format!(
-                        "the request cannot be passed to the function: {}",
-                        root_message(&e)
-                    ),
-                ));
+                let why = format!(
+                    "the request cannot be passed to the function: {}",
+                    root_message(&e)
+                );
+                finish(failed(&image, why), on_complete.take());
                 return Invocation {
                     answer: Answer::Nothing,
                     completion: done_rx,
@@ -225,15 +250,18 @@ impl Runtime {
                 });
             }
             drop(store);
-            let _ = done_tx.send(Completion {
+            let status = Some(status.load(Ordering::Relaxed)).filter(|s| *s != 0);
+            let completion = Completion {
                 exit,
                 cold,
                 start_us,
                 duration,
                 instantiate,
                 peak_memory,
+                status,
                 output: lines,
-            });
+            };
+            finish(completion, on_complete);
         });
 
         let answer = match answer_rx.await {
@@ -256,6 +284,7 @@ fn failed(image: &FunctionImage, why: String) -> Completion {
         duration: Duration::ZERO,
         instantiate: Duration::ZERO,
         peak_memory: 0,
+        status: None,
         output: Vec::new(),
     }
 }

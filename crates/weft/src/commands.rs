@@ -149,17 +149,23 @@ pub async fn up(
         .await
         .map_err(|e| anyhow!("{e}"))?;
 
-    let public = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| {
-            format!("cannot listen on {listen}: is another server using it? Pass --listen ADDR")
-        })?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let gateway_node = node.clone();
+    let (public_addr, gateway_threads) = weft_gateway::serve_per_core(
+        listen,
+        threads,
+        Arc::new(move |req| weft_gateway::gateway::handle(gateway_node.clone(), req)),
+        stop_rx.clone(),
+    )
+    .with_context(|| {
+        format!("cannot listen on {listen}: is another server using it? Pass --listen ADDR")
+    })?;
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
         .with_context(|| {
             format!("cannot listen on {admin_listen} for the admin API; pass --admin-listen ADDR")
         })?;
-    let public_addr = public.local_addr()?;
     let admin_addr = admin.local_addr()?;
 
     println!(
@@ -184,27 +190,22 @@ pub async fn up(
     println!("listening on http://{public_addr}");
     println!("admin API on http://{admin_addr}");
 
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let gateway_node = node.clone();
-    let gateway = tokio::spawn(weft_gateway::serve(
-        public,
-        Arc::new(move |req| weft_gateway::gateway::handle(gateway_node.clone(), req)),
-        stopped(stop_rx.clone()),
-    ));
     let admin_node = node.clone();
+    let mut admin_stop = stop_rx;
     let admin_server = tokio::spawn(weft_gateway::serve(
         admin,
         Arc::new(move |req| weft_gateway::admin::handle(admin_node.clone(), req)),
-        stopped(stop_rx),
+        async move {
+            let _ = admin_stop.wait_for(|s| *s).await;
+        },
     ));
 
     shutdown_signal().await;
     eprintln!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
-    let _ = gateway.await;
+    for t in gateway_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     let _ = admin_server.await;
     // Give running invocations a moment to finish and record themselves.
     tokio::time::sleep(Duration::from_millis(200)).await;

@@ -1,0 +1,183 @@
+//! `weft-bench`: measures weft against baselines run side by side on the
+//! same machine, and prints a Markdown report of ratios.
+//!
+//! `scripts/bench` builds everything in release mode and runs `weft-bench run`.
+
+mod hello;
+mod load;
+mod procs;
+mod runtime;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the bare hyper baseline.
+    HyperHello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+    /// Run every benchmark and print the report.
+    Run {
+        /// The release `weft` binary.
+        #[arg(long)]
+        weft: PathBuf,
+        /// The `wasmtime` binary (wasmtime-cli 48) for `wasmtime serve`.
+        #[arg(long)]
+        wasmtime: PathBuf,
+        /// The hello app directory (its component must be built).
+        #[arg(long)]
+        app: PathBuf,
+        /// Seconds measured per throughput run.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent connections for the throughput runs.
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        /// Deployed functions for the memory figure.
+        #[arg(long, default_value_t = 1000)]
+        functions: usize,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::HyperHello { addr } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(hello::serve(addr))
+        }
+        Command::Run {
+            weft,
+            wasmtime,
+            app,
+            seconds,
+            connections,
+            functions,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            rt.block_on(run(
+                weft,
+                wasmtime,
+                app,
+                Duration::from_secs(seconds),
+                connections,
+                functions,
+            ))
+        }
+    }
+}
+
+async fn run(
+    weft: PathBuf,
+    wasmtime: PathBuf,
+    app: PathBuf,
+    seconds: Duration,
+    connections: usize,
+    functions: usize,
+) -> anyhow::Result<()> {
+    let component = app.join("target/wasm32-wasip2/release/hello.wasm");
+    anyhow::ensure!(
+        component.is_file(),
+        "build the hello component first: {} is missing",
+        component.display()
+    );
+    let scratch = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&scratch)?;
+    let warmup = Duration::from_secs(1);
+
+    println!("## HTTP: hello through the gateway, against bare hyper and `wasmtime serve`\n");
+    println!(
+        "{connections} connections, {}s measured after {}s warm-up; then 1 connection (one request at a time).\n",
+        seconds.as_secs(),
+        warmup.as_secs()
+    );
+    let servers = [
+        ("bare hyper", procs::Server::hyper()?),
+        (
+            "weft",
+            procs::Server::weft(&weft, &app, &scratch.join("data"))?,
+        ),
+        (
+            "wasmtime serve",
+            procs::Server::wasmtime(&wasmtime, &component)?,
+        ),
+    ];
+    let mut rows = Vec::new();
+    for (name, server) in &servers {
+        let many = load::run(server.addr, "/", connections, warmup, seconds).await?;
+        let one = load::run(
+            server.addr,
+            "/",
+            1,
+            warmup,
+            seconds.min(Duration::from_secs(3)),
+        )
+        .await?;
+        rows.push((*name, many, one));
+    }
+    println!(
+        "| server | requests/s | p50 µs | p99 µs | errors | p50 µs, 1 at a time | p99 µs, 1 at a time |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for (name, many, one) in &rows {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.0} | {:.0} |",
+            many.rps(),
+            many.percentile(0.5),
+            many.percentile(0.99),
+            many.errors + one.errors,
+            one.percentile(0.5),
+            one.percentile(0.99)
+        );
+    }
+    let (hyper, weft_run, wasmtime_run) = (&rows[0], &rows[1], &rows[2]);
+    println!();
+    println!(
+        "- weft / bare hyper, requests/s: **{:.2}** (bar: at least 0.6)",
+        weft_run.1.rps() / hyper.1.rps()
+    );
+    println!(
+        "- weft / wasmtime serve, requests/s: **{:.2}** (bar: at least 1.0)",
+        weft_run.1.rps() / wasmtime_run.1.rps()
+    );
+    println!(
+        "- wasmtime serve / bare hyper, requests/s: {:.2}",
+        wasmtime_run.1.rps() / hyper.1.rps()
+    );
+    println!(
+        "- p50 latency added by weft over bare hyper, one request at a time: **{:.0} µs** (bar: under 50 µs)",
+        weft_run.2.percentile(0.5) - hyper.2.percentile(0.5)
+    );
+    drop(servers);
+
+    println!("\n## Instantiation, in process\n");
+    let inst = runtime::instantiation(&component, 3000).await?;
+    println!("{}", inst);
+
+    println!("\n## Cold start: first request after a deploy, compiled artifact from the cache\n");
+    let cold = procs::cold_start(&weft, &app, &scratch.join("data")).await?;
+    println!("{cold}");
+
+    println!("\n## Memory: server RSS with {functions} deployed functions\n");
+    let rss = procs::rss_with_functions(&weft, &component, &scratch, functions).await?;
+    println!("{rss}");
+
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
