@@ -16,8 +16,7 @@ pub async fn serve(addr: SocketAddr) -> anyhow::Result<()> {
         stream.set_nodelay(true)?;
         tokio::spawn(async move {
             let service = hyper::service::service_fn(|_req| async {
-                let mut response =
-                    hyper::Response::new(Full::new(Bytes::from_static(b"Hello, world!\n")));
+                let mut response = hyper::Response::new(Full::new(Bytes::from_static(b"Hello, world!\n")));
                 response.headers_mut().insert(
                     http::header::CONTENT_TYPE,
                     http::HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -46,9 +46,7 @@ pub async fn run(
     let mut tasks = Vec::new();
     for _ in 0..connections {
         let path = path.to_string();
-        tasks.push(tokio::spawn(async move {
-            connection(addr, &path, start, end).await
-        }));
+        tasks.push(tokio::spawn(async move { connection(addr, &path, start, end).await }));
     }
     let mut total = Load {
         requests: 0,
@@ -106,9 +104,7 @@ async fn connection(
     Ok((ok, errors, latencies))
 }
 
-async fn connect(
-    addr: SocketAddr,
-) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
+async fn connect(addr: SocketAddr) -> anyhow::Result<hyper::client::conn::http1::SendRequest<Empty<Bytes>>> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;

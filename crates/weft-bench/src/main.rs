@@ -54,9 +54,7 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::HyperHello { addr } => {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .enable_all()
-                .build()?;
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(hello::serve(addr))
         }
         Command::Run {
@@ -109,31 +107,16 @@ async fn run(
     );
     let servers = [
         ("bare hyper", procs::Server::hyper()?),
-        (
-            "weft",
-            procs::Server::weft(&weft, &app, &scratch.join("data"))?,
-        ),
-        (
-            "wasmtime serve",
-            procs::Server::wasmtime(&wasmtime, &component)?,
-        ),
+        ("weft", procs::Server::weft(&weft, &app, &scratch.join("data"))?),
+        ("wasmtime serve", procs::Server::wasmtime(&wasmtime, &component)?),
     ];
     let mut rows = Vec::new();
     for (name, server) in &servers {
         let many = load::run(server.addr, "/", connections, warmup, seconds).await?;
-        let one = load::run(
-            server.addr,
-            "/",
-            1,
-            warmup,
-            seconds.min(Duration::from_secs(3)),
-        )
-        .await?;
+        let one = load::run(server.addr, "/", 1, warmup, seconds.min(Duration::from_secs(3))).await?;
         rows.push((*name, many, one));
     }
-    println!(
-        "| server | requests/s | p50 µs | p99 µs | errors | p50 µs, 1 at a time | p99 µs, 1 at a time |"
-    );
+    println!("| server | requests/s | p50 µs | p99 µs | errors | p50 µs, 1 at a time | p99 µs, 1 at a time |");
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for (name, many, one) in &rows {
         println!(

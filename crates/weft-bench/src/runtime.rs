@@ -7,18 +7,14 @@ use std::time::Instant;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use weft_runtime::{
-    Answer, HttpError, InvocationContext, Limits, Outbound, OutboundFuture, RequestOptions,
-    Runtime, RuntimeConfig, WasiBody,
+    Answer, HttpError, InvocationContext, Limits, Outbound, OutboundFuture, RequestOptions, Runtime, RuntimeConfig,
+    WasiBody,
 };
 
 struct NoOutbound;
 
 impl Outbound for NoOutbound {
-    fn send(
-        &self,
-        _request: http::Request<WasiBody>,
-        _options: Option<RequestOptions>,
-    ) -> OutboundFuture {
+    fn send(&self, _request: http::Request<WasiBody>, _options: Option<RequestOptions>) -> OutboundFuture {
         Box::pin(async { Err(HttpError::HttpRequestDenied) })
     }
 }
@@ -29,11 +25,10 @@ pub async fn instantiation(component: &Path, n: usize) -> anyhow::Result<String>
     let bytes = std::fs::read(component)?;
     let cache = std::env::temp_dir().join(format!("weft-bench-cache-{}", std::process::id()));
     let runtime = Runtime::new(RuntimeConfig::new(cache.clone()))?;
-    let digest: String =
-        sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+    let digest: String = sha2::Digest::finalize(<sha2::Sha256 as sha2::Digest>::new_with_prefix(&bytes))
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     let limits = Limits {
         memory: 128 << 20,
         timeout: std::time::Duration::from_secs(10),
@@ -42,13 +37,11 @@ pub async fn instantiation(component: &Path, n: usize) -> anyhow::Result<String>
     let outbound: Arc<dyn Outbound> = Arc::new(NoOutbound);
     let (mut instantiate, mut total) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for i in 0..n {
-        let request = http::Request::get("/")
-            .header(http::header::HOST, "bench")
-            .body(
-                Full::new(Bytes::new())
-                    .map_err(|never: std::convert::Infallible| -> HttpError { match never {} })
-                    .boxed_unsync(),
-            )?;
+        let request = http::Request::get("/").header(http::header::HOST, "bench").body(
+            Full::new(Bytes::new())
+                .map_err(|never: std::convert::Infallible| -> HttpError { match never {} })
+                .boxed_unsync(),
+        )?;
         let ctx = InvocationContext {
             request_id: format!("bench-{i}"),
             outbound: outbound.clone(),
@@ -58,10 +51,7 @@ pub async fn instantiation(component: &Path, n: usize) -> anyhow::Result<String>
         let started = Instant::now();
         let invocation = runtime.invoke(image.clone(), request, ctx).await;
         if let Answer::Response(r) = invocation.answer {
-            r.into_body()
-                .collect()
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
+            r.into_body().collect().await.map_err(|e| anyhow::anyhow!("{e}"))?;
         }
         let completion = invocation.completion.await?;
         total.push(started.elapsed().as_secs_f64() * 1e6);

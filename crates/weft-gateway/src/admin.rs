@@ -82,10 +82,7 @@ fn parse_query(query: &str) -> HashMap<String, String> {
         .filter(|p| !p.is_empty())
         .map(|p| {
             let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (
-                k.to_string(),
-                crate::node::percent_decode(&v.replace('+', " ")),
-            )
+            (k.to_string(), crate::node::percent_decode(&v.replace('+', " ")))
         })
         .collect()
 }
@@ -116,16 +113,9 @@ async fn read_body(request: hyper::Request<Incoming>, limit: usize) -> Result<By
     }
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(
-    request: hyper::Request<Incoming>,
-) -> Result<T, Refusal> {
+async fn read_json<T: for<'de> Deserialize<'de>>(request: hyper::Request<Incoming>) -> Result<T, Refusal> {
     let bytes = read_body(request, MAX_JSON).await?;
-    serde_json::from_slice(&bytes).map_err(|e| {
-        refuse(
-            400,
-            format!("the request body is not the expected JSON: {e}"),
-        )
-    })
+    serde_json::from_slice(&bytes).map_err(|e| refuse(400, format!("the request body is not the expected JSON: {e}")))
 }
 
 /// Runs a store query off the async threads.
@@ -188,10 +178,7 @@ async fn invoke(node: &Arc<Node>, name: &str, request: hyper::Request<Incoming>)
     let method = input.method.as_deref().unwrap_or("POST");
     let path = input.path.as_deref().unwrap_or("/");
     if !path.starts_with('/') {
-        return Err(refuse(
-            400,
-            format!("`path` must start with `/`, got `{path}`"),
-        ));
+        return Err(refuse(400, format!("`path` must start with `/`, got `{path}`")));
     }
     let mut builder = hyper::Request::builder()
         .method(method)
@@ -219,12 +206,7 @@ async fn invoke(node: &Arc<Node>, name: &str, request: hyper::Request<Incoming>)
     let headers: HashMap<&str, String> = parts
         .headers
         .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
         .collect();
     ok(json!({
         "request_id": handled.request_id,

@@ -7,16 +7,13 @@ use http_body_util::{BodyExt, Full};
 pub type Body = http_body_util::combinators::UnsyncBoxBody<Bytes, weft_runtime::HttpError>;
 
 pub(crate) fn full(bytes: impl Into<Bytes>) -> Body {
-    Full::new(bytes.into())
-        .map_err(|never| match never {})
-        .boxed_unsync()
+    Full::new(bytes.into()).map_err(|never| match never {}).boxed_unsync()
 }
 
 /// A JSON response.
 pub(crate) fn json(status: u16, value: &serde_json::Value) -> hyper::Response<Body> {
     let mut response = hyper::Response::new(full(value.to_string()));
-    *response.status_mut() =
-        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -51,27 +48,31 @@ pub(crate) const COALESCE_BYTES: usize = 64 * 1024;
 pub(crate) const COALESCE_WAIT: std::time::Duration = std::time::Duration::from_millis(1);
 
 pub(crate) async fn coalesce(response: hyper::Response<Body>) -> hyper::Response<Body> {
-    if response
-        .headers()
-        .contains_key(http::header::CONTENT_LENGTH)
-    {
+    if response.headers().contains_key(http::header::CONTENT_LENGTH) {
         return response;
     }
     let (mut parts, mut rest) = response.into_parts();
     let mut collected = bytes::BytesMut::new();
-    let deadline = tokio::time::sleep(COALESCE_WAIT);
-    tokio::pin!(deadline);
+    // On the gateway's single-threaded runtime the function has usually
+    // finished writing by the time its answer is read: take what is ready
+    // without a timer, and arm one only if the body is still coming.
+    let mut deadline = None;
     loop {
-        let frame = tokio::select! {
-            frame = rest.frame() => frame,
-            () = &mut deadline => break,
+        let frame = match ready_frame(&mut rest).await {
+            Some(frame) => frame,
+            None => {
+                let timer = deadline.get_or_insert_with(|| Box::pin(tokio::time::sleep(COALESCE_WAIT)));
+                tokio::select! {
+                    frame = rest.frame() => frame,
+                    () = timer => break,
+                }
+            }
         };
         match frame {
             None => {
-                parts.headers.insert(
-                    http::header::CONTENT_LENGTH,
-                    http::HeaderValue::from(collected.len()),
-                );
+                parts
+                    .headers
+                    .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(collected.len()));
                 return hyper::Response::from_parts(parts, full(collected.freeze()));
             }
             Some(Ok(frame)) => match frame.into_data() {
@@ -107,6 +108,19 @@ pub(crate) async fn coalesce(response: hyper::Response<Body>) -> hyper::Response
         rest,
     };
     hyper::Response::from_parts(parts, prefixed.boxed_unsync())
+}
+
+type Frame = Option<Result<hyper::body::Frame<Bytes>, weft_runtime::HttpError>>;
+
+/// The body's next frame if it is ready now, without waiting.
+async fn ready_frame(body: &mut Body) -> Option<Frame> {
+    std::future::poll_fn(
+        |cx| match hyper::body::Body::poll_frame(std::pin::Pin::new(&mut *body), cx) {
+            std::task::Poll::Ready(frame) => std::task::Poll::Ready(Some(frame)),
+            std::task::Poll::Pending => std::task::Poll::Ready(None),
+        },
+    )
+    .await
 }
 
 /// A body whose first bytes (and possibly trailers) were already read.

@@ -109,15 +109,13 @@ impl Node {
         }
         let mut plans = Vec::new();
         for spec in &manifest.functions {
-            let digest =
-                artifacts
-                    .get(&spec.name)
-                    .cloned()
-                    .ok_or_else(|| DeployError::Artifact {
-                        function: spec.name.clone(),
-                        message: "no component was given for it: build it and upload its artifact"
-                            .into(),
-                    })?;
+            let digest = artifacts
+                .get(&spec.name)
+                .cloned()
+                .ok_or_else(|| DeployError::Artifact {
+                    function: spec.name.clone(),
+                    message: "no component was given for it: build it and upload its artifact".into(),
+                })?;
             if !self.artifacts.contains(&digest) {
                 return Err(DeployError::Artifact {
                     function: spec.name.clone(),
@@ -158,18 +156,13 @@ impl Node {
             };
             let node = self.clone();
             let (digest, env) = (plan.digest.to_string(), plan.spec.env.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                node.runtime.prepare(&digest, &bytes, limits, env)
-            })
-            .await;
+            let result = tokio::task::spawn_blocking(move || node.runtime.prepare(&digest, &bytes, limits, env)).await;
             match result {
                 Ok(Ok(image)) => {
                     prepared.insert(plan.spec.name.clone(), Arc::new(image));
                 }
                 Ok(Err(e)) => rejected.push((plan.spec.name.clone(), e.to_string())),
-                Err(e) => {
-                    rejected.push((plan.spec.name.clone(), format!("preparing it failed: {e}")))
-                }
+                Err(e) => rejected.push((plan.spec.name.clone(), format!("preparing it failed: {e}"))),
             }
         }
         if !rejected.is_empty() {
@@ -245,16 +238,14 @@ impl Node {
             functions: changes,
             removed,
         };
-        let in_use: std::collections::HashSet<String> =
-            functions.values().map(|d| d.digest.to_string()).collect();
+        let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
         self.current.store(Arc::new(Deployment {
             app: manifest.app.clone(),
             functions,
             routes,
             manifest: Some(manifest),
         }));
-        self.runtime
-            .forget_unused(&|digest| in_use.contains(digest));
+        self.runtime.forget_unused(&|digest| in_use.contains(digest));
         Ok(report)
     }
 }

@@ -80,8 +80,8 @@ impl Node {
             .map_err(|e| format!("cannot create the data directory {}: {e}", data.display()))?;
         let store = Store::open(&data.join("weft.db")).map_err(|e| e.to_string())?;
         let artifacts = Artifacts::open(&data.join("artifacts")).map_err(|e| e.to_string())?;
-        let runtime = Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled")))
-            .map_err(|e| e.to_string())?;
+        let runtime =
+            Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled"))).map_err(|e| e.to_string())?;
         Ok(Arc::new(Node {
             runtime,
             store,
@@ -114,18 +114,8 @@ impl Node {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
-        prepare_headers(
-            request.headers_mut(),
-            &request_id,
-            &function.name,
-            call.params,
-        );
-        let outbound = Arc::new(FunctionOutbound::new(
-            self,
-            function,
-            &request_id,
-            call.depth,
-        ));
+        prepare_headers(request.headers_mut(), &request_id, &function.name, call.params);
+        let outbound = Arc::new(FunctionOutbound::new(self, function, &request_id, call.depth));
         let (record_tx, record_rx) = oneshot::channel();
         let base = RecordBase {
             request_id: request_id.clone(),
@@ -139,8 +129,10 @@ impl Node {
         let node = Arc::downgrade(self);
         let on_complete = Box::new(move |completion: &weft_runtime::Completion| {
             if let Some(node) = node.upgrade() {
-                let record = node.finish(base, completion);
-                let _ = record_tx.send(record);
+                // Only the admin API's invoke waits for the record.
+                if let Some(record) = node.finish(base, completion, !record_tx.is_closed()) {
+                    let _ = record_tx.send(record);
+                }
             }
         });
         let ctx = InvocationContext {
@@ -149,10 +141,7 @@ impl Node {
             nested: call.trigger == Trigger::Internal,
             on_complete: Some(on_complete),
         };
-        let invocation = self
-            .runtime
-            .invoke(function.image.clone(), request, ctx)
-            .await;
+        let invocation = self.runtime.invoke(function.image.clone(), request, ctx).await;
 
         let (response, status) = match invocation.answer {
             Answer::Response(mut response) => {
@@ -185,24 +174,24 @@ impl Node {
     }
 
     /// Writes the record and the function's output for a finished
-    /// invocation, and returns the record.
-    fn finish(&self, base: RecordBase, completion: &weft_runtime::Completion) -> InvocationRecord {
+    /// invocation, and returns the record if `wanted`.
+    fn finish(
+        &self,
+        base: RecordBase,
+        completion: &weft_runtime::Completion,
+        wanted: bool,
+    ) -> Option<InvocationRecord> {
         let name = &base.function.name;
         let (outcome, error) = match &completion.exit {
             Exit::Returned => (Outcome::Success, None),
             Exit::Trap(m) => (Outcome::Trap, Some(m.clone())),
             Exit::Timeout(_) => (Outcome::Timeout, Some(failure(name, &completion.exit).1)),
-            Exit::MemoryLimit { .. } => (
-                Outcome::MemoryLimit,
-                Some(failure(name, &completion.exit).1),
-            ),
+            Exit::MemoryLimit { .. } => (Outcome::MemoryLimit, Some(failure(name, &completion.exit).1)),
             Exit::Failed(m) => (Outcome::Failed, Some(m.clone())),
         };
         // A function that answered and then failed (say, trapped while
         // streaming) still answered with its status.
-        let status = completion
-            .status
-            .unwrap_or_else(|| failure(name, &completion.exit).0);
+        let status = completion.status.unwrap_or_else(|| failure(name, &completion.exit).0);
         let line = |stream: &str, time_us: i64, line: String| LogLine {
             seq: 0,
             request_id: base.request_id.clone(),
@@ -238,23 +227,17 @@ impl Node {
             error,
             parent_request_id: base.parent,
         };
-        self.store.record(record.clone());
-        record
+        if wanted {
+            self.store.record(record.clone());
+            return Some(record);
+        }
+        self.store.record(record);
+        None
     }
 
-    fn print(
-        &self,
-        method: &http::Method,
-        path: &str,
-        function: &str,
-        status: u16,
-        started: Instant,
-    ) {
+    fn print(&self, method: &http::Method, path: &str, function: &str, status: u16, started: Instant) {
         if self.print_requests {
-            println!(
-                "{method} {path} -> {function} {status} in {:.2?}",
-                started.elapsed()
-            );
+            println!("{method} {path} -> {function} {status} in {:.2?}", started.elapsed());
         }
     }
 }
@@ -292,12 +275,7 @@ fn failure(function: &str, exit: &Exit) -> (u16, String) {
 
 /// Removes `weft-*` headers a client sent (they are weft's to set), then
 /// adds the request id, the function name and the route parameters.
-fn prepare_headers(
-    headers: &mut http::HeaderMap,
-    request_id: &str,
-    function: &str,
-    params: &[(&str, &str)],
-) {
+fn prepare_headers(headers: &mut http::HeaderMap, request_id: &str, function: &str, params: &[(&str, &str)]) {
     let spoofed: Vec<HeaderName> = headers
         .keys()
         .filter(|k| k.as_str().starts_with("weft-"))
@@ -316,8 +294,7 @@ fn prepare_headers(
         headers.insert(HeaderName::from_static("weft-function"), v);
     }
     for (name, value) in params {
-        let header =
-            HeaderName::from_bytes(format!("weft-param-{}", name.to_ascii_lowercase()).as_bytes());
+        let header = HeaderName::from_bytes(format!("weft-param-{}", name.to_ascii_lowercase()).as_bytes());
         let value = HeaderValue::from_str(&percent_decode(value));
         if let (Ok(h), Ok(v)) = (header, value) {
             headers.insert(h, v);
@@ -361,11 +338,7 @@ impl RequestIds {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
         RequestIds {
-            prefix: format!(
-                "{:012x}{:04x}",
-                now & 0xffff_ffff_ffff,
-                std::process::id() & 0xffff
-            ),
+            prefix: format!("{:012x}{:04x}", now & 0xffff_ffff_ffff, std::process::id() & 0xffff),
             counter: AtomicU64::new(0),
         }
     }

@@ -24,12 +24,7 @@ pub(crate) struct FunctionOutbound {
 }
 
 impl FunctionOutbound {
-    pub(crate) fn new(
-        node: &Arc<Node>,
-        caller: &Arc<Deployed>,
-        request_id: &str,
-        depth: u32,
-    ) -> Self {
+    pub(crate) fn new(node: &Arc<Node>, caller: &Arc<Deployed>, request_id: &str, depth: u32) -> Self {
         FunctionOutbound {
             node: Arc::downgrade(node),
             caller: caller.clone(),
@@ -54,11 +49,7 @@ impl FunctionOutbound {
 }
 
 impl Outbound for FunctionOutbound {
-    fn send(
-        &self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-    ) -> OutboundFuture {
+    fn send(&self, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> OutboundFuture {
         let uri = request.uri();
         let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
             return self.deny("outbound request without a host".into());
@@ -79,8 +70,7 @@ impl Outbound for FunctionOutbound {
             }
             let Some(function) = node.deployment().functions.get(target).cloned() else {
                 let deployment = node.deployment();
-                let mut known: Vec<&str> =
-                    deployment.functions.keys().map(String::as_str).collect();
+                let mut known: Vec<&str> = deployment.functions.keys().map(String::as_str).collect();
                 known.sort();
                 return self.deny(format!(
                     "`{host}` names no function of this app; internal addresses are http://FUNCTION{INTERNAL_SUFFIX}/PATH with FUNCTION one of: {}",

@@ -72,10 +72,7 @@ where
         let handle = std::thread::Builder::new()
             .name(format!("weft-gateway-{i}"))
             .spawn(move || {
-                let runtime = match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                {
+                let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                     Ok(r) => r,
                     Err(e) => {
                         let _ = ready_tx.send(Err(e));

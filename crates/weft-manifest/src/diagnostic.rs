@@ -66,11 +66,7 @@ impl Diagnostics {
 
     /// `Ok(value)` when nothing was found, else `Err(self)`.
     pub fn into_result<T>(self, value: T) -> Result<T, Diagnostics> {
-        if self.items.is_empty() {
-            Ok(value)
-        } else {
-            Err(self)
-        }
+        if self.items.is_empty() { Ok(value) } else { Err(self) }
     }
 
     /// 1-based line and column (in characters) of a byte offset.
@@ -121,13 +117,7 @@ impl fmt::Display for Diagnostics {
                         .map_or(1, |s| s.chars().count().max(1));
                     writeln!(f, "{:gutter$} |", "")?;
                     writeln!(f, "{line} | {text}")?;
-                    writeln!(
-                        f,
-                        "{:gutter$} | {}{}",
-                        "",
-                        " ".repeat(col - 1),
-                        "^".repeat(width)
-                    )?;
+                    writeln!(f, "{:gutter$} | {}{}", "", " ".repeat(col - 1), "^".repeat(width))?;
                 }
             }
             if let Some(help) = &item.help {

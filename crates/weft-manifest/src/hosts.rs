@@ -46,18 +46,14 @@ impl HostPattern {
             ));
         }
         if t.contains('/') {
-            return Err(format!(
-                "`{t}` has a path: write only the host and an optional port"
-            ));
+            return Err(format!("`{t}` has a path: write only the host and an optional port"));
         }
         let (host, port) = match t.rsplit_once(':') {
             Some((h, "*")) => (h, PortPart::Any),
             Some((h, p)) => match p.parse::<u16>() {
                 Ok(n) if n > 0 => (h, PortPart::Exact(n)),
                 _ => {
-                    return Err(format!(
-                        "`{p}` is not a port: use a number from 1 to 65535, or `*`"
-                    ));
+                    return Err(format!("`{p}` is not a port: use a number from 1 to 65535, or `*`"));
                 }
             },
             None => (t, PortPart::Default),
@@ -106,16 +102,13 @@ impl fmt::Display for HostPattern {
 }
 
 fn after_scheme(t: &str) -> &str {
-    t.split_once("://")
-        .map_or(t, |(_, rest)| rest.trim_end_matches('/'))
+    t.split_once("://").map_or(t, |(_, rest)| rest.trim_end_matches('/'))
 }
 
 fn check_host_name(host: &str, whole: &str) -> Result<(), String> {
     let ok = !host.is_empty()
         && host.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            !label.is_empty() && label.len() <= 63 && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         });
     if ok {
         Ok(())

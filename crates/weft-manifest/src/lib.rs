@@ -106,9 +106,8 @@ impl Manifest {
             Diagnostics::single(
                 &shown,
                 "",
-                Diagnostic::new(None, format!("cannot read the manifest: {e}")).with_help(
-                    "run `weft new NAME` to create an app, or pass the directory that holds weft.toml",
-                ),
+                Diagnostic::new(None, format!("cannot read the manifest: {e}"))
+                    .with_help("run `weft new NAME` to create an app, or pass the directory that holds weft.toml"),
             )
         })?;
         let manifest = Manifest::parse(&text, &shown)?;
@@ -119,11 +118,7 @@ impl Manifest {
     /// Functions with a build get the same check after building; see
     /// [`Manifest::check_sources`].
     pub fn check_files(&self, app_dir: &Path, text: &str, file: &str) -> Result<(), Diagnostics> {
-        let pending: Vec<&Function> = self
-            .functions
-            .iter()
-            .filter(|f| f.build.is_none())
-            .collect();
+        let pending: Vec<&Function> = self.functions.iter().filter(|f| f.build.is_none()).collect();
         self.check_sources_of(pending, app_dir, text, file)
     }
 

@@ -9,20 +9,13 @@ use toml_edit::{Document, Item, Key, TableLike, Value};
 
 use crate::route::{RoutePath, RouteTable};
 use crate::{
-    Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function,
-    HostPattern, MAX_MEMORY, MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
+    Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function, HostPattern, MAX_MEMORY,
+    MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
 };
 
 const TOP_KEYS: &[&str] = &["app", "function", "route"];
 const APP_KEYS: &[&str] = &["name"];
-const FUNCTION_KEYS: &[&str] = &[
-    "source",
-    "build",
-    "memory",
-    "timeout",
-    "env",
-    "allowed_hosts",
-];
+const FUNCTION_KEYS: &[&str] = &["source", "build", "memory", "timeout", "env", "allowed_hosts"];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function"];
 const MIN_MEMORY: u64 = 1 << 20;
@@ -71,10 +64,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
             }
             None => c.error(
                 span_of(key, item),
-                format!(
-                    "`function` must be a table of functions, found {}",
-                    item.type_name()
-                ),
+                format!("`function` must be a table of functions, found {}", item.type_name()),
                 "write each function as its own table: `[function.NAME]`",
             ),
         }
@@ -125,8 +115,7 @@ fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
 
 impl Checker {
     fn error(&mut self, span: Option<Range<usize>>, message: String, help: &str) {
-        self.out
-            .push(Diagnostic::new(span, message).with_help(help));
+        self.out.push(Diagnostic::new(span, message).with_help(help));
     }
 
     fn unknown_keys(&mut self, table: &dyn TableLike, known: &[&str], place: &str) {
@@ -136,25 +125,15 @@ impl Checker {
             }
             let span = table.key(name).and_then(Key::span);
             let help = match closest(name, known) {
-                Some(near) => format!(
-                    "did you mean `{near}`? The keys allowed here are: {}",
-                    known.join(", ")
-                ),
+                Some(near) => format!("did you mean `{near}`? The keys allowed here are: {}", known.join(", ")),
                 None => format!("remove it; the keys allowed here are: {}", known.join(", ")),
             };
-            self.out.push(
-                Diagnostic::new(span, format!("unknown key `{name}` in {place}")).with_help(help),
-            );
+            self.out
+                .push(Diagnostic::new(span, format!("unknown key `{name}` in {place}")).with_help(help));
         }
     }
 
-    fn table<'a>(
-        &mut self,
-        key: &Key,
-        item: &'a Item,
-        what: &str,
-        help: &str,
-    ) -> Option<&'a dyn TableLike> {
+    fn table<'a>(&mut self, key: &Key, item: &'a Item, what: &str, help: &str) -> Option<&'a dyn TableLike> {
         let table = item.as_table_like();
         if table.is_none() {
             self.error(
@@ -179,10 +158,7 @@ impl Checker {
             None => {
                 self.error(
                     span_of(key, item),
-                    format!(
-                        "`{name}` in {place} must be a string, found {}",
-                        item.type_name()
-                    ),
+                    format!("`{name}` in {place} must be a string, found {}", item.type_name()),
                     &format!("write it in quotes, e.g. `{name} = {example}`"),
                 );
                 None
@@ -191,12 +167,7 @@ impl Checker {
     }
 
     fn app(&mut self, key: &Key, item: &Item) -> Option<String> {
-        let table = self.table(
-            key,
-            item,
-            "`app`",
-            "write `[app]` followed by `name = \"my-app\"`",
-        )?;
+        let table = self.table(key, item, "`app`", "write `[app]` followed by `name = \"my-app\"`")?;
         self.unknown_keys(table, APP_KEYS, "[app]");
         match self.string(table, "name", "[app]", "\"my-app\"") {
             Some((name, span)) => {
@@ -241,12 +212,7 @@ impl Checker {
             ok = false;
         }
 
-        let source = match self.string(
-            table,
-            "source",
-            &place,
-            "\"target/wasm32-wasip2/release/app.wasm\"",
-        ) {
+        let source = match self.string(table, "source", &place, "\"target/wasm32-wasip2/release/app.wasm\"") {
             Some((s, span)) => {
                 if s.is_empty() {
                     self.error(
@@ -343,22 +309,17 @@ impl Checker {
                     for (var, value) in vars.iter() {
                         let vspan = vars.key(var).and_then(Key::span);
                         match value.as_value() {
-                            Some(Value::String(s)) => {
-                                env.push((var.to_string(), s.value().clone()))
-                            }
-                            Some(Value::Integer(i)) => {
-                                env.push((var.to_string(), i.value().to_string()))
-                            }
-                            Some(Value::Boolean(b)) => {
-                                env.push((var.to_string(), b.value().to_string()))
-                            }
-                            Some(Value::Float(f)) => {
-                                env.push((var.to_string(), f.value().to_string()))
-                            }
+                            Some(Value::String(s)) => env.push((var.to_string(), s.value().clone())),
+                            Some(Value::Integer(i)) => env.push((var.to_string(), i.value().to_string())),
+                            Some(Value::Boolean(b)) => env.push((var.to_string(), b.value().to_string())),
+                            Some(Value::Float(f)) => env.push((var.to_string(), f.value().to_string())),
                             _ => {
                                 self.error(
                                     value.span().or(vspan),
-                                    format!("env value `{var}` in {place} must be a string, number or boolean, found {}", value.type_name()),
+                                    format!(
+                                        "env value `{var}` in {place} must be a string, number or boolean, found {}",
+                                        value.type_name()
+                                    ),
                                     &format!("write it as `{var} = \"value\"`"),
                                 );
                                 ok = false;
@@ -369,10 +330,7 @@ impl Checker {
                 None => {
                     self.error(
                         span_of(ekey, eitem),
-                        format!(
-                            "`env` in {place} must be a table, found {}",
-                            eitem.type_name()
-                        ),
+                        format!("`env` in {place} must be a table, found {}", eitem.type_name()),
                         "write `env = { KEY = \"value\" }`",
                     );
                     ok = false;
@@ -394,7 +352,14 @@ impl Checker {
                                 }
                             },
                             None => {
-                                self.error(value.span(), format!("`allowed_hosts` entries in {place} must be strings, found {}", value.type_name()), "write each host in quotes");
+                                self.error(
+                                    value.span(),
+                                    format!(
+                                        "`allowed_hosts` entries in {place} must be strings, found {}",
+                                        value.type_name()
+                                    ),
+                                    "write each host in quotes",
+                                );
                                 ok = false;
                             }
                         }
@@ -471,12 +436,7 @@ impl Checker {
         command.map(|command| Build { command, workdir })
     }
 
-    fn build_command(
-        &mut self,
-        place: &str,
-        command: &str,
-        span: Option<Range<usize>>,
-    ) -> Option<String> {
+    fn build_command(&mut self, place: &str, command: &str, span: Option<Range<usize>>) -> Option<String> {
         if command.trim().is_empty() {
             self.error(
                 span,
@@ -502,10 +462,7 @@ impl Checker {
         } else {
             self.error(
                 span_of(key, item),
-                format!(
-                    "`route` must be an array of tables, found {}",
-                    item.type_name()
-                ),
+                format!("`route` must be an array of tables, found {}", item.type_name()),
                 "write each route as `[[route]]` with `path` and `function`",
             );
             return Vec::new();
@@ -555,9 +512,7 @@ impl Checker {
                         Some(f.to_string())
                     } else {
                         let help = match closest(f, functions) {
-                            Some(near) => format!(
-                                "did you mean `{near}`? Functions are declared as [function.NAME]"
-                            ),
+                            Some(near) => format!("did you mean `{near}`? Functions are declared as [function.NAME]"),
                             None if functions.is_empty() => {
                                 "declare it with `[function.NAME]` and a `source`".to_string()
                             }
@@ -566,7 +521,13 @@ impl Checker {
                                 functions.join(", ")
                             ),
                         };
-                        self.out.push(Diagnostic::new(span, format!("{place} sends requests to `{f}`, which is not a function of this app")).with_help(help));
+                        self.out.push(
+                            Diagnostic::new(
+                                span,
+                                format!("{place} sends requests to `{f}`, which is not a function of this app"),
+                            )
+                            .with_help(help),
+                        );
                         None
                     }
                 }
@@ -585,19 +546,13 @@ impl Checker {
                 continue;
             };
             match table_of_routes.insert(method, path.clone(), span.clone()) {
-                Ok(()) => routes.push(Route {
-                    method,
-                    path,
-                    function,
-                }),
+                Ok(()) => routes.push(Route { method, path, function }),
                 Err(other) => {
-                    let with = match other
-                        .and_then(|i| routes.get(i).zip(table_of_routes.entries().nth(i)))
-                    {
+                    let with = match other.and_then(|i| routes.get(i).zip(table_of_routes.entries().nth(i))) {
                         Some((r, (_, _, earlier))) => {
-                            let at = earlier.as_ref().map_or(String::new(), |s| {
-                                format!(" on line {}", self.out.line_col(s.start).0)
-                            });
+                            let at = earlier
+                                .as_ref()
+                                .map_or(String::new(), |s| format!(" on line {}", self.out.line_col(s.start).0));
                             format!(" `{} {}`{at}", method_name(r.method), r.path)
                         }
                         None => String::new(),

@@ -40,7 +40,9 @@ impl Method {
             .into_iter()
             .find(|m| m.as_str() == upper)
             .map(Some)
-            .ok_or_else(|| format!("`{text}` is not a method: use one of GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS or ANY"))
+            .ok_or_else(|| {
+                format!("`{text}` is not a method: use one of GET, POST, PUT, DELETE, PATCH, HEAD, OPTIONS or ANY")
+            })
     }
 
     pub fn as_str(self) -> &'static str {
@@ -108,9 +110,7 @@ impl RoutePath {
             if opens == 0 && closes == 0 {
                 if segment.contains(['?', '#', '*']) {
                     return Err(err(
-                        format!(
-                            "route path `{text}`: segment `{segment}` has `?`, `#` or `*` outside a parameter"
-                        ),
+                        format!("route path `{text}`: segment `{segment}` has `?`, `#` or `*` outside a parameter"),
                         "query strings are not part of routes; use `{*rest}` at the end for a wildcard",
                     ));
                 }
@@ -133,10 +133,7 @@ impl RoutePath {
                     "move the catch-all to the end, e.g. `/static/{*path}`",
                 ));
             }
-            let valid = name
-                .chars()
-                .next()
-                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
                 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
             if !valid {
                 return Err(err(
@@ -203,12 +200,7 @@ impl<T> Default for RouteTable<T> {
 impl<T> RouteTable<T> {
     /// Adds a route. On a collision, returns the index (in insertion order)
     /// of the route it collides with, when known.
-    pub fn insert(
-        &mut self,
-        method: Option<Method>,
-        path: RoutePath,
-        value: T,
-    ) -> Result<(), Option<usize>> {
+    pub fn insert(&mut self, method: Option<Method>, path: RoutePath, value: T) -> Result<(), Option<usize>> {
         let index = self.entries.len();
         let router = match method {
             Some(m) => &mut self.by_method[m.index()],
@@ -243,11 +235,7 @@ impl<T> RouteTable<T> {
             .zip(found.params.iter())
             .map(|(name, (_, v))| (name.as_str(), v))
             .collect();
-        Some(RouteMatch {
-            value,
-            route,
-            params,
-        })
+        Some(RouteMatch { value, route, params })
     }
 
     pub fn entries(&self) -> impl Iterator<Item = (Option<Method>, &RoutePath, &T)> {
@@ -279,12 +267,8 @@ mod tests {
         let mut t = RouteTable::default();
         for (i, (m, p)) in routes.iter().enumerate() {
             let name: &'static str = ["a", "b", "c", "d"][i];
-            t.insert(
-                Method::parse(m).unwrap(),
-                RoutePath::parse(p).unwrap(),
-                name,
-            )
-            .unwrap();
+            t.insert(Method::parse(m).unwrap(), RoutePath::parse(p).unwrap(), name)
+                .unwrap();
         }
         t
     }
@@ -309,19 +293,11 @@ mod tests {
     #[test]
     fn same_shape_same_method_collides() {
         let mut t = table(&[("GET", "/users/{id}")]);
-        let err = t.insert(
-            Some(Method::Get),
-            RoutePath::parse("/users/{name}").unwrap(),
-            "x",
-        );
+        let err = t.insert(Some(Method::Get), RoutePath::parse("/users/{name}").unwrap(), "x");
         assert_eq!(err, Err(Some(0)));
         assert!(
-            t.insert(
-                Some(Method::Post),
-                RoutePath::parse("/users/{name}").unwrap(),
-                "y"
-            )
-            .is_ok()
+            t.insert(Some(Method::Post), RoutePath::parse("/users/{name}").unwrap(), "y")
+                .is_ok()
         );
     }
 

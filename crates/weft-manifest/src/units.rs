@@ -36,9 +36,7 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
     if digits.is_empty() {
         return Err(format!("`{text}` does not start with a number"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{text}` is too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}` is too large"))?;
     let scale: u64 = match unit.trim().to_ascii_uppercase().as_str() {
         "B" => 1,
         "KB" | "KIB" | "K" => 1 << 10,
@@ -61,19 +59,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let (digits, after) = rest.split_at(split);
         if digits.is_empty() {
             return Err(format!("`{text}`: expected a number before `{after}`"));
         }
-        let n: u64 = digits
-            .parse()
-            .map_err(|_| format!("`{text}` is too large"))?;
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
+        let n: u64 = digits.parse().map_err(|_| format!("`{text}` is too large"))?;
+        let unit_len = after.find(|c: char| c.is_ascii_digit()).unwrap_or(after.len());
         let (unit, next) = after.split_at(unit_len);
         let part = match unit.trim() {
             "ms" => Duration::from_millis(n),

@@ -34,9 +34,7 @@ fn bad_manifests_report_what_a_user_sees() {
         }
         let expected = std::fs::read_to_string(&expected_path).unwrap_or_default();
         if got != expected {
-            failures.push(format!(
-                "== {name}\n-- expected:\n{expected}\n-- got:\n{got}"
-            ));
+            failures.push(format!("== {name}\n-- expected:\n{expected}\n-- got:\n{got}"));
         }
     }
     assert!(
@@ -80,10 +78,7 @@ function = "home"
     assert_eq!(cart.timeout, std::time::Duration::from_secs(2));
     assert_eq!(
         cart.env,
-        vec![
-            ("MODE".into(), "test".into()),
-            ("RETRIES".into(), "3".into())
-        ]
+        vec![("MODE".into(), "test".into()), ("RETRIES".into(), "3".into())]
     );
     assert_eq!(cart.build.as_ref().unwrap().workdir, Path::new("cart"));
     assert_eq!(cart.allowed_hosts.len(), 2);

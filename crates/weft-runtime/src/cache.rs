@@ -86,10 +86,7 @@ impl ArtifactCache {
         match unsafe { Component::deserialize_file(engine, path) } {
             Ok(c) => Some(c),
             Err(e) => {
-                tracing::warn!(
-                    "ignoring unusable compiled artifact {}: {e}",
-                    path.display()
-                );
+                tracing::warn!("ignoring unusable compiled artifact {}: {e}", path.display());
                 let _ = std::fs::remove_file(path);
                 None
             }

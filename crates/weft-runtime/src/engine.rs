@@ -47,10 +47,7 @@ pub enum RuntimeError {
     #[error("cannot configure the WebAssembly engine: {0}")]
     Engine(String),
     #[error("cannot use the compiled-artifact cache at {path}: {source}")]
-    Cache {
-        path: String,
-        source: std::io::Error,
-    },
+    Cache { path: String, source: std::io::Error },
 }
 
 /// Why a component cannot be deployed. The message is shown to the user
@@ -63,9 +60,7 @@ pub enum PrepareError {
         "the component cannot be linked: {0}. weft provides WASI 0.2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets) and wasi:http"
     )]
     Link(String),
-    #[error(
-        "the component does not export wasi:http/incoming-handler: {0}. Build it for the wasi:http/proxy world"
-    )]
+    #[error("the component does not export wasi:http/incoming-handler: {0}. Build it for the wasi:http/proxy world")]
     NotProxy(String),
 }
 
@@ -119,11 +114,9 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
 
-        let cache = ArtifactCache::open(&engine, &config.cache_dir).map_err(|source| {
-            RuntimeError::Cache {
-                path: config.cache_dir.display().to_string(),
-                source,
-            }
+        let cache = ArtifactCache::open(&engine, &config.cache_dir).map_err(|source| RuntimeError::Cache {
+            path: config.cache_dir.display().to_string(),
+            source,
         })?;
 
         // One ticker per engine: every tick, each running guest reaches its
@@ -144,9 +137,7 @@ impl Runtime {
         // Half the pool serves top-level invocations; the rest is headroom
         // for the in-process calls they make, so callers waiting on callees
         // cannot take every slot.
-        let slots = Arc::new(tokio::sync::Semaphore::new(
-            (config.max_instances as usize / 2).max(1),
-        ));
+        let slots = Arc::new(tokio::sync::Semaphore::new((config.max_instances as usize / 2).max(1)));
         Ok(Runtime {
             engine,
             linker,
@@ -219,16 +210,8 @@ fn engine_config(config: &RuntimeConfig, pagemap_scan: bool) -> Config {
         // reset, by memset, up to `keep_resident`; they stay mapped, so the
         // next instance takes no page faults and no madvise (and so no
         // cross-core TLB shootdown) is needed.
-        .pagemap_scan(if pagemap_scan {
-            Enabled::Yes
-        } else {
-            Enabled::No
-        })
-        .linear_memory_keep_resident(if pagemap_scan {
-            config.keep_resident
-        } else {
-            64 * 1024
-        })
+        .pagemap_scan(if pagemap_scan { Enabled::Yes } else { Enabled::No })
+        .linear_memory_keep_resident(if pagemap_scan { config.keep_resident } else { 64 * 1024 })
         .table_keep_resident(64 * 1024)
         // What does go back to the kernel goes in batches.
         .decommit_batch_size(32);

@@ -48,6 +48,9 @@ impl WasiHttpView for Host {
     }
 }
 
+/// Called with the completion of an invocation, on its own task.
+pub type OnComplete = Box<dyn FnOnce(&Completion) + Send>;
+
 /// What the caller supplies for one invocation.
 pub struct InvocationContext {
     pub request_id: String,
@@ -57,7 +60,7 @@ pub struct InvocationContext {
     pub nested: bool,
     /// Runs on the invocation's own task as soon as the instance is gone,
     /// before the completion is sent to [`Invocation::completion`].
-    pub on_complete: Option<Box<dyn FnOnce(&Completion) + Send>>,
+    pub on_complete: Option<OnComplete>,
 }
 
 /// What the function answered.
@@ -123,14 +126,12 @@ impl Runtime {
     {
         let (done_tx, done_rx) = oneshot::channel();
         let mut on_complete = ctx.on_complete;
-        let finish =
-            move |completion: Completion,
-                  on_complete: Option<Box<dyn FnOnce(&Completion) + Send>>| {
-                if let Some(f) = on_complete {
-                    f(&completion);
-                }
-                let _ = done_tx.send(completion);
-            };
+        let finish = move |completion: Completion, on_complete: Option<OnComplete>| {
+            if let Some(f) = on_complete {
+                f(&completion);
+            }
+            let _ = done_tx.send(completion);
+        };
         let permit = if ctx.nested {
             None
         } else {
@@ -151,16 +152,12 @@ impl Runtime {
 
         let output = OutputCapture::default();
         let mut wasi = WasiCtx::builder();
-        wasi.envs(&image.env)
-            .stdout(output.stream(0))
-            .stderr(output.stream(1));
+        wasi.envs(&image.env).stdout(output.stream(0)).stderr(output.stream(1));
         let host = Host {
             wasi: wasi.build(),
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
-            hooks: Hooks {
-                outbound: ctx.outbound,
-            },
+            hooks: Hooks { outbound: ctx.outbound },
             meter: MemoryMeter::new(image.limits.memory),
         };
         let mut store = Store::new(&self.engine, host);
@@ -200,10 +197,7 @@ impl Runtime {
         let (req, out) = match prepared {
             Ok(pair) => pair,
             Err(e) => {
-                let why = format!(
-                    "the request cannot be passed to the function: {}",
-                    root_message(&e)
-                );
+                let why = format!("the request cannot be passed to the function: {}", root_message(&e));
                 finish(failed(&image, why), on_complete.take());
                 return Invocation {
                     answer: Answer::Nothing,
@@ -237,9 +231,7 @@ impl Runtime {
                 Ok(Err(_)) if meter.exceeded.is_some() => Exit::MemoryLimit {
                     limit: image.limits.memory,
                 },
-                Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => {
-                    Exit::Timeout(timeout)
-                }
+                Ok(Err(e)) if e.downcast_ref::<Trap>() == Some(&Trap::Interrupt) => Exit::Timeout(timeout),
                 Ok(Err(e)) => Exit::Trap(with_panic_message(root_message(&e), &lines)),
             };
             if let Exit::Timeout(t) = &exit {

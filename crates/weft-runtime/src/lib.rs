@@ -21,7 +21,7 @@ mod meter;
 mod outbound;
 
 pub use engine::{FunctionImage, Limits, PrepareError, Runtime, RuntimeConfig, RuntimeError};
-pub use invoke::{Answer, Completion, Exit, Invocation, InvocationContext};
+pub use invoke::{Answer, Completion, Exit, Invocation, InvocationContext, OnComplete};
 pub use logs::OutputLine;
 pub use outbound::{Outbound, OutboundFuture, send_direct};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;

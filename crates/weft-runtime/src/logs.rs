@@ -163,11 +163,7 @@ impl Pollable for CaptureStream {
 }
 
 impl AsyncWrite for CaptureStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
         self.capture.write(self.index, buf);
         Poll::Ready(Ok(buf.len()))
     }
@@ -191,11 +187,7 @@ mod tests {
         c.write(0, b"one\ntw");
         c.write(1, b"err\n");
         c.write(0, b"o\r\nthree");
-        let lines: Vec<_> = c
-            .take_lines()
-            .into_iter()
-            .map(|l| (l.stream, l.line))
-            .collect();
+        let lines: Vec<_> = c.take_lines().into_iter().map(|l| (l.stream, l.line)).collect();
         assert_eq!(
             lines,
             [
@@ -208,12 +200,6 @@ mod tests {
         let c = OutputCapture::default();
         c.write(0, &vec![b'x'; CAP + 10]);
         let lines = c.take_lines();
-        assert!(
-            lines
-                .last()
-                .unwrap()
-                .line
-                .contains("10 bytes of output dropped")
-        );
+        assert!(lines.last().unwrap().line.contains("10 bytes of output dropped"));
     }
 }

@@ -8,24 +8,16 @@ use http_body_util::BodyExt;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 /// The result of sending one outbound request.
-pub type OutboundFuture =
-    Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, Error>> + Send>>;
+pub type OutboundFuture = Pin<Box<dyn Future<Output = Result<http::Response<WasiBody>, Error>> + Send>>;
 
 /// Decides what happens to a function's outbound HTTP requests: deny them,
 /// send them over the network, or answer them in-process.
 pub trait Outbound: Send + Sync + 'static {
-    fn send(
-        &self,
-        request: http::Request<WasiBody>,
-        options: Option<RequestOptions>,
-    ) -> OutboundFuture;
+    fn send(&self, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> OutboundFuture;
 }
 
 /// Sends a request over the network with wasmtime's HTTP client.
-pub fn send_direct(
-    request: http::Request<WasiBody>,
-    options: Option<RequestOptions>,
-) -> OutboundFuture {
+pub fn send_direct(request: http::Request<WasiBody>, options: Option<RequestOptions>) -> OutboundFuture {
     Box::pin(async move {
         let (response, io) = wasmtime_wasi_http::default_send_request(request, options).await?;
         // The connection task must keep running while the body is read.

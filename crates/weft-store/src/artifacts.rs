@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use sha2::{Digest as _, Sha256};
 
 /// The SHA-256 of an artifact's bytes, as 64 lowercase hex digits.
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
-)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct Digest(String);
 
@@ -32,10 +30,7 @@ impl Digest {
 impl TryFrom<String> for Digest {
     type Error = String;
     fn try_from(s: String) -> Result<Self, String> {
-        if s.len() == 64
-            && s.bytes()
-                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        {
+        if s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
             Ok(Digest(s))
         } else {
             Err(format!(
@@ -61,15 +56,10 @@ impl fmt::Display for Digest {
 pub enum ArtifactError {
     #[error("artifact {0} is not stored: upload it first with PUT /v1/artifacts/{0}")]
     Missing(Digest),
-    #[error(
-        "the uploaded bytes hash to {actual}, not {expected}: the upload was corrupted or the digest is wrong"
-    )]
+    #[error("the uploaded bytes hash to {actual}, not {expected}: the upload was corrupted or the digest is wrong")]
     Mismatch { expected: Digest, actual: Digest },
     #[error("cannot write artifact under {path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
 }
 
 /// The folder of component files.
@@ -84,9 +74,7 @@ impl Artifacts {
             path: dir.to_path_buf(),
             source,
         })?;
-        Ok(Artifacts {
-            dir: dir.to_path_buf(),
-        })
+        Ok(Artifacts { dir: dir.to_path_buf() })
     }
 
     fn path(&self, digest: &Digest) -> PathBuf {
@@ -114,9 +102,7 @@ impl Artifacts {
         if path.is_file() {
             return Ok(actual);
         }
-        let tmp = self
-            .dir
-            .join(format!(".{actual}.{}.tmp", std::process::id()));
+        let tmp = self.dir.join(format!(".{actual}.{}.tmp", std::process::id()));
         let io = |source| ArtifactError::Io {
             path: path.clone(),
             source,

@@ -14,6 +14,4 @@ mod artifacts;
 mod records;
 
 pub use artifacts::{ArtifactError, Artifacts, Digest};
-pub use records::{
-    FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, RecordQuery, Store, StoreError,
-};
+pub use records::{FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, RecordQuery, Store, StoreError};

@@ -13,10 +13,7 @@ use crate::Digest;
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("the embedded database at {path} cannot be opened: {source}")]
-    Open {
-        path: String,
-        source: rusqlite::Error,
-    },
+    Open { path: String, source: rusqlite::Error },
     #[error("embedded database error: {0}")]
     Sql(#[from] rusqlite::Error),
     #[error("the store's writer has stopped")]
@@ -336,19 +333,16 @@ impl Store {
              WHERE seq > ?1 AND (?2 IS NULL OR function = ?2) AND (?3 IS NULL OR request_id = ?3)
              ORDER BY seq LIMIT ?4",
         )?;
-        let rows = stmt.query_map(
-            params![query.after, query.function, query.request_id, limit],
-            |r| {
-                Ok(LogLine {
-                    seq: r.get(0)?,
-                    request_id: r.get(1)?,
-                    function: r.get(2)?,
-                    stream: r.get(3)?,
-                    time_us: r.get(4)?,
-                    line: r.get(5)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(params![query.after, query.function, query.request_id, limit], |r| {
+            Ok(LogLine {
+                seq: r.get(0)?,
+                request_id: r.get(1)?,
+                function: r.get(2)?,
+                stream: r.get(3)?,
+                time_us: r.get(4)?,
+                line: r.get(5)?,
+            })
+        })?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
 }
@@ -364,8 +358,7 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionVersion> 
     Ok(FunctionVersion {
         function: r.get(0)?,
         version: r.get(1)?,
-        digest: Digest::try_from(digest)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
+        digest: Digest::try_from(digest).map_err(|e| rusqlite::Error::ToSqlConversionFailure(e.into()))?,
         config: r.get(3)?,
         deployed_us: r.get(4)?,
     })
@@ -412,10 +405,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
             }
         }
         if let Err(e) = commit(&mut conn, &batch) {
-            tracing::error!(
-                "could not store {} invocation records/log batches: {e}",
-                batch.len()
-            );
+            tracing::error!("could not store {} invocation records/log batches: {e}", batch.len());
         }
         for w in batch {
             if let Write::Flush(done) = w {
@@ -456,13 +446,7 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                 }
                 Write::Logs(lines) => {
                     for l in lines {
-                        log.execute(params![
-                            l.request_id,
-                            l.function,
-                            l.stream,
-                            l.time_us,
-                            l.line
-                        ])?;
+                        log.execute(params![l.request_id, l.function, l.stream, l.time_us, l.line])?;
                     }
                 }
                 Write::Flush(_) => {}
@@ -514,9 +498,7 @@ mod tests {
             let digest = Digest::of(b"x");
             let (v1, new1) = store.version_for("f", &digest, "{}", 5).unwrap();
             let (v1b, new1b) = store.version_for("f", &digest, "{}", 6).unwrap();
-            let (v2, new2) = store
-                .version_for("f", &digest, "{\"memory\":1}", 7)
-                .unwrap();
+            let (v2, new2) = store.version_for("f", &digest, "{\"memory\":1}", 7).unwrap();
             assert_eq!(
                 (v1.version, new1, v1b.version, new1b, v2.version, new2),
                 (1, true, 1, false, 2, true)
@@ -530,9 +512,7 @@ mod tests {
             })
             .unwrap();
         assert_eq!(
-            all.iter()
-                .map(|r| r.request_id.as_str())
-                .collect::<Vec<_>>(),
+            all.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(),
             ["b", "a"]
         );
         let only_f = store

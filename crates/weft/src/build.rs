@@ -43,9 +43,7 @@ pub fn run_builds(app_dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
             .stdin(Stdio::null())
             .stdout(std::io::stderr())
             .status()
-            .with_context(|| {
-                format!("function `{}`: cannot run its build command", function.name)
-            })?;
+            .with_context(|| format!("function `{}`: cannot run its build command", function.name))?;
         if !status.success() {
             bail!(
                 "function `{}`: the build command `{}` failed ({status}); fix the build, or run with --no-build to use the existing file",

@@ -44,7 +44,10 @@ impl Client {
             .header(http::header::CONTENT_TYPE, content_type)
             .body(Full::new(body.unwrap_or_default()))?;
         let response = self.http.request(request).await.map_err(|e| {
-            anyhow!("cannot reach the weft server at {}: {e}. Is `weft up` running? (set --server or WEFT_SERVER)", self.base)
+            anyhow!(
+                "cannot reach the weft server at {}: {e}. Is `weft up` running? (set --server or WEFT_SERVER)",
+                self.base
+            )
         })?;
         let status = response.status().as_u16();
         let bytes = response
@@ -70,13 +73,8 @@ impl Client {
     }
 
     pub async fn post_json(&self, path: &str, value: &Value) -> anyhow::Result<(u16, Value)> {
-        self.call(
-            "POST",
-            path,
-            Some(Bytes::from(value.to_string())),
-            "application/json",
-        )
-        .await
+        self.call("POST", path, Some(Bytes::from(value.to_string())), "application/json")
+            .await
     }
 }
 
@@ -93,9 +91,7 @@ pub fn encode(value: &str) -> String {
     value
         .bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

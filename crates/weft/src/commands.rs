@@ -21,18 +21,13 @@ use crate::show;
 const TEMPLATE_LIB: &str = include_str!("../../../examples/hello/src/lib.rs");
 
 pub fn new(name: &str, path: Option<PathBuf>) -> anyhow::Result<ExitCode> {
-    weft_manifest::check_name(name).map_err(|why| {
-        anyhow!("app name `{name}` {why}; use lowercase letters, digits and `-`, like `my-app`")
-    })?;
+    weft_manifest::check_name(name)
+        .map_err(|why| anyhow!("app name `{name}` {why}; use lowercase letters, digits and `-`, like `my-app`"))?;
     let dir = path.unwrap_or_else(|| PathBuf::from(name));
     if dir.exists() {
-        bail!(
-            "`{}` already exists; choose another name or pass --path",
-            dir.display()
-        );
+        bail!("`{}` already exists; choose another name or pass --path", dir.display());
     }
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::create_dir_all(dir.join("src")).with_context(|| format!("cannot create {}", dir.display()))?;
     let crate_name = name.replace('-', "_");
     let manifest = format!(
         r#"[app]
@@ -78,8 +73,7 @@ strip = true
         (".gitignore", "/target\n/.weft\n".to_string()),
     ];
     for (file, text) in files {
-        std::fs::write(dir.join(file), text)
-            .with_context(|| format!("cannot write {}", dir.join(file).display()))?;
+        std::fs::write(dir.join(file), text).with_context(|| format!("cannot write {}", dir.join(file).display()))?;
     }
     println!("created app `{name}` in {}", dir.display());
     println!("run it:   weft up {}", dir.display());
@@ -103,18 +97,14 @@ pub fn check(app_dir: &Path) -> anyhow::Result<ExitCode> {
 }
 
 /// Stores each function's component as an artifact; returns name → digest.
-fn components(
-    app_dir: &Path,
-    manifest: &weft_manifest::Manifest,
-) -> anyhow::Result<Vec<(String, Digest, Vec<u8>)>> {
+fn components(app_dir: &Path, manifest: &weft_manifest::Manifest) -> anyhow::Result<Vec<(String, Digest, Vec<u8>)>> {
     manifest
         .functions
         .iter()
         .map(|f| {
             let path = app_dir.join(&f.source);
-            let bytes = std::fs::read(&path).with_context(|| {
-                format!("function `{}`: cannot read {}", f.name, path.display())
-            })?;
+            let bytes = std::fs::read(&path)
+                .with_context(|| format!("function `{}`: cannot read {}", f.name, path.display()))?;
             Ok((f.name.clone(), Digest::of(&bytes), bytes))
         })
         .collect()
@@ -158,21 +148,13 @@ pub async fn up(
         Arc::new(move |req| weft_gateway::gateway::handle(gateway_node.clone(), req)),
         stop_rx.clone(),
     )
-    .with_context(|| {
-        format!("cannot listen on {listen}: is another server using it? Pass --listen ADDR")
-    })?;
+    .with_context(|| format!("cannot listen on {listen}: is another server using it? Pass --listen ADDR"))?;
     let admin = tokio::net::TcpListener::bind(admin_listen)
         .await
-        .with_context(|| {
-            format!("cannot listen on {admin_listen} for the admin API; pass --admin-listen ADDR")
-        })?;
+        .with_context(|| format!("cannot listen on {admin_listen} for the admin API; pass --admin-listen ADDR"))?;
     let admin_addr = admin.local_addr()?;
 
-    println!(
-        "app `{}` from {file} (data in {})",
-        report.app,
-        data.display()
-    );
+    println!("app `{}` from {file} (data in {})", report.app, data.display());
     for f in &report.functions {
         let how = match (&f.compiled_from, f.prepare_ms) {
             (Some(from), Some(ms)) => format!(" ({from}, {ms:.1} ms)"),
@@ -216,14 +198,13 @@ pub async fn up(
 async fn shutdown_signal() {
     #[cfg(unix)]
     {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                    return;
-                }
-            };
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
         tokio::select! {
             _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
@@ -247,10 +228,9 @@ pub async fn invoke(
     let client = Client::new(server)?;
     let body = match data {
         Some(d) => match d.strip_prefix('@') {
-            Some(file) => Some(
-                std::fs::read_to_string(file)
-                    .with_context(|| format!("--data @{file}: cannot read the file"))?,
-            ),
+            Some(file) => {
+                Some(std::fs::read_to_string(file).with_context(|| format!("--data @{file}: cannot read the file"))?)
+            }
             None => Some(d),
         },
         None => None,
@@ -270,10 +250,7 @@ pub async fn invoke(
     }
     let request = json!({ "method": method, "path": path, "headers": header_map, "body": body });
     let (status, answer) = client
-        .post_json(
-            &format!("/v1/functions/{}/invoke", encode(function)),
-            &request,
-        )
+        .post_json(&format!("/v1/functions/{}/invoke", encode(function)), &request)
         .await?;
     if status != 200 {
         bail!("{}", error_text(&answer));
@@ -291,11 +268,7 @@ pub async fn invoke(
         print!("{}", show::record(&answer["record"]));
     }
     let ok = answer["record"]["outcome"].as_str() == Some("success");
-    Ok(if ok {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
 pub async fn deploy(app_dir: &Path, server: &str, build: bool) -> anyhow::Result<ExitCode> {

@@ -60,15 +60,8 @@ pub fn record(r: &Value) -> String {
         "duration  {:.3} ms ({cold})\n",
         n("duration_us") as f64 / 1000.0
     ));
-    out.push_str(&format!(
-        "memory    {} peak\n",
-        bytes(n("peak_memory_bytes"))
-    ));
-    out.push_str(&format!(
-        "outcome   {} (status {})\n",
-        s("outcome"),
-        n("status")
-    ));
+    out.push_str(&format!("memory    {} peak\n", bytes(n("peak_memory_bytes"))));
+    out.push_str(&format!("outcome   {} (status {})\n", s("outcome"), n("status")));
     if let Some(e) = r.get("error").and_then(Value::as_str) {
         out.push_str(&format!("error     {e}\n"));
     }
@@ -83,9 +76,6 @@ mod tests {
     #[test]
     fn timestamps() {
         assert_eq!(super::timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(
-            super::timestamp(1_795_000_000_123_000),
-            "2026-11-18T11:06:40.123Z"
-        );
+        assert_eq!(super::timestamp(1_795_000_000_123_000), "2026-11-18T11:06:40.123Z");
     }
 }

@@ -32,17 +32,11 @@ async fn invoke_prints_the_response_and_the_record() {
     ]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout} {}", text(&out.stderr));
-    assert!(
-        stdout.starts_with("HTTP 200\nmethod=POST\npath=/\n"),
-        "{stdout}"
-    );
+    assert!(stdout.starts_with("HTTP 200\nmethod=POST\npath=/\n"), "{stdout}");
     assert!(stdout.contains("body={\"order\":42}"), "{stdout}");
     assert!(stdout.contains("function  probe v1\n"), "{stdout}");
     assert!(stdout.contains("trigger   invoke\n"), "{stdout}");
-    assert!(
-        stdout.contains("outcome   success (status 200)\n"),
-        "{stdout}"
-    );
+    assert!(stdout.contains("outcome   success (status 200)\n"), "{stdout}");
 
     let out = server.cli(&["invoke", "probe", "--path", "/trap"]);
     let stdout = text(&out.stdout);
@@ -122,11 +116,7 @@ fn up_reports_manifest_mistakes_with_their_place() {
 fn new_scaffolds_an_app_that_checks() {
     let dir = std::env::temp_dir().join(format!("weft-new-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let out = weft()
-        .args(["new", "my-shop", "--path"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = weft().args(["new", "my-shop", "--path"]).arg(&dir).output().unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
     let manifest = std::fs::read_to_string(dir.join("weft.toml")).unwrap();
     assert!(manifest.contains("source = \"target/wasm32-wasip2/release/my_shop.wasm\""));
@@ -137,11 +127,7 @@ fn new_scaffolds_an_app_that_checks() {
 
     let out = weft().args(["new", "My Shop"]).output().unwrap();
     assert!(text(&out.stderr).contains("app name `My Shop` must start with a lowercase letter"));
-    let out = weft()
-        .args(["new", "again", "--path"])
-        .arg(&dir)
-        .output()
-        .unwrap();
+    let out = weft().args(["new", "again", "--path"]).arg(&dir).output().unwrap();
     assert!(text(&out.stderr).contains("already exists"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -41,11 +41,7 @@ async fn a_redeploy_under_load_fails_no_request() {
     let client = crate::support::client();
     let mut workers = Vec::new();
     for _ in 0..8 {
-        let (stop, client, url) = (
-            stop.clone(),
-            client.clone(),
-            format!("{}/sleep/20", server.public),
-        );
+        let (stop, client, url) = (stop.clone(), client.clone(), format!("{}/sleep/20", server.public));
         workers.push(tokio::spawn(async move {
             let mut seen = Vec::new();
             while !stop.load(Ordering::Relaxed) {
@@ -106,11 +102,7 @@ async fn a_redeploy_under_load_fails_no_request() {
 async fn a_broken_component_is_rejected_and_the_old_version_keeps_serving() {
     let app = App::new(&manifest("a"));
     let server = Server::start(&app);
-    std::fs::write(
-        app.dir.join("broken.wasm"),
-        b"\0asm this is not a component",
-    )
-    .unwrap();
+    std::fs::write(app.dir.join("broken.wasm"), b"\0asm this is not a component").unwrap();
     app.write(&manifest("a").replacen("source = \"PROBE\"", "source = \"broken.wasm\"", 1));
     let out = deploy(&app, &server);
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -144,10 +136,7 @@ async fn the_server_checks_every_deploy_itself() {
     assert_eq!(r.status, 400);
     let error = r.json()["error"].as_str().unwrap().to_string();
     assert!(error.contains("--> weft.toml:5:10"), "{error}");
-    assert!(
-        error.contains("`memory` in [function.f] is not a size"),
-        "{error}"
-    );
+    assert!(error.contains("`memory` in [function.f] is not a size"), "{error}");
 
     let r = crate::support::send(&client, "POST", &url, "{not json", &[]).await;
     assert_eq!(r.status, 400);
@@ -159,8 +148,7 @@ async fn the_server_checks_every_deploy_itself() {
     );
 
     let good_manifest = "[app]\nname = \"x\"\n[function.f]\nsource = \"f.wasm\"\n";
-    let missing =
-        serde_json::json!({ "manifest": good_manifest, "artifacts": { "f": "0".repeat(64) } });
+    let missing = serde_json::json!({ "manifest": good_manifest, "artifacts": { "f": "0".repeat(64) } });
     let r = crate::support::send(&client, "POST", &url, &missing.to_string(), &[]).await;
     assert_eq!(r.status, 400);
     assert!(
@@ -193,37 +181,25 @@ async fn a_restart_reads_compiled_code_from_the_cache() {
     let data = app.dir.join("data");
     let first = Server::start_with_data(&app, &data);
     assert!(
-        first
-            .stdout
-            .iter()
-            .any(|l| l.contains("function probe v1 (compiled,")),
+        first.stdout.iter().any(|l| l.contains("function probe v1 (compiled,")),
         "{:?}",
         first.stdout
     );
     // The second function has the same component: compiled once, shared.
     assert!(
-        first
-            .stdout
-            .iter()
-            .any(|l| l.contains("function steady v1 (memory,")),
+        first.stdout.iter().any(|l| l.contains("function steady v1 (memory,")),
         "{:?}",
         first.stdout
     );
     first.stop();
     let second = Server::start_with_data(&app, &data);
     assert!(
-        second
-            .stdout
-            .iter()
-            .any(|l| l.contains("function probe v1 (cache,")),
+        second.stdout.iter().any(|l| l.contains("function probe v1 (cache,")),
         "{:?}",
         second.stdout
     );
     let r = get(&format!("{}/sleep/0", second.public)).await;
     assert_eq!((r.status, r.body.as_str()), (200, "a"));
     let rec = crate::support::record(&second, r.headers["weft-request-id"].to_str().unwrap()).await;
-    assert_eq!(
-        rec["cold"], true,
-        "the first request after a deploy is cold"
-    );
+    assert_eq!(rec["cold"], true, "the first request after a deploy is cold");
 }

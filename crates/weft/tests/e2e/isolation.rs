@@ -33,8 +33,7 @@ async fn a_trap_fails_alone_with_the_request_id() {
     let body = r.json();
     let message = body["error"].as_str().unwrap();
     assert!(
-        message
-            .starts_with("function `probe` trapped: the function panicked: probe was told to trap"),
+        message.starts_with("function `probe` trapped: the function panicked: probe was told to trap"),
         "{message}"
     );
     let id = body["request_id"].as_str().unwrap();
@@ -105,7 +104,9 @@ async fn upstream() -> (String, tokio::task::JoinHandle<()>) {
                 use tokio::io::{AsyncReadExt, AsyncWriteExt};
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
-                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream").await;
+                let _ = stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nupstream")
+                    .await;
             });
         }
     });
@@ -128,30 +129,15 @@ async fn outbound_http_reaches_only_allowed_hosts() {
 
     // The refusal is also in the function's log, tagged with the request.
     let id = r.headers["weft-request-id"].to_str().unwrap();
-    let logs = get(&format!("{}/v1/logs?request_id={id}", server.admin))
-        .await
-        .json();
-    assert!(
-        logs["lines"][0]["line"]
-            .as_str()
-            .unwrap()
-            .contains(&expected),
-        "{logs}"
-    );
+    let logs = get(&format!("{}/v1/logs?request_id={id}", server.admin)).await.json();
+    assert!(logs["lines"][0]["line"].as_str().unwrap().contains(&expected), "{logs}");
 
     // `open` allows 127.0.0.1 on any port; call it through the admin API.
-    let invoke =
-        serde_json::json!({ "method": "GET", "path": format!("/fetch?url=http://{addr}/") });
+    let invoke = serde_json::json!({ "method": "GET", "path": format!("/fetch?url=http://{addr}/") });
     let url = format!("{}/v1/functions/open/invoke", server.admin);
-    let r = crate::support::send(
-        &crate::support::client(),
-        "POST",
-        &url,
-        &invoke.to_string(),
-        &[],
-    )
-    .await
-    .json();
+    let r = crate::support::send(&crate::support::client(), "POST", &url, &invoke.to_string(), &[])
+        .await
+        .json();
     assert_eq!(
         (r["status"].as_u64(), r["body"].as_str()),
         (Some(200), Some("upstream status 200: upstream"))
@@ -161,10 +147,7 @@ async fn outbound_http_reaches_only_allowed_hosts() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn others_answer_while_one_function_loops() {
-    let app = App::new(
-        APP.replace("timeout = \"2s\"", "timeout = \"20s\"")
-            .as_str(),
-    );
+    let app = App::new(APP.replace("timeout = \"2s\"", "timeout = \"20s\"").as_str());
     let server = Server::start(&app);
     let looping = tokio::spawn({
         let url = format!("{}/loop", server.public);

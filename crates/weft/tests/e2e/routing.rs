@@ -49,11 +49,7 @@ async fn routes_pass_parameters_as_headers() {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("method=POST\n"), "{}", r.body);
-    assert!(
-        r.body.contains("path=/users/7/files/a/b.txt?x=1\n"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.contains("path=/users/7/files/a/b.txt?x=1\n"), "{}", r.body);
     assert!(
         r.body.contains("weft-param-id=7\n"),
         "client-sent weft-* headers are replaced: {}",
@@ -74,14 +70,7 @@ async fn unknown_paths_and_methods_get_clear_errors() {
     let r = get(&format!("{}/nowhere", server.public)).await;
     assert_eq!(r.status, 404);
     assert_eq!(r.json()["error"], "no route matches GET /nowhere");
-    let r = send(
-        &client(),
-        "DELETE",
-        &format!("{}/hello/x", server.public),
-        "",
-        &[],
-    )
-    .await;
+    let r = send(&client(), "DELETE", &format!("{}/hello/x", server.public), "", &[]).await;
     assert_eq!(r.status, 405);
     assert_eq!(r.headers["allow"], "GET");
 }
@@ -91,10 +80,7 @@ async fn functions_call_each_other_in_process() {
     let app = App::new(APP);
     let server = Server::start(&app);
     let r = get(&format!("{}/call/other/env/ROLE", server.public)).await;
-    assert_eq!(
-        (r.status, r.body.as_str()),
-        (200, "other answered 200: other")
-    );
+    assert_eq!((r.status, r.body.as_str()), (200, "other answered 200: other"));
     let caller_id = r.headers["weft-request-id"].to_str().unwrap().to_string();
 
     // The callee's record links back to the caller.
@@ -106,8 +92,7 @@ async fn functions_call_each_other_in_process() {
     let r = get(&format!("{}/call/missing/x", server.public)).await;
     assert_eq!(r.status, 502);
     assert!(
-        r.body
-            .contains("`missing.weft.internal` names no function of this app"),
+        r.body.contains("`missing.weft.internal` names no function of this app"),
         "{}",
         r.body
     );
@@ -121,9 +106,5 @@ async fn a_call_loop_is_cut_at_the_maximum_depth() {
     // probe calls itself through /call/probe/call/probe/... deeper than allowed.
     let deep = "call/probe/".repeat(12);
     let r = get(&format!("{}/{deep}hello/x", server.public)).await;
-    assert!(
-        r.body.contains("nested 8 deep; is there a loop?"),
-        "{}",
-        r.body
-    );
+    assert!(r.body.contains("nested 8 deep; is there a loop?"), "{}", r.body);
 }

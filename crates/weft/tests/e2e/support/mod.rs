@@ -120,8 +120,7 @@ impl Server {
                 }
                 _ => {
                     let mut err = String::new();
-                    let _ =
-                        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
+                    let _ = std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err);
                     panic!("weft up ended before listening.\nstdout: {seen:?}\nstderr: {err}");
                 }
             }
@@ -190,9 +189,7 @@ pub async fn send(
     for (k, v) in headers {
         builder = builder.header(*k, *v);
     }
-    let request = builder
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let request = builder.body(Full::new(Bytes::from(body.to_string()))).unwrap();
     let response = tokio::time::timeout(Duration::from_secs(60), client.request(request))
         .await
         .expect("answer within 60 s")
@@ -232,9 +229,7 @@ pub async fn record(server: &Server, request_id: &str) -> serde_json::Value {
 /// The newest records matching `query` once there are at least `n`.
 pub async fn records(server: &Server, query: &str, n: usize) -> Vec<serde_json::Value> {
     for _ in 0..100 {
-        let r = get(&format!("{}/v1/invocations?{query}", server.admin))
-            .await
-            .json();
+        let r = get(&format!("{}/v1/invocations?{query}", server.admin)).await.json();
         let list = r["invocations"].as_array().cloned().unwrap_or_default();
         if list.len() >= n {
             return list;
