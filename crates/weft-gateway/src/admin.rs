@@ -69,6 +69,13 @@ async fn route(node: Arc<Node>, request: hyper::Request<Incoming>) -> Reply {
         }
         ("PUT", ["v1", "artifacts", digest]) => put_artifact(&node, digest, request).await,
         ("POST", ["v1", "deployments"]) => deploy(&node, request).await,
+        ("GET", ["v1", "queues"]) => queues(&node).await,
+        ("GET", ["v1", "queues", q]) => queue_stats(&node, q).await,
+        ("POST", ["v1", "queues", q, "messages"]) => send(&node, q, request).await,
+        ("GET", ["v1", "queues", q, "messages"]) => peek(&node, q, &query).await,
+        ("POST", ["v1", "queues", q, "receive"]) => receive(&node, q, request).await,
+        ("POST", ["v1", "queues", q, "ack"]) => ack(&node, q, request).await,
+        ("POST", ["v1", "queues", q, "redrive"]) => redrive(&node, q).await,
         _ => Err(refuse(
             404,
             format!("no admin operation {method} {path}; see docs/admin-api.yaml"),
@@ -286,4 +293,149 @@ async fn deploy(node: &Arc<Node>, request: hyper::Request<Incoming>) -> Reply {
         .await
         .map_err(|e| refuse(e.status(), e.to_string()))?;
     ok(json!(report))
+}
+
+impl From<weft_events::QueueError> for Refusal {
+    fn from(e: weft_events::QueueError) -> Refusal {
+        refuse(e.status(), e.to_string())
+    }
+}
+
+fn duration_field(text: Option<&str>, field: &str) -> Result<Option<std::time::Duration>, Refusal> {
+    text.map(|t| {
+        weft_manifest::parse_duration(t)
+            .map_err(|why| refuse(400, format!("`{field}` is not a duration: {why}; write e.g. \"30s\"")))
+    })
+    .transpose()
+}
+
+fn message_view(m: &weft_store::durable::Message) -> Value {
+    json!({
+        "receipt": m.receipt().to_string(),
+        "id": m.id,
+        "seq": m.seq,
+        "group": m.group,
+        "body": String::from_utf8_lossy(&m.body),
+        "attributes": m.attributes,
+        "receive_count": m.receive_count,
+        "last_error": m.last_error,
+        "sent": weft_events::cloudevents::rfc3339(m.appended_us),
+    })
+}
+
+async fn queues(node: &Arc<Node>) -> Reply {
+    let mut list = Vec::new();
+    for name in node.queues.names() {
+        let q = node.queues.get(&name)?;
+        let stats = node.queues.stats(&name).await?;
+        list.push(json!({ "name": name, "fifo": q.fifo, "dead_letter": q.dead_letter, "stats": stats }));
+    }
+    ok(json!({ "queues": list }))
+}
+
+async fn queue_stats(node: &Arc<Node>, name: &str) -> Reply {
+    let q = node.queues.get(name)?;
+    let stats = node.queues.stats(name).await?;
+    ok(json!({
+        "name": q.name,
+        "fifo": q.fifo,
+        "dead_letter": q.dead_letter,
+        "max_receives": q.max_receives,
+        "visibility_timeout": weft_manifest::format_duration(q.visibility_timeout),
+        "delay": weft_manifest::format_duration(q.delay),
+        "retention": weft_manifest::format_duration(q.retention),
+        "backoff": weft_manifest::format_duration(q.backoff),
+        "stats": stats,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendMessage {
+    body: String,
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    group: Option<String>,
+    #[serde(default)]
+    delay: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+    #[serde(default, rename = "type")]
+    event_type: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SendRequest {
+    messages: Vec<SendMessage>,
+}
+
+async fn send(node: &Arc<Node>, queue: &str, request: hyper::Request<Incoming>) -> Reply {
+    let input: SendRequest = read_json(request).await?;
+    if input.messages.is_empty() || input.messages.len() > 1000 {
+        return Err(refuse(400, "send 1 to 1000 messages at a time in `messages`"));
+    }
+    let mut outgoing = Vec::with_capacity(input.messages.len());
+    for (n, m) in input.messages.into_iter().enumerate() {
+        let delay = duration_field(m.delay.as_deref(), &format!("messages[{n}].delay"))?;
+        outgoing.push(weft_events::Outgoing {
+            id: m.id,
+            group: m.group,
+            body: m.body.into_bytes(),
+            content_type: m.content_type,
+            event_type: m.event_type,
+            delay,
+        });
+    }
+    let sent = node.queues.send(queue, outgoing).await?;
+    Ok(body::json(201, &json!({ "messages": sent })))
+}
+
+async fn peek(node: &Arc<Node>, queue: &str, query: &HashMap<String, String>) -> Reply {
+    let limit = number(query, "limit", 10)?.clamp(1, 1000) as usize;
+    let messages = node.queues.peek(queue, limit).await?;
+    ok(json!({ "messages": messages.iter().map(message_view).collect::<Vec<_>>() }))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ReceiveRequest {
+    #[serde(default)]
+    max: Option<usize>,
+    #[serde(default)]
+    visibility: Option<String>,
+}
+
+async fn receive(node: &Arc<Node>, queue: &str, request: hyper::Request<Incoming>) -> Reply {
+    let input: ReceiveRequest = read_json(request).await?;
+    let max = input.max.unwrap_or(1);
+    if !(1..=100).contains(&max) {
+        return Err(refuse(400, format!("`max` must be from 1 to 100, got {max}")));
+    }
+    let visibility = duration_field(input.visibility.as_deref(), "visibility")?;
+    let messages = node.queues.receive(queue, max, visibility).await?;
+    ok(json!({ "messages": messages.iter().map(message_view).collect::<Vec<_>>() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AckRequest {
+    receipts: Vec<String>,
+}
+
+async fn ack(node: &Arc<Node>, queue: &str, request: hyper::Request<Incoming>) -> Reply {
+    let input: AckRequest = read_json(request).await?;
+    let receipts = input
+        .receipts
+        .iter()
+        .map(|r| r.parse::<weft_store::durable::Receipt>().map_err(|e| refuse(400, e)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let acknowledged = node.queues.ack(queue, &receipts).await?;
+    ok(json!({ "acknowledged": acknowledged, "stale": receipts.len() - acknowledged }))
+}
+
+async fn redrive(node: &Arc<Node>, queue: &str) -> Reply {
+    let moved = node.queues.redrive(queue).await?;
+    ok(json!({ "moved": moved }))
 }

@@ -239,12 +239,15 @@ impl Node {
             removed,
         };
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
+        self.queues.configure(&manifest.queues);
+        let triggers = manifest.triggers.clone();
         self.current.store(Arc::new(Deployment {
             app: manifest.app.clone(),
             functions,
             routes,
             manifest: Some(manifest),
         }));
+        crate::triggers::restart(self, &triggers);
         self.runtime.forget_unused(&|digest| in_use.contains(digest));
         Ok(report)
     }

@@ -14,6 +14,7 @@ pub mod gateway;
 mod node;
 mod outbound;
 mod serve;
+mod triggers;
 
 pub use body::Body;
 pub use deploy::{DeployError, DeployReport, Deployed, Deployment, FunctionChange};

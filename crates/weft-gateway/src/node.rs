@@ -26,6 +26,8 @@ pub enum Trigger {
     Invoke,
     /// Another function, through its internal address.
     Internal,
+    /// A message (or batch) from a queue.
+    Queue,
 }
 
 impl Trigger {
@@ -34,6 +36,7 @@ impl Trigger {
             Trigger::Http => "http",
             Trigger::Invoke => "invoke",
             Trigger::Internal => "internal",
+            Trigger::Queue => "queue",
         }
     }
 }
@@ -50,6 +53,11 @@ pub struct Node {
     pub runtime: Runtime,
     pub store: Store,
     pub artifacts: Artifacts,
+    /// The durable parts: queues (and later topics, schedules, ...).
+    pub storage: Arc<dyn weft_store::durable::Storage>,
+    pub queues: weft_events::Queues,
+    /// Bumped on every deploy; trigger workers of an older one stop.
+    pub(crate) trigger_generation: tokio::sync::watch::Sender<u64>,
     pub(crate) current: ArcSwap<Deployment>,
     pub(crate) deploying: tokio::sync::Mutex<()>,
     ids: RequestIds,
@@ -82,10 +90,15 @@ impl Node {
         let artifacts = Artifacts::open(&data.join("artifacts")).map_err(|e| e.to_string())?;
         let runtime =
             Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled"))).map_err(|e| e.to_string())?;
+        let storage: Arc<dyn weft_store::durable::Storage> =
+            Arc::new(weft_store::durable::Embedded::open(&data.join("events.db")).map_err(|e| e.to_string())?);
         Ok(Arc::new(Node {
             runtime,
             store,
             artifacts,
+            queues: weft_events::Queues::new(storage.clone()),
+            storage,
+            trigger_generation: tokio::sync::watch::channel(0).0,
             current: ArcSwap::from_pointee(Deployment::default()),
             deploying: tokio::sync::Mutex::new(()),
             ids: RequestIds::new(),

@@ -30,14 +30,16 @@
 mod diagnostic;
 mod hosts;
 mod parse;
+mod queues;
 mod route;
 mod units;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use hosts::HostPattern;
 pub use parse::check_name;
+pub use queues::{DEDUP_WINDOW, Queue, Trigger};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
-pub use units::{ByteSize, parse_duration, parse_size};
+pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -57,6 +59,8 @@ pub struct Manifest {
     pub app: String,
     pub functions: Vec<Function>,
     pub routes: Vec<Route>,
+    pub queues: Vec<Queue>,
+    pub triggers: Vec<Trigger>,
 }
 
 /// `[function.NAME]`: one deployable function and what it is granted.
@@ -162,5 +166,9 @@ impl Manifest {
 
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.functions.iter().find(|f| f.name == name)
+    }
+
+    pub fn queue(&self, name: &str) -> Option<&Queue> {
+        self.queues.iter().find(|q| q.name == name)
     }
 }

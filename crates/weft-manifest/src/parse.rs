@@ -13,7 +13,7 @@ use crate::{
     MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
 };
 
-const TOP_KEYS: &[&str] = &["app", "function", "route"];
+const TOP_KEYS: &[&str] = &["app", "function", "route", "queue", "trigger"];
 const APP_KEYS: &[&str] = &["name"];
 const FUNCTION_KEYS: &[&str] = &["source", "build", "memory", "timeout", "env", "allowed_hosts"];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
@@ -69,15 +69,34 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
             ),
         }
     }
-    let names: Vec<&str> = functions.iter().map(|f| f.name.as_str()).collect();
+    // References are checked against every declared name, so a function or
+    // queue with its own mistakes is not also reported as missing.
+    let declared = |table: &str| -> Vec<&str> {
+        root.get(table)
+            .and_then(Item::as_table_like)
+            .map(|t| t.iter().map(|(k, _)| k).collect())
+            .unwrap_or_default()
+    };
+    let names = declared("function");
+    let queue_names = declared("queue");
     let routes = match root.get_key_value("route") {
         Some((key, item)) => c.routes(key, item, &names),
+        None => Vec::new(),
+    };
+    let queues = match root.get_key_value("queue") {
+        Some((key, item)) => c.queues(key, item),
+        None => Vec::new(),
+    };
+    let triggers = match root.get_key_value("trigger") {
+        Some((key, item)) => c.triggers(key, item, &names, &queue_names),
         None => Vec::new(),
     };
     let manifest = Manifest {
         app: app.unwrap_or_default(),
         functions,
         routes,
+        queues,
+        triggers,
     };
     c.out.into_result(manifest)
 }
@@ -105,20 +124,20 @@ pub(crate) fn source_spans(text: &str) -> HashMap<String, Range<usize>> {
     spans
 }
 
-struct Checker {
-    out: Diagnostics,
+pub(crate) struct Checker {
+    pub(crate) out: Diagnostics,
 }
 
-fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
+pub(crate) fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
     item.span().or_else(|| key.span())
 }
 
 impl Checker {
-    fn error(&mut self, span: Option<Range<usize>>, message: String, help: &str) {
+    pub(crate) fn error(&mut self, span: Option<Range<usize>>, message: String, help: &str) {
         self.out.push(Diagnostic::new(span, message).with_help(help));
     }
 
-    fn unknown_keys(&mut self, table: &dyn TableLike, known: &[&str], place: &str) {
+    pub(crate) fn unknown_keys(&mut self, table: &dyn TableLike, known: &[&str], place: &str) {
         for (name, _) in table.iter() {
             if known.contains(&name) {
                 continue;
@@ -133,7 +152,7 @@ impl Checker {
         }
     }
 
-    fn table<'a>(&mut self, key: &Key, item: &'a Item, what: &str, help: &str) -> Option<&'a dyn TableLike> {
+    pub(crate) fn table<'a>(&mut self, key: &Key, item: &'a Item, what: &str, help: &str) -> Option<&'a dyn TableLike> {
         let table = item.as_table_like();
         if table.is_none() {
             self.error(
@@ -145,7 +164,7 @@ impl Checker {
         table
     }
 
-    fn string<'a>(
+    pub(crate) fn string<'a>(
         &mut self,
         table: &'a dyn TableLike,
         name: &str,
@@ -448,8 +467,15 @@ impl Checker {
         Some(command.to_string())
     }
 
-    fn routes(&mut self, key: &Key, item: &Item, functions: &[&str]) -> Vec<Route> {
-        let tables: Vec<&dyn TableLike> = if let Some(aot) = item.as_array_of_tables() {
+    /// The tables of a `[[name]]` array (or an array of inline tables).
+    pub(crate) fn array_of_tables<'a>(
+        &mut self,
+        key: &Key,
+        item: &'a Item,
+        name: &str,
+        help: &str,
+    ) -> Vec<&'a dyn TableLike> {
+        if let Some(aot) = item.as_array_of_tables() {
             aot.iter().map(|t| t as &dyn TableLike).collect()
         } else if let Some(array) = item
             .as_array()
@@ -462,11 +488,20 @@ impl Checker {
         } else {
             self.error(
                 span_of(key, item),
-                format!("`route` must be an array of tables, found {}", item.type_name()),
-                "write each route as `[[route]]` with `path` and `function`",
+                format!("`{name}` must be an array of tables, found {}", item.type_name()),
+                help,
             );
-            return Vec::new();
-        };
+            Vec::new()
+        }
+    }
+
+    fn routes(&mut self, key: &Key, item: &Item, functions: &[&str]) -> Vec<Route> {
+        let tables = self.array_of_tables(
+            key,
+            item,
+            "route",
+            "write each route as `[[route]]` with `path` and `function`",
+        );
         let mut routes = Vec::new();
         let mut table_of_routes: RouteTable<Option<Range<usize>>> = RouteTable::default();
         for (n, table) in tables.into_iter().enumerate() {
@@ -594,7 +629,7 @@ pub fn check_name(name: &str) -> Result<(), &'static str> {
 }
 
 /// The known word nearest to `word`, if it is near enough to be a typo.
-fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn closest<'a>(word: &str, known: &[&'a str]) -> Option<&'a str> {
     known
         .iter()
         .map(|k| (edit_distance(word, k), *k))

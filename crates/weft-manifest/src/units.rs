@@ -72,6 +72,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
             "s" => Duration::from_secs(n),
             "m" | "min" => Duration::from_secs(n.saturating_mul(60)),
             "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
             "" => return Err(format!("`{text}` has no unit")),
             other => return Err(format!("`{other}` is not a duration unit")),
         };
@@ -79,6 +80,24 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         rest = next;
     }
     Ok(total)
+}
+
+/// Writes a duration the way the manifest takes it: `500ms`, `30s`, `15m`, `4d`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms == 0 {
+        return "0s".into();
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let s = ms / 1000;
+    for (unit, scale) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if s.is_multiple_of(scale) {
+            return format!("{}{unit}", s / scale);
+        }
+    }
+    format!("{s}s")
 }
 
 #[cfg(test)]
@@ -106,5 +125,9 @@ mod tests {
         assert!(parse_duration("30").is_err());
         assert!(parse_duration("s").is_err());
         assert!(parse_duration("3 weeks").is_err());
+        assert_eq!(parse_duration("4d"), Ok(Duration::from_secs(4 * 86_400)));
+        for text in ["0s", "250ms", "30s", "15m", "12h", "14d"] {
+            assert_eq!(format_duration(parse_duration(text).unwrap()), text);
+        }
     }
 }

@@ -11,6 +11,7 @@
 //! This crate must not know about HTTP, wasmtime or manifests.
 
 mod artifacts;
+pub mod durable;
 mod records;
 
 pub use artifacts::{ArtifactError, Artifacts, Digest};

@@ -182,6 +182,17 @@ pub async fn up(
         },
     ));
 
+    // Messages past their queue's retention are deleted once a minute.
+    let expiring = node.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(60)).await;
+            if let Err(e) = expiring.queues.expire().await {
+                tracing::warn!("expiring old queue messages failed: {e}");
+            }
+        }
+    });
+
     shutdown_signal().await;
     eprintln!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
@@ -356,4 +367,138 @@ pub async fn logs(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+fn print_messages(answer: &Value, empty: &str) {
+    let messages = answer["messages"].as_array().cloned().unwrap_or_default();
+    if messages.is_empty() {
+        println!("{empty}");
+    }
+    for m in messages {
+        let group = m["group"].as_str().map_or(String::new(), |g| format!("  group {g}"));
+        let error = m["last_error"]
+            .as_str()
+            .map_or(String::new(), |e| format!("\n  last error: {e}"));
+        println!(
+            "receipt {}  id {}  receives {}  sent {}{group}{error}",
+            m["receipt"].as_str().unwrap_or(""),
+            m["id"].as_str().unwrap_or(""),
+            m["receive_count"],
+            m["sent"].as_str().unwrap_or(""),
+        );
+        println!("  {}", m["body"].as_str().unwrap_or(""));
+    }
+}
+
+fn print_stats(name: &str, stats: &Value) {
+    println!(
+        "{name}: {} visible, {} in flight, {} delayed",
+        stats["visible"].as_u64().unwrap_or(0),
+        stats["in_flight"].as_u64().unwrap_or(0),
+        stats["delayed"].as_u64().unwrap_or(0)
+    );
+}
+
+pub async fn queue(server: &str, command: crate::QueueCommand) -> anyhow::Result<ExitCode> {
+    use crate::QueueCommand as Q;
+    let client = Client::new(server)?;
+    let call = |status: u16, answer: Value| -> anyhow::Result<Value> {
+        if status >= 300 {
+            bail!("{}", error_text(&answer));
+        }
+        Ok(answer)
+    };
+    match command {
+        Q::Send {
+            queue,
+            data,
+            id,
+            group,
+            delay,
+            event_type,
+            content_type,
+        } => {
+            let body = match data.strip_prefix('@') {
+                Some(file) => {
+                    std::fs::read_to_string(file).with_context(|| format!("--data @{file}: cannot read the file"))?
+                }
+                None => data,
+            };
+            let message = json!({ "body": body, "id": id, "group": group, "delay": delay, "type": event_type, "content_type": content_type });
+            let (status, answer) = client
+                .post_json(
+                    &format!("/v1/queues/{}/messages", encode(&queue)),
+                    &json!({ "messages": [message] }),
+                )
+                .await?;
+            let answer = call(status, answer)?;
+            let sent = &answer["messages"][0];
+            if sent["duplicate"].as_bool() == Some(true) {
+                println!(
+                    "duplicate of message {} (seq {}): already accepted, not stored again",
+                    sent["id"].as_str().unwrap_or(""),
+                    sent["seq"]
+                );
+            } else {
+                println!(
+                    "sent message {} (seq {})",
+                    sent["id"].as_str().unwrap_or(""),
+                    sent["seq"]
+                );
+            }
+        }
+        Q::Receive { queue, max, visibility } => {
+            let (status, answer) = client
+                .post_json(
+                    &format!("/v1/queues/{}/receive", encode(&queue)),
+                    &json!({ "max": max, "visibility": visibility }),
+                )
+                .await?;
+            print_messages(&call(status, answer)?, "no messages to receive");
+        }
+        Q::Ack { queue, receipts } => {
+            let (status, answer) = client
+                .post_json(
+                    &format!("/v1/queues/{}/ack", encode(&queue)),
+                    &json!({ "receipts": receipts }),
+                )
+                .await?;
+            let answer = call(status, answer)?;
+            println!("acknowledged {}", answer["acknowledged"]);
+            let stale = answer["stale"].as_u64().unwrap_or(0);
+            if stale > 0 {
+                eprintln!(
+                    "{stale} receipt(s) were stale: those messages were received again after their visibility timeout, or are gone"
+                );
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        Q::Peek { queue, limit } => {
+            let (status, answer) = client
+                .get(&format!("/v1/queues/{}/messages?limit={limit}", encode(&queue)))
+                .await?;
+            print_messages(&call(status, answer)?, "the queue is empty");
+        }
+        Q::Stats { queue: Some(queue) } => {
+            let (status, answer) = client.get(&format!("/v1/queues/{}", encode(&queue))).await?;
+            let answer = call(status, answer)?;
+            print_stats(&queue, &answer["stats"]);
+        }
+        Q::Stats { queue: None } => {
+            let (status, answer) = client.get("/v1/queues").await?;
+            for q in call(status, answer)?["queues"].as_array().cloned().unwrap_or_default() {
+                print_stats(q["name"].as_str().unwrap_or(""), &q["stats"]);
+            }
+        }
+        Q::Redrive { queue } => {
+            let (status, answer) = client
+                .post_json(&format!("/v1/queues/{}/redrive", encode(&queue)), &json!({}))
+                .await?;
+            println!(
+                "moved {} message(s) back to their source queue",
+                call(status, answer)?["moved"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

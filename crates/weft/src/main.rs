@@ -84,6 +84,13 @@ enum Command {
         #[arg(long)]
         no_build: bool,
     },
+    /// Send, receive, inspect and redrive queue messages on a running server.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER, global = true)]
+        server: String,
+    },
     /// Show what functions wrote to stdout and stderr.
     Logs {
         /// Only this function's lines.
@@ -97,6 +104,56 @@ enum Command {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
     },
+}
+
+#[derive(Subcommand)]
+pub enum QueueCommand {
+    /// Send one message.
+    Send {
+        queue: String,
+        /// The message body, or @FILE to read it from a file.
+        #[arg(long)]
+        data: String,
+        /// Deduplication id (FIFO queues use the body's hash when absent).
+        #[arg(long)]
+        id: Option<String>,
+        /// Message group (required by FIFO queues).
+        #[arg(long)]
+        group: Option<String>,
+        /// Extra delay before the first delivery, e.g. 10s.
+        #[arg(long)]
+        delay: Option<String>,
+        /// CloudEvents type to deliver it with.
+        #[arg(long = "type")]
+        event_type: Option<String>,
+        #[arg(long)]
+        content_type: Option<String>,
+    },
+    /// Receive messages; they stay hidden for the visibility timeout until acknowledged.
+    Receive {
+        queue: String,
+        #[arg(long, default_value_t = 1)]
+        max: usize,
+        /// How long to hide them (default: the queue's visibility_timeout).
+        #[arg(long)]
+        visibility: Option<String>,
+    },
+    /// Acknowledge received messages by their receipts.
+    Ack {
+        queue: String,
+        #[arg(required = true)]
+        receipts: Vec<String>,
+    },
+    /// Show the oldest messages without receiving them.
+    Peek {
+        queue: String,
+        #[arg(long, default_value_t = 10)]
+        limit: usize,
+    },
+    /// Message counts of one queue, or of all.
+    Stats { queue: Option<String> },
+    /// Move every message of a dead-letter queue back to the queue it came from.
+    Redrive { queue: String },
 }
 
 fn main() -> ExitCode {
@@ -143,6 +200,7 @@ fn main() -> ExitCode {
                 follow,
                 server,
             } => commands::logs(&server, function, request, follow).await,
+            Command::Queue { command, server } => commands::queue(&server, command).await,
         }
     });
     match result {

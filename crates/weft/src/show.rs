@@ -2,33 +2,9 @@
 
 use serde_json::Value;
 
-/// `2026-11-23T10:15:30.123Z` for microseconds since the Unix epoch.
+/// RFC 3339, UTC, for microseconds since the Unix epoch.
 pub fn timestamp(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let millis = us.rem_euclid(1_000_000) / 1000;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    weft_events::cloudevents::rfc3339(us)
 }
 
 pub fn bytes(n: u64) -> String {
@@ -69,13 +45,4 @@ pub fn record(r: &Value) -> String {
         out.push_str(&format!("parent    {p}\n"));
     }
     out
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn timestamps() {
-        assert_eq!(super::timestamp(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::timestamp(1_795_000_000_123_000), "2026-11-18T11:06:40.123Z");
-    }
 }

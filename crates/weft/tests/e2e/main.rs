@@ -6,4 +6,5 @@ mod support;
 mod cli;
 mod deploys;
 mod isolation;
+mod queues;
 mod routing;

@@ -1,0 +1,329 @@
+//! Queue semantics over a storage stream named `queue:NAME`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::Notify;
+use weft_manifest::{DEDUP_WINDOW, Queue};
+use weft_store::durable::{Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
+
+/// The longest a retry waits, however often a message failed.
+const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum QueueError {
+    #[error("no queue `{0}` is deployed")]
+    NoSuchQueue(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl QueueError {
+    /// The HTTP status that says this to a client.
+    pub fn status(&self) -> u16 {
+        match self {
+            QueueError::NoSuchQueue(_) => 404,
+            QueueError::Invalid(_) => 400,
+            QueueError::Storage(StorageError::Unavailable(_)) => 503,
+            QueueError::Storage(_) => 500,
+        }
+    }
+}
+
+/// A message to send.
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    /// Deduplication id; generated when absent (FIFO: from the body).
+    pub id: Option<String>,
+    /// FIFO message group.
+    pub group: Option<String>,
+    pub body: Vec<u8>,
+    pub content_type: Option<String>,
+    /// CloudEvents `type` to deliver it with.
+    pub event_type: Option<String>,
+    /// Added to the queue's own delay.
+    pub delay: Option<Duration>,
+}
+
+/// What became of one sent message.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sent {
+    pub id: String,
+    pub seq: u64,
+    pub duplicate: bool,
+}
+
+/// The app's queues: their settings and their messages.
+pub struct Queues {
+    storage: Arc<dyn Storage>,
+    config: RwLock<HashMap<String, Queue>>,
+    wakers: RwLock<HashMap<String, Arc<Notify>>>,
+    ids: AtomicU64,
+}
+
+/// The content type of a body sent without one.
+fn sniff(body: &[u8]) -> &'static str {
+    if serde_json::from_slice::<serde_json::Value>(body).is_ok() {
+        "application/json"
+    } else if std::str::from_utf8(body).is_ok() {
+        "text/plain; charset=utf-8"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+fn stream(queue: &str) -> String {
+    format!("queue:{queue}")
+}
+
+impl Queues {
+    pub fn new(storage: Arc<dyn Storage>) -> Queues {
+        Queues {
+            storage,
+            config: RwLock::default(),
+            wakers: RwLock::default(),
+            ids: AtomicU64::new(0),
+        }
+    }
+
+    /// Replaces the queue settings (on deploy). Messages are kept.
+    pub fn configure(&self, queues: &[Queue]) {
+        let mut config = self.config.write().unwrap_or_else(|p| p.into_inner());
+        *config = queues.iter().map(|q| (q.name.clone(), q.clone())).collect();
+    }
+
+    pub fn get(&self, name: &str) -> Result<Queue, QueueError> {
+        let config = self.config.read().unwrap_or_else(|p| p.into_inner());
+        config
+            .get(name)
+            .cloned()
+            .ok_or_else(|| QueueError::NoSuchQueue(name.to_string()))
+    }
+
+    pub fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Resolves when a message may have become deliverable on `queue`.
+    pub fn waker(&self, queue: &str) -> Arc<Notify> {
+        if let Some(n) = self.wakers.read().unwrap_or_else(|p| p.into_inner()).get(queue) {
+            return n.clone();
+        }
+        self.wakers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(queue.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn new_id(&self) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros());
+        format!(
+            "{now:x}-{:x}-{:x}",
+            std::process::id(),
+            self.ids.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Sends messages: durable (fsynced) when this returns.
+    pub async fn send(&self, queue: &str, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
+        let q = self.get(queue)?;
+        let mut batch = Vec::with_capacity(messages.len());
+        for (n, m) in messages.into_iter().enumerate() {
+            if q.fifo && m.group.as_deref().is_none_or(str::is_empty) {
+                return Err(QueueError::Invalid(format!(
+                    "message #{}: queue `{queue}` is FIFO, so every message needs a `group` (its ordering key)",
+                    n + 1
+                )));
+            }
+            if let Some(id) = &m.id
+                && (id.is_empty() || id.len() > 128)
+            {
+                return Err(QueueError::Invalid(format!(
+                    "message #{}: `id` must be 1 to 128 characters",
+                    n + 1
+                )));
+            }
+            let id = match (&m.id, q.fifo) {
+                (Some(id), _) => id.clone(),
+                // As SQS's content-based deduplication: the body's hash.
+                (None, true) => Sha256::digest(&m.body).iter().map(|b| format!("{b:02x}")).collect(),
+                (None, false) => self.new_id(),
+            };
+            let mut attributes = BTreeMap::new();
+            let content_type = m.content_type.unwrap_or_else(|| sniff(&m.body).to_string());
+            attributes.insert("content-type".to_string(), content_type);
+            if let Some(t) = m.event_type {
+                attributes.insert("type".to_string(), t);
+            }
+            let delay = q.delay + m.delay.unwrap_or_default();
+            batch.push(NewMessage {
+                id,
+                group: m.group,
+                body: m.body,
+                attributes,
+                delay,
+            });
+        }
+        let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
+        let window = if q.fifo {
+            DEDUP_WINDOW
+        } else {
+            DEDUP_WINDOW.min(q.retention)
+        };
+        let appended = self.storage.append(&stream(queue), batch, window).await?;
+        self.waker(queue).notify_waiters();
+        Ok(ids
+            .into_iter()
+            .zip(appended)
+            .map(|(id, a)| Sent {
+                id,
+                seq: a.seq,
+                duplicate: a.duplicate,
+            })
+            .collect())
+    }
+
+    /// Receives up to `max` messages for `visibility` (the queue's own when
+    /// `None`). Messages received more than `max_receives` times move to
+    /// the dead-letter queue instead of being returned.
+    pub async fn receive(
+        &self,
+        queue: &str,
+        max: usize,
+        visibility: Option<Duration>,
+    ) -> Result<Vec<Message>, QueueError> {
+        let q = self.get(queue)?;
+        let leased = self
+            .storage
+            .lease(&stream(queue), max, visibility.unwrap_or(q.visibility_timeout), q.fifo)
+            .await?;
+        let (dead, live): (Vec<Message>, Vec<Message>) = match &q.dead_letter {
+            Some(_) => leased.into_iter().partition(|m| m.receive_count > q.max_receives),
+            None => (Vec::new(), leased),
+        };
+        if !dead.is_empty() {
+            let seqs: Vec<u64> = dead.iter().map(|m| m.seq).collect();
+            self.dead_letter(&q, &seqs).await?;
+        }
+        Ok(live)
+    }
+
+    async fn dead_letter(&self, q: &Queue, seqs: &[u64]) -> Result<(), QueueError> {
+        let Some(dlq) = &q.dead_letter else { return Ok(()) };
+        let attributes = BTreeMap::from([("dead-letter-source".to_string(), q.name.clone())]);
+        self.storage
+            .transfer(&stream(&q.name), seqs, &stream(dlq), attributes, false)
+            .await?;
+        tracing::info!(
+            "{} message(s) of queue `{}` moved to dead-letter queue `{dlq}`",
+            seqs.len(),
+            q.name
+        );
+        Ok(())
+    }
+
+    pub async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<usize, QueueError> {
+        self.get(queue)?;
+        Ok(self.storage.ack(&stream(queue), receipts).await?)
+    }
+
+    /// A delivery of `message` failed with `error`: retry after the queue's
+    /// backoff (doubling with each receive), or, past `max_receives`, move
+    /// it to the dead-letter queue now.
+    pub async fn failed(&self, queue: &str, message: &Message, error: &str) -> Result<(), QueueError> {
+        let q = self.get(queue)?;
+        let receipt = message.receipt();
+        if q.dead_letter.is_some() && message.receive_count >= q.max_receives {
+            // Keep the error with the message before it moves.
+            self.storage
+                .release(&stream(queue), receipt, Duration::ZERO, Some(error.to_string()))
+                .await?;
+            return self.dead_letter(&q, &[message.seq]).await;
+        }
+        let exponent = message.receive_count.saturating_sub(1).min(20);
+        let delay = q.backoff.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+        self.storage
+            .release(&stream(queue), receipt, delay, Some(error.to_string()))
+            .await?;
+        Ok(())
+    }
+
+    pub async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Message>, QueueError> {
+        self.get(queue)?;
+        Ok(self.storage.peek(&stream(queue), max).await?)
+    }
+
+    pub async fn stats(&self, queue: &str) -> Result<StreamStats, QueueError> {
+        self.get(queue)?;
+        Ok(self.storage.stats(&stream(queue)).await?)
+    }
+
+    /// Moves every message of dead-letter queue `dlq` back to the queue it
+    /// came from, with its receive count reset. Returns how many moved.
+    pub async fn redrive(&self, dlq: &str) -> Result<usize, QueueError> {
+        self.get(dlq)?;
+        let mut moved = 0;
+        loop {
+            let batch = self.storage.peek(&stream(dlq), 500).await?;
+            if batch.is_empty() {
+                return Ok(moved);
+            }
+            let mut by_source: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+            for m in &batch {
+                let Some(source) = m.attributes.get("dead-letter-source") else {
+                    return Err(QueueError::Invalid(format!(
+                        "message {} of `{dlq}` did not come from another queue, so it has nowhere to go back to",
+                        m.id
+                    )));
+                };
+                self.get(source).map_err(|_| {
+                    QueueError::Invalid(format!(
+                        "message {} came from queue `{source}`, which is no longer deployed",
+                        m.id
+                    ))
+                })?;
+                by_source.entry(source.clone()).or_default().push(m.seq);
+            }
+            for (source, seqs) in by_source {
+                moved += self
+                    .storage
+                    .transfer(&stream(dlq), &seqs, &stream(&source), BTreeMap::new(), true)
+                    .await?;
+                self.waker(&source).notify_waiters();
+            }
+        }
+    }
+
+    /// Deletes messages past their queue's retention.
+    pub async fn expire(&self) -> Result<usize, QueueError> {
+        let queues: Vec<Queue> = self
+            .config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for q in queues {
+            n += self.storage.expire(&stream(&q.name), q.retention).await?;
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,331 @@
+//! `[queue.NAME]` and `[[trigger]]`: durable queues and the functions they feed.
+
+use std::ops::Range;
+use std::time::Duration;
+
+use toml_edit::{Item, Key, TableLike};
+
+use crate::parse::{Checker, closest, span_of};
+use crate::{check_name, format_duration, parse_duration};
+
+const QUEUE_KEYS: &[&str] = &[
+    "visibility_timeout",
+    "max_receives",
+    "dead_letter",
+    "delay",
+    "retention",
+    "fifo",
+    "backoff",
+];
+const TRIGGER_KEYS: &[&str] = &["queue", "function", "batch", "concurrency"];
+
+/// `[queue.NAME]`: a durable, at-least-once queue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Queue {
+    pub name: String,
+    /// How long a received message stays hidden before it is delivered again.
+    pub visibility_timeout: Duration,
+    /// Receives after which a message goes to the dead-letter queue (or is dropped without one).
+    pub max_receives: u32,
+    pub dead_letter: Option<String>,
+    /// Every message waits this long before its first delivery.
+    pub delay: Duration,
+    /// Messages older than this are deleted, delivered or not.
+    pub retention: Duration,
+    /// Ordering per message group, and deduplication by message id.
+    pub fifo: bool,
+    /// The first retry delay after a failed delivery; it doubles each time.
+    pub backoff: Duration,
+}
+
+/// `[[trigger]]`: a queue's messages are delivered to a function.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trigger {
+    pub queue: String,
+    pub function: String,
+    /// Messages per invocation: 1 sends one CloudEvent in binary mode, more
+    /// send a batch in the batched content mode.
+    pub batch: u32,
+    /// Invocations of this trigger running at once.
+    pub concurrency: u32,
+}
+
+/// The deduplication window of FIFO queues (as on SQS).
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+impl Checker {
+    fn duration_in(
+        &mut self,
+        table: &dyn TableLike,
+        key: &str,
+        place: &str,
+        default: Duration,
+        range: (Duration, Duration),
+    ) -> Option<Duration> {
+        let Some((text, span)) = self.string(table, key, place, "\"30s\"") else {
+            return (!table.contains_key(key)).then_some(default);
+        };
+        match parse_duration(text) {
+            Ok(d) if d >= range.0 && d <= range.1 => Some(d),
+            Ok(_) => {
+                self.error(
+                    span,
+                    format!("`{key}` in {place} is `{text}`, outside the allowed range"),
+                    &format!(
+                        "use a duration from {} to {}",
+                        format_duration(range.0),
+                        format_duration(range.1)
+                    ),
+                );
+                None
+            }
+            Err(why) => {
+                self.error(
+                    span,
+                    format!("`{key}` in {place} is not a duration: {why}"),
+                    "write a number and a unit: `\"500ms\"`, `\"30s\"`, `\"2m\"`",
+                );
+                None
+            }
+        }
+    }
+
+    fn integer_in(
+        &mut self,
+        table: &dyn TableLike,
+        key: &str,
+        place: &str,
+        default: u32,
+        range: (u32, u32),
+    ) -> Option<u32> {
+        let Some((k, item)) = table.get_key_value(key) else {
+            return Some(default);
+        };
+        match item.as_integer() {
+            Some(n) if n >= i64::from(range.0) && n <= i64::from(range.1) => Some(n as u32),
+            Some(n) => {
+                self.error(
+                    span_of(k, item),
+                    format!("`{key}` in {place} is {n}, outside the allowed range"),
+                    &format!("use a whole number from {} to {}", range.0, range.1),
+                );
+                None
+            }
+            None => {
+                self.error(
+                    span_of(k, item),
+                    format!("`{key}` in {place} must be a whole number, found {}", item.type_name()),
+                    &format!("write it without quotes, e.g. `{key} = {default}`"),
+                );
+                None
+            }
+        }
+    }
+
+    pub(crate) fn queues(&mut self, key: &Key, item: &Item) -> Vec<Queue> {
+        let Some(table) = self.table(
+            key,
+            item,
+            "`queue`",
+            "write each queue as its own table: `[queue.NAME]`",
+        ) else {
+            return Vec::new();
+        };
+        let mut queues = Vec::new();
+        let mut dead_letters: Vec<(String, String, Option<Range<usize>>)> = Vec::new();
+        for (name, item) in table.iter() {
+            let qkey = table.key(name).unwrap_or(key);
+            let place = format!("[queue.{name}]");
+            let Some(q) = self.table(
+                qkey,
+                item,
+                &format!("`queue.{name}`"),
+                "write the queue as `[queue.NAME]` with its settings",
+            ) else {
+                continue;
+            };
+            self.unknown_keys(q, QUEUE_KEYS, &place);
+            let mut ok = true;
+            if let Err(why) = check_name(name) {
+                self.error(
+                    qkey.span(),
+                    format!("queue name `{name}` {why}"),
+                    "use lowercase letters, digits and `-`, like `jobs`",
+                );
+                ok = false;
+            }
+            let fifo = match q.get_key_value("fifo") {
+                None => false,
+                Some((k, v)) => match v.as_bool() {
+                    Some(b) => b,
+                    None => {
+                        self.error(
+                            span_of(k, v),
+                            format!("`fifo` in {place} must be true or false, found {}", v.type_name()),
+                            "write `fifo = true`",
+                        );
+                        ok = false;
+                        false
+                    }
+                },
+            };
+            let day = Duration::from_secs(86_400);
+            let visibility = self.duration_in(
+                q,
+                "visibility_timeout",
+                &place,
+                Duration::from_secs(30),
+                (Duration::from_millis(1), Duration::from_secs(12 * 3600)),
+            );
+            let delay = self.duration_in(
+                q,
+                "delay",
+                &place,
+                Duration::ZERO,
+                (Duration::ZERO, Duration::from_secs(15 * 60)),
+            );
+            let retention = self.duration_in(q, "retention", &place, 4 * day, (Duration::from_secs(60), 14 * day));
+            let backoff = self.duration_in(
+                q,
+                "backoff",
+                &place,
+                Duration::from_secs(1),
+                (Duration::ZERO, Duration::from_secs(12 * 3600)),
+            );
+            let max_receives = self.integer_in(q, "max_receives", &place, 5, (1, 1000));
+            let dead_letter = self.string(q, "dead_letter", &place, "\"jobs-dlq\"").map(|(d, span)| {
+                dead_letters.push((name.to_string(), d.to_string(), span));
+                d.to_string()
+            });
+            ok &= !(q.contains_key("dead_letter") && dead_letter.is_none());
+            if let (true, Some(visibility_timeout), Some(delay), Some(retention), Some(backoff), Some(max_receives)) =
+                (ok, visibility, delay, retention, backoff, max_receives)
+            {
+                queues.push(Queue {
+                    name: name.to_string(),
+                    visibility_timeout,
+                    max_receives,
+                    dead_letter,
+                    delay,
+                    retention,
+                    fifo,
+                    backoff,
+                });
+            }
+        }
+        // Check references against every declared queue, so a queue with
+        // its own mistakes is not also reported as missing.
+        let names: Vec<&str> = table.iter().map(|(name, _)| name).collect();
+        for (queue, target, span) in &dead_letters {
+            if queue == target {
+                self.error(
+                    span.clone(),
+                    format!("[queue.{queue}] is its own dead-letter queue"),
+                    "name another queue, e.g. `dead_letter = \"jobs-dlq\"` with its own [queue.jobs-dlq]",
+                );
+                continue;
+            }
+            if !names.contains(&target.as_str()) {
+                let help = match closest(target, &names) {
+                    Some(near) => format!("did you mean `{near}`? Declare dead-letter queues as [queue.NAME] too"),
+                    None => format!("declare it: add a [queue.{target}] table"),
+                };
+                self.out.push(
+                    crate::Diagnostic::new(
+                        span.clone(),
+                        format!("[queue.{queue}] sends dead letters to `{target}`, which is not a queue of this app"),
+                    )
+                    .with_help(help),
+                );
+                continue;
+            }
+            let Some(dlq) = queues.iter().find(|q| q.name == *target) else {
+                continue;
+            };
+            let source_fifo = queues.iter().find(|q| q.name == *queue).is_some_and(|q| q.fifo);
+            if source_fifo != dlq.fifo {
+                let kind = |f: bool| if f { "a FIFO" } else { "a standard" };
+                self.error(
+                    span.clone(),
+                    format!(
+                        "[queue.{queue}] is {} queue but its dead-letter queue `{target}` is {} queue",
+                        kind(source_fifo),
+                        kind(dlq.fifo)
+                    ),
+                    "a dead-letter queue must be of the same kind as its source: set `fifo` alike on both",
+                );
+            }
+        }
+        queues
+    }
+
+    pub(crate) fn triggers(
+        &mut self,
+        key: &Key,
+        item: &Item,
+        functions: &[&str],
+        queue_names: &[&str],
+    ) -> Vec<Trigger> {
+        let tables = self.array_of_tables(
+            key,
+            item,
+            "trigger",
+            "write each trigger as `[[trigger]]` with `queue` and `function`",
+        );
+        let mut triggers = Vec::new();
+        for (n, table) in tables.into_iter().enumerate() {
+            let place = format!("trigger #{}", n + 1);
+            self.unknown_keys(table, TRIGGER_KEYS, &format!("[[trigger]] ({place})"));
+            let queue = self.reference(table, "queue", &place, queue_names, "[queue.NAME]");
+            let function = self.reference(table, "function", &place, functions, "[function.NAME]");
+            let batch = self.integer_in(table, "batch", &place, 1, (1, 100));
+            let concurrency = self.integer_in(table, "concurrency", &place, 1, (1, 100));
+            if let (Some(queue), Some(function), Some(batch), Some(concurrency)) = (queue, function, batch, concurrency)
+            {
+                triggers.push(Trigger {
+                    queue,
+                    function,
+                    batch,
+                    concurrency,
+                });
+            }
+        }
+        triggers
+    }
+
+    /// A required string naming something declared elsewhere in the manifest.
+    fn reference(
+        &mut self,
+        table: &dyn TableLike,
+        key: &str,
+        place: &str,
+        known: &[&str],
+        declared_as: &str,
+    ) -> Option<String> {
+        let Some((value, span)) = self.string(table, key, place, "\"NAME\"") else {
+            if !table.contains_key(key) {
+                self.error(
+                    None,
+                    format!("{place} has no `{key}`"),
+                    &format!("add `{key} = \"NAME\"` naming a {declared_as}"),
+                );
+            }
+            return None;
+        };
+        if known.contains(&value) {
+            return Some(value.to_string());
+        }
+        let help = match closest(value, known) {
+            Some(near) => format!("did you mean `{near}`?"),
+            None => format!("declare it as {}", declared_as.replace("NAME", value)),
+        };
+        self.out.push(
+            crate::Diagnostic::new(
+                span,
+                format!("{place} names {key} `{value}`, which is not declared in this app"),
+            )
+            .with_help(help),
+        );
+        None
+    }
+}

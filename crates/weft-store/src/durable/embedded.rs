@@ -1,0 +1,865 @@
+//! The embedded provider: one SQLite file, written by one thread with
+//! group commit.
+//!
+//! Every operation goes to the writer thread. The thread takes all the
+//! operations that queued up while it was busy, runs them in one
+//! transaction (each in its own savepoint, so one failing operation does
+//! not undo the others), commits with `synchronous = FULL` (one fsync for
+//! the whole group), and only then answers each caller. Throughput grows
+//! with the number of concurrent writers while each write still waits for
+//! exactly one fsync.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
+use tokio::sync::oneshot;
+
+use super::{
+    Appended, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError, StreamStats, Streams,
+};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS messages (
+    stream TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    id TEXT NOT NULL,
+    grp TEXT,
+    body BLOB NOT NULL,
+    attributes TEXT NOT NULL,
+    appended_us INTEGER NOT NULL,
+    -- not deliverable before this time: a delay, a retry backoff, or a lease
+    visible_us INTEGER NOT NULL,
+    -- 1 while leased (visible_us is then the lease's end)
+    leased INTEGER NOT NULL DEFAULT 0,
+    receive_count INTEGER NOT NULL DEFAULT 0,
+    last_error TEXT,
+    PRIMARY KEY (stream, seq)
+);
+CREATE INDEX IF NOT EXISTS messages_by_group ON messages (stream, grp, seq);
+CREATE INDEX IF NOT EXISTS messages_by_age ON messages (stream, appended_us);
+CREATE TABLE IF NOT EXISTS stream_seq (stream TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dedup (
+    stream TEXT NOT NULL,
+    id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    at_us INTEGER NOT NULL,
+    PRIMARY KEY (stream, id)
+);
+CREATE TABLE IF NOT EXISTS kv (
+    bucket TEXT NOT NULL,
+    key TEXT NOT NULL,
+    value BLOB NOT NULL,
+    revision INTEGER NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+CREATE TABLE IF NOT EXISTS kv_revision (bucket TEXT PRIMARY KEY, last INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS objects (
+    bucket TEXT NOT NULL,
+    name TEXT NOT NULL,
+    data BLOB NOT NULL,
+    PRIMARY KEY (bucket, name)
+);
+";
+
+/// What a caller asks of the writer thread.
+enum Op {
+    Append {
+        stream: String,
+        messages: Vec<NewMessage>,
+        window: Duration,
+    },
+    Lease {
+        stream: String,
+        max: usize,
+        visibility: Duration,
+        fifo: bool,
+    },
+    Ack {
+        stream: String,
+        receipts: Vec<Receipt>,
+    },
+    Release {
+        stream: String,
+        receipt: Receipt,
+        delay: Duration,
+        error: Option<String>,
+    },
+    Transfer {
+        stream: String,
+        seqs: Vec<u64>,
+        to: String,
+        attributes: BTreeMap<String, String>,
+        reset: bool,
+    },
+    Peek {
+        stream: String,
+        max: usize,
+    },
+    Stats {
+        stream: String,
+    },
+    Expire {
+        stream: String,
+        age: Duration,
+    },
+    Get {
+        bucket: String,
+        key: String,
+    },
+    Put {
+        bucket: String,
+        key: String,
+        value: Vec<u8>,
+        expect: Expect,
+    },
+    Delete {
+        bucket: String,
+        key: String,
+    },
+    Keys {
+        bucket: String,
+        prefix: String,
+    },
+    PutObject {
+        bucket: String,
+        name: String,
+        data: Vec<u8>,
+    },
+    GetObject {
+        bucket: String,
+        name: String,
+    },
+    DeleteObject {
+        bucket: String,
+        name: String,
+    },
+    ListObjects {
+        bucket: String,
+    },
+}
+
+/// The precondition of a key-value write.
+enum Expect {
+    Anything,
+    Absent,
+    Revision(u64),
+}
+
+enum Reply {
+    Appended(Vec<Appended>),
+    Messages(Vec<Message>),
+    Count(usize),
+    Flag(bool),
+    Stats(StreamStats),
+    Entry(Option<Entry>),
+    Revision(u64),
+    Names(Vec<String>),
+    Bytes(Option<Vec<u8>>),
+    Done,
+}
+
+struct Job {
+    op: Op,
+    reply: oneshot::Sender<Result<Reply>>,
+}
+
+/// The embedded storage provider.
+pub struct Embedded {
+    jobs: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
+fn micros(d: Duration) -> i64 {
+    d.as_micros().min(i64::MAX as u128) as i64
+}
+
+fn classify(e: rusqlite::Error) -> StorageError {
+    match e.sqlite_error_code() {
+        Some(
+            ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::CannotOpen
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked,
+        ) => StorageError::Unavailable(e.to_string()),
+        _ => StorageError::Other(e.to_string()),
+    }
+}
+
+impl Embedded {
+    /// Opens (or creates) the database file and starts its writer thread.
+    pub fn open(path: &Path) -> Result<Embedded> {
+        let conn = Connection::open(path).map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(classify)?;
+        // An acknowledged write must survive a crash or power loss.
+        conn.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
+        conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
+        conn.execute_batch(SCHEMA).map_err(classify)?;
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("weft-durable-writer".into())
+            .spawn(move || write_loop(conn, rx))
+            .map_err(|e| StorageError::Other(format!("cannot start the storage writer: {e}")))?;
+        Ok(Embedded {
+            jobs: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn run(&self, op: Op) -> Result<Reply> {
+        let (reply, answer) = oneshot::channel();
+        {
+            let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+            let sender = jobs
+                .as_ref()
+                .ok_or_else(|| StorageError::Unavailable("the storage is closed".into()))?;
+            sender
+                .send(Job { op, reply })
+                .map_err(|_| StorageError::Unavailable("the storage writer stopped".into()))?;
+        }
+        answer
+            .await
+            .map_err(|_| StorageError::Unavailable("the storage writer stopped".into()))?
+    }
+
+    /// Finishes queued work and stops the writer.
+    pub fn close(&self) {
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn unexpected<T>() -> Result<T> {
+    Err(StorageError::Other(
+        "the storage writer answered with the wrong kind of reply".into(),
+    ))
+}
+
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+    const GROUP: usize = 4096;
+    while let Ok(first) = rx.recv() {
+        let mut jobs = vec![first];
+        while jobs.len() < GROUP {
+            match rx.try_recv() {
+                Ok(j) => jobs.push(j),
+                Err(_) => break,
+            }
+        }
+        let results = run_group(&mut conn, &jobs);
+        for (job, result) in jobs.into_iter().zip(results) {
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Runs a group of operations in one transaction and one fsync.
+fn run_group(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Reply>> {
+    let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
+        Ok(tx) => tx,
+        Err(e) => {
+            let e = classify(e);
+            return jobs.iter().map(|_| Err(e.clone())).collect();
+        }
+    };
+    let now = now_us();
+    let mut results = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let result = match tx.savepoint() {
+            Ok(mut sp) => match apply(&mut sp, &job.op, now) {
+                Ok(reply) => sp.commit().map(|()| reply).map_err(classify),
+                Err(e) => Err(e),
+            },
+            Err(e) => Err(classify(e)),
+        };
+        results.push(result);
+    }
+    if let Err(e) = tx.commit() {
+        // Nothing of this group is on disk: every caller gets the error.
+        let e = classify(e);
+        return jobs.iter().map(|_| Err(e.clone())).collect();
+    }
+    results
+}
+
+fn sql(e: rusqlite::Error) -> StorageError {
+    classify(e)
+}
+
+fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
+    let attributes: String = r.get(4)?;
+    Ok(Message {
+        seq: r.get(0)?,
+        id: r.get(1)?,
+        group: r.get(2)?,
+        body: r.get(3)?,
+        attributes: serde_json::from_str(&attributes).unwrap_or_default(),
+        appended_us: r.get(5)?,
+        receive_count: r.get(6)?,
+        last_error: r.get(7)?,
+    })
+}
+
+const MESSAGE_COLUMNS: &str = "seq, id, grp, body, attributes, appended_us, receive_count, last_error";
+
+fn next_seq(tx: &Connection, table: &str, key: &str) -> rusqlite::Result<u64> {
+    let (table, column) = match table {
+        "stream" => ("stream_seq", "stream"),
+        _ => ("kv_revision", "bucket"),
+    };
+    tx.query_row(
+        &format!(
+            "INSERT INTO {table} ({column}, last) VALUES (?1, 1)
+             ON CONFLICT({column}) DO UPDATE SET last = last + 1 RETURNING last"
+        ),
+        params![key],
+        |r| r.get(0),
+    )
+}
+
+fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<Reply> {
+    let tx: &Connection = savepoint;
+    match op {
+        Op::Append {
+            stream,
+            messages,
+            window,
+        } => {
+            let mut out = Vec::with_capacity(messages.len());
+            for m in messages {
+                let seen: Option<u64> = tx
+                    .query_row(
+                        "SELECT seq FROM dedup WHERE stream = ?1 AND id = ?2 AND at_us >= ?3",
+                        params![stream, m.id, now - micros(*window)],
+                        |r| r.get(0),
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                if let Some(seq) = seen {
+                    out.push(Appended { seq, duplicate: true });
+                    continue;
+                }
+                let seq = next_seq(tx, "stream", stream).map_err(sql)?;
+                let attributes =
+                    serde_json::to_string(&m.attributes).map_err(|e| StorageError::Other(e.to_string()))?;
+                tx.execute(
+                    "INSERT INTO messages (stream, seq, id, grp, body, attributes, appended_us, visible_us)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        stream,
+                        seq,
+                        m.id,
+                        m.group,
+                        m.body,
+                        attributes,
+                        now,
+                        now + micros(m.delay)
+                    ],
+                )
+                .map_err(sql)?;
+                tx.execute(
+                    "INSERT OR REPLACE INTO dedup (stream, id, seq, at_us) VALUES (?1, ?2, ?3, ?4)",
+                    params![stream, m.id, seq, now],
+                )
+                .map_err(sql)?;
+                out.push(Appended { seq, duplicate: false });
+            }
+            Ok(Reply::Appended(out))
+        }
+        Op::Lease {
+            stream,
+            max,
+            visibility,
+            fifo,
+        } => {
+            let query = if *fifo {
+                format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages m WHERE m.stream = ?1 AND m.visible_us <= ?2
+                       AND m.seq = (SELECT MIN(x.seq) FROM messages x WHERE x.stream = ?1 AND x.grp IS m.grp)
+                     ORDER BY m.seq LIMIT ?3"
+                )
+            } else {
+                format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 AND visible_us <= ?2 ORDER BY seq LIMIT ?3"
+                )
+            };
+            let mut leased: Vec<Message> = {
+                let mut stmt = tx.prepare_cached(&query).map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![stream, now, *max as i64], message_from_row)
+                    .map_err(sql)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(sql)?
+            };
+            let until = now + micros(*visibility);
+            for m in &mut leased {
+                m.receive_count += 1;
+                tx.execute(
+                    "UPDATE messages SET visible_us = ?3, leased = 1, receive_count = ?4 WHERE stream = ?1 AND seq = ?2",
+                    params![stream, m.seq, until, m.receive_count],
+                )
+                .map_err(sql)?;
+            }
+            Ok(Reply::Messages(leased))
+        }
+        Op::Ack { stream, receipts } => {
+            let mut n = 0;
+            for r in receipts {
+                n += tx
+                    .execute(
+                        "DELETE FROM messages WHERE stream = ?1 AND seq = ?2 AND receive_count = ?3",
+                        params![stream, r.seq, r.receive_count],
+                    )
+                    .map_err(sql)?;
+            }
+            Ok(Reply::Count(n))
+        }
+        Op::Release {
+            stream,
+            receipt,
+            delay,
+            error,
+        } => {
+            let n = tx
+                .execute(
+                    "UPDATE messages SET visible_us = ?4, leased = 0, last_error = COALESCE(?5, last_error)
+                     WHERE stream = ?1 AND seq = ?2 AND receive_count = ?3",
+                    params![stream, receipt.seq, receipt.receive_count, now + micros(*delay), error],
+                )
+                .map_err(sql)?;
+            Ok(Reply::Flag(n > 0))
+        }
+        Op::Transfer {
+            stream,
+            seqs,
+            to,
+            attributes,
+            reset,
+        } => {
+            let mut n = 0;
+            for seq in seqs {
+                let found = tx
+                    .query_row(
+                        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 AND seq = ?2"),
+                        params![stream, seq],
+                        message_from_row,
+                    )
+                    .optional()
+                    .map_err(sql)?;
+                let Some(mut m) = found else { continue };
+                m.attributes.extend(attributes.clone());
+                let json = serde_json::to_string(&m.attributes).map_err(|e| StorageError::Other(e.to_string()))?;
+                let count = if *reset { 0 } else { m.receive_count };
+                let new_seq = next_seq(tx, "stream", to).map_err(sql)?;
+                tx.execute(
+                    "INSERT INTO messages (stream, seq, id, grp, body, attributes, appended_us, visible_us, receive_count, last_error)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![to, new_seq, m.id, m.group, m.body, json, m.appended_us, now, count, m.last_error],
+                )
+                .map_err(sql)?;
+                tx.execute(
+                    "DELETE FROM messages WHERE stream = ?1 AND seq = ?2",
+                    params![stream, seq],
+                )
+                .map_err(sql)?;
+                n += 1;
+            }
+            Ok(Reply::Count(n))
+        }
+        Op::Peek { stream, max } => {
+            let mut stmt = tx
+                .prepare_cached(&format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 ORDER BY seq LIMIT ?2"
+                ))
+                .map_err(sql)?;
+            let rows = stmt
+                .query_map(params![stream, *max as i64], message_from_row)
+                .map_err(sql)?;
+            Ok(Reply::Messages(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
+        }
+        Op::Stats { stream } => {
+            let stats = tx
+                .query_row(
+                    "SELECT
+                        COALESCE(SUM(visible_us <= ?2), 0),
+                        COALESCE(SUM(visible_us > ?2 AND leased = 1), 0),
+                        COALESCE(SUM(visible_us > ?2 AND leased = 0), 0),
+                        MIN(appended_us)
+                     FROM messages WHERE stream = ?1",
+                    params![stream, now],
+                    |r| {
+                        Ok(StreamStats {
+                            visible: r.get(0)?,
+                            in_flight: r.get(1)?,
+                            delayed: r.get(2)?,
+                            oldest_us: r.get(3)?,
+                        })
+                    },
+                )
+                .map_err(sql)?;
+            Ok(Reply::Stats(stats))
+        }
+        Op::Expire { stream, age } => {
+            let cutoff = now - micros(*age);
+            let n = tx
+                .execute(
+                    "DELETE FROM messages WHERE stream = ?1 AND appended_us < ?2",
+                    params![stream, cutoff],
+                )
+                .map_err(sql)?;
+            tx.execute(
+                "DELETE FROM dedup WHERE stream = ?1 AND at_us < ?2",
+                params![stream, cutoff],
+            )
+            .map_err(sql)?;
+            Ok(Reply::Count(n))
+        }
+        Op::Get { bucket, key } => {
+            let entry = tx
+                .query_row(
+                    "SELECT value, revision FROM kv WHERE bucket = ?1 AND key = ?2",
+                    params![bucket, key],
+                    |r| {
+                        Ok(Entry {
+                            value: r.get(0)?,
+                            revision: r.get(1)?,
+                        })
+                    },
+                )
+                .optional()
+                .map_err(sql)?;
+            Ok(Reply::Entry(entry))
+        }
+        Op::Put {
+            bucket,
+            key,
+            value,
+            expect,
+        } => {
+            let current: Option<u64> = tx
+                .query_row(
+                    "SELECT revision FROM kv WHERE bucket = ?1 AND key = ?2",
+                    params![bucket, key],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            let ok = match expect {
+                Expect::Anything => true,
+                Expect::Absent => current.is_none(),
+                Expect::Revision(r) => current == Some(*r),
+            };
+            if !ok {
+                return Err(StorageError::Conflict { current });
+            }
+            let revision = next_seq(tx, "kv", bucket).map_err(sql)?;
+            tx.execute(
+                "INSERT OR REPLACE INTO kv (bucket, key, value, revision) VALUES (?1, ?2, ?3, ?4)",
+                params![bucket, key, value, revision],
+            )
+            .map_err(sql)?;
+            Ok(Reply::Revision(revision))
+        }
+        Op::Delete { bucket, key } => {
+            let n = tx
+                .execute("DELETE FROM kv WHERE bucket = ?1 AND key = ?2", params![bucket, key])
+                .map_err(sql)?;
+            Ok(Reply::Flag(n > 0))
+        }
+        Op::Keys { bucket, prefix } => {
+            let mut stmt = tx
+                .prepare_cached("SELECT key FROM kv WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key")
+                .map_err(sql)?;
+            let rows = stmt.query_map(params![bucket, prefix], |r| r.get(0)).map_err(sql)?;
+            Ok(Reply::Names(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
+        }
+        Op::PutObject { bucket, name, data } => {
+            tx.execute(
+                "INSERT OR REPLACE INTO objects (bucket, name, data) VALUES (?1, ?2, ?3)",
+                params![bucket, name, data],
+            )
+            .map_err(sql)?;
+            Ok(Reply::Done)
+        }
+        Op::GetObject { bucket, name } => {
+            let data = tx
+                .query_row(
+                    "SELECT data FROM objects WHERE bucket = ?1 AND name = ?2",
+                    params![bucket, name],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(sql)?;
+            Ok(Reply::Bytes(data))
+        }
+        Op::DeleteObject { bucket, name } => {
+            let n = tx
+                .execute(
+                    "DELETE FROM objects WHERE bucket = ?1 AND name = ?2",
+                    params![bucket, name],
+                )
+                .map_err(sql)?;
+            Ok(Reply::Flag(n > 0))
+        }
+        Op::ListObjects { bucket } => {
+            let mut stmt = tx
+                .prepare_cached("SELECT name FROM objects WHERE bucket = ?1 ORDER BY name")
+                .map_err(sql)?;
+            let rows = stmt.query_map(params![bucket], |r| r.get(0)).map_err(sql)?;
+            Ok(Reply::Names(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Streams for Embedded {
+    async fn append(&self, stream: &str, messages: Vec<NewMessage>, dedup_window: Duration) -> Result<Vec<Appended>> {
+        match self
+            .run(Op::Append {
+                stream: stream.into(),
+                messages,
+                window: dedup_window,
+            })
+            .await?
+        {
+            Reply::Appended(a) => Ok(a),
+            _ => unexpected(),
+        }
+    }
+
+    async fn lease(&self, stream: &str, max: usize, visibility: Duration, fifo: bool) -> Result<Vec<Message>> {
+        match self
+            .run(Op::Lease {
+                stream: stream.into(),
+                max,
+                visibility,
+                fifo,
+            })
+            .await?
+        {
+            Reply::Messages(m) => Ok(m),
+            _ => unexpected(),
+        }
+    }
+
+    async fn ack(&self, stream: &str, receipts: &[Receipt]) -> Result<usize> {
+        match self
+            .run(Op::Ack {
+                stream: stream.into(),
+                receipts: receipts.to_vec(),
+            })
+            .await?
+        {
+            Reply::Count(n) => Ok(n),
+            _ => unexpected(),
+        }
+    }
+
+    async fn release(&self, stream: &str, receipt: Receipt, delay: Duration, error: Option<String>) -> Result<bool> {
+        match self
+            .run(Op::Release {
+                stream: stream.into(),
+                receipt,
+                delay,
+                error,
+            })
+            .await?
+        {
+            Reply::Flag(f) => Ok(f),
+            _ => unexpected(),
+        }
+    }
+
+    async fn transfer(
+        &self,
+        stream: &str,
+        seqs: &[u64],
+        to: &str,
+        attributes: BTreeMap<String, String>,
+        reset: bool,
+    ) -> Result<usize> {
+        let op = Op::Transfer {
+            stream: stream.into(),
+            seqs: seqs.to_vec(),
+            to: to.into(),
+            attributes,
+            reset,
+        };
+        match self.run(op).await? {
+            Reply::Count(n) => Ok(n),
+            _ => unexpected(),
+        }
+    }
+
+    async fn peek(&self, stream: &str, max: usize) -> Result<Vec<Message>> {
+        match self
+            .run(Op::Peek {
+                stream: stream.into(),
+                max,
+            })
+            .await?
+        {
+            Reply::Messages(m) => Ok(m),
+            _ => unexpected(),
+        }
+    }
+
+    async fn stats(&self, stream: &str) -> Result<StreamStats> {
+        match self.run(Op::Stats { stream: stream.into() }).await? {
+            Reply::Stats(s) => Ok(s),
+            _ => unexpected(),
+        }
+    }
+
+    async fn expire(&self, stream: &str, age: Duration) -> Result<usize> {
+        match self
+            .run(Op::Expire {
+                stream: stream.into(),
+                age,
+            })
+            .await?
+        {
+            Reply::Count(n) => Ok(n),
+            _ => unexpected(),
+        }
+    }
+}
+
+impl Embedded {
+    async fn put_with(&self, bucket: &str, key: &str, value: Vec<u8>, expect: Expect) -> Result<u64> {
+        match self
+            .run(Op::Put {
+                bucket: bucket.into(),
+                key: key.into(),
+                value,
+                expect,
+            })
+            .await?
+        {
+            Reply::Revision(r) => Ok(r),
+            _ => unexpected(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyValue for Embedded {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>> {
+        match self
+            .run(Op::Get {
+                bucket: bucket.into(),
+                key: key.into(),
+            })
+            .await?
+        {
+            Reply::Entry(e) => Ok(e),
+            _ => unexpected(),
+        }
+    }
+
+    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64> {
+        self.put_with(bucket, key, value, Expect::Anything).await
+    }
+
+    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64> {
+        self.put_with(bucket, key, value, Expect::Absent).await
+    }
+
+    async fn update(&self, bucket: &str, key: &str, value: Vec<u8>, revision: u64) -> Result<u64> {
+        self.put_with(bucket, key, value, Expect::Revision(revision)).await
+    }
+
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool> {
+        match self
+            .run(Op::Delete {
+                bucket: bucket.into(),
+                key: key.into(),
+            })
+            .await?
+        {
+            Reply::Flag(f) => Ok(f),
+            _ => unexpected(),
+        }
+    }
+
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        match self
+            .run(Op::Keys {
+                bucket: bucket.into(),
+                prefix: prefix.into(),
+            })
+            .await?
+        {
+            Reply::Names(n) => Ok(n),
+            _ => unexpected(),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Objects for Embedded {
+    async fn put_object(&self, bucket: &str, name: &str, data: Vec<u8>) -> Result<()> {
+        match self
+            .run(Op::PutObject {
+                bucket: bucket.into(),
+                name: name.into(),
+                data,
+            })
+            .await?
+        {
+            Reply::Done => Ok(()),
+            _ => unexpected(),
+        }
+    }
+
+    async fn get_object(&self, bucket: &str, name: &str) -> Result<Option<Vec<u8>>> {
+        match self
+            .run(Op::GetObject {
+                bucket: bucket.into(),
+                name: name.into(),
+            })
+            .await?
+        {
+            Reply::Bytes(b) => Ok(b),
+            _ => unexpected(),
+        }
+    }
+
+    async fn delete_object(&self, bucket: &str, name: &str) -> Result<bool> {
+        match self
+            .run(Op::DeleteObject {
+                bucket: bucket.into(),
+                name: name.into(),
+            })
+            .await?
+        {
+            Reply::Flag(f) => Ok(f),
+            _ => unexpected(),
+        }
+    }
+
+    async fn list_objects(&self, bucket: &str) -> Result<Vec<String>> {
+        match self.run(Op::ListObjects { bucket: bucket.into() }).await? {
+            Reply::Names(n) => Ok(n),
+            _ => unexpected(),
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The storage interface behind every durable part of weft: queues,
+//! topics, schedules, workflow state, key-value data and artifacts.
+//!
+//! It has the shape of NATS JetStream, so that a JetStream provider can
+//! implement it next to the embedded one ([`Embedded`], one SQLite file):
+//!
+//! - [`Streams`]: durable, ordered messages consumed as a work queue: a
+//!   consumer *leases* messages for a visibility window, then acknowledges
+//!   them (gone) or releases them (delivered again later). A lease that
+//!   lapses makes the message deliverable again, with its receive count up.
+//!   Messages may carry a deduplication id and a group (FIFO per group).
+//! - [`KeyValue`]: buckets of keys with revisions and compare-and-set.
+//! - [`Objects`]: named blobs.
+//!
+//! Every write is durable when its future resolves: the embedded provider
+//! answers only after the transaction holding it is committed and fsynced.
+//! The behaviour every provider must show is written once, in
+//! `tests/durable.rs`, and run against each provider.
+
+mod embedded;
+
+pub use embedded::Embedded;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Why a storage operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StorageError {
+    /// The storage cannot take writes now (disk full, read-only, I/O error).
+    /// Nothing of the failed operation was kept; retry later.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A compare-and-set lost: the key is at another revision.
+    #[error("revision conflict: the key is at revision {current:?}")]
+    Conflict { current: Option<u64> },
+    #[error("storage error: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, StorageError>;
+
+/// A message to append to a stream.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NewMessage {
+    /// Unique id; a second append with the same id within the stream's
+    /// deduplication window is acknowledged but not stored.
+    pub id: String,
+    /// Messages of one group are delivered one at a time, in order, by
+    /// [`Streams::lease`] with `fifo`.
+    pub group: Option<String>,
+    pub body: Vec<u8>,
+    pub attributes: BTreeMap<String, String>,
+    /// Not deliverable before this long after the append.
+    pub delay: Duration,
+}
+
+/// A stored message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    pub seq: u64,
+    pub id: String,
+    pub group: Option<String>,
+    pub body: Vec<u8>,
+    pub attributes: BTreeMap<String, String>,
+    /// Microseconds since the Unix epoch.
+    pub appended_us: i64,
+    /// How many times it was leased, this lease included.
+    pub receive_count: u32,
+    pub last_error: Option<String>,
+}
+
+impl Message {
+    /// The handle that acknowledges or releases this lease, and no later one.
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            seq: self.seq,
+            receive_count: self.receive_count,
+        }
+    }
+}
+
+/// Names one lease of one message: `SEQ.RECEIVE_COUNT`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    pub seq: u64,
+    pub receive_count: u32,
+}
+
+impl std::fmt::Display for Receipt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.seq, self.receive_count)
+    }
+}
+
+impl std::str::FromStr for Receipt {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Receipt, String> {
+        let bad = || format!("`{s}` is not a receipt: receipts look like `42.1` (as `receive` prints them)");
+        let (seq, count) = s.split_once('.').ok_or_else(bad)?;
+        Ok(Receipt {
+            seq: seq.parse().map_err(|_| bad())?,
+            receive_count: count.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// The result of appending one message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Appended {
+    pub seq: u64,
+    /// The id was seen within the deduplication window; nothing was stored.
+    pub duplicate: bool,
+}
+
+/// Counts of a stream's messages.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct StreamStats {
+    /// Deliverable now.
+    pub visible: u64,
+    /// Leased and not yet acknowledged.
+    pub in_flight: u64,
+    /// Waiting for their delay (or a retry backoff).
+    pub delayed: u64,
+    pub oldest_us: Option<i64>,
+}
+
+#[async_trait::async_trait]
+pub trait Streams: Send + Sync {
+    /// Appends messages, in order, in one durable write.
+    async fn append(&self, stream: &str, messages: Vec<NewMessage>, dedup_window: Duration) -> Result<Vec<Appended>>;
+    /// Leases up to `max` deliverable messages for `visibility`, oldest
+    /// first. With `fifo`, at most the oldest message of each group, and
+    /// none of a group that has a message in flight.
+    async fn lease(&self, stream: &str, max: usize, visibility: Duration, fifo: bool) -> Result<Vec<Message>>;
+    /// Acknowledges leases: their messages are gone. Returns how many of the
+    /// receipts were current (a lapsed lease's receipt does nothing).
+    async fn ack(&self, stream: &str, receipts: &[Receipt]) -> Result<usize>;
+    /// Ends a lease early: the message is deliverable again after `delay`,
+    /// with `error` kept as its last error. Returns whether it was current.
+    async fn release(&self, stream: &str, receipt: Receipt, delay: Duration, error: Option<String>) -> Result<bool>;
+    /// Moves messages to the end of another stream in one write, with
+    /// `attributes` added; with `reset`, their receive counts start over.
+    async fn transfer(
+        &self,
+        stream: &str,
+        seqs: &[u64],
+        to: &str,
+        attributes: BTreeMap<String, String>,
+        reset: bool,
+    ) -> Result<usize>;
+    /// The oldest messages, without leasing them.
+    async fn peek(&self, stream: &str, max: usize) -> Result<Vec<Message>>;
+    async fn stats(&self, stream: &str) -> Result<StreamStats>;
+    /// Deletes messages appended more than `age` ago; returns how many.
+    async fn expire(&self, stream: &str, age: Duration) -> Result<usize>;
+}
+
+/// A key's value and revision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub value: Vec<u8>,
+    pub revision: u64,
+}
+
+#[async_trait::async_trait]
+pub trait KeyValue: Send + Sync {
+    async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>>;
+    /// Sets the value; returns the new revision.
+    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64>;
+    /// Sets the value only if the key is absent, else [`StorageError::Conflict`].
+    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64>;
+    /// Sets the value only if the key is at `revision`, else [`StorageError::Conflict`].
+    async fn update(&self, bucket: &str, key: &str, value: Vec<u8>, revision: u64) -> Result<u64>;
+    /// Removes the key; returns whether it existed.
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool>;
+    /// Keys starting with `prefix`, in order.
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>>;
+}
+
+#[async_trait::async_trait]
+pub trait Objects: Send + Sync {
+    async fn put_object(&self, bucket: &str, name: &str, data: Vec<u8>) -> Result<()>;
+    async fn get_object(&self, bucket: &str, name: &str) -> Result<Option<Vec<u8>>>;
+    async fn delete_object(&self, bucket: &str, name: &str) -> Result<bool>;
+    async fn list_objects(&self, bucket: &str) -> Result<Vec<String>>;
+}
+
+/// Everything durable, from one provider.
+pub trait Storage: Streams + KeyValue + Objects {}
+
+impl<T: Streams + KeyValue + Objects> Storage for T {}
