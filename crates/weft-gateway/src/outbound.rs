@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, Mutex, Weak};
 
+use http_body_util::BodyExt;
 use weft_runtime::{HttpError, Outbound, OutboundFuture, RequestOptions, WasiBody, send_direct};
 
 use crate::deploy::Deployed;
@@ -11,6 +12,11 @@ use crate::node::{Call, Node, Trigger};
 
 /// Hosts ending in this reach the app's own functions: `http://NAME.weft.internal/PATH`.
 pub const INTERNAL_SUFFIX: &str = ".weft.internal";
+/// Hosts ending in this reach the app's queues: `POST http://NAME.queue.weft.internal/`.
+pub const QUEUE_SUFFIX: &str = ".queue.weft.internal";
+/// The largest message a function may send (as on SQS).
+const MAX_MESSAGE: usize = 256 * 1024;
+
 /// How deep in-process calls may nest before weft stops them as a loop.
 pub const MAX_CALL_DEPTH: u32 = 8;
 
@@ -48,6 +54,85 @@ impl FunctionOutbound {
     }
 }
 
+impl FunctionOutbound {
+    /// Sends the request's body as one message to `queue`, if granted.
+    /// Headers: `weft-message-id` (deduplication), `weft-message-group`
+    /// (FIFO), `weft-message-delay` (`10s`), `ce-type`, `content-type`.
+    fn send_to_queue(&self, queue: &str, request: http::Request<WasiBody>) -> OutboundFuture {
+        let caller = &self.caller.name;
+        let granted = self
+            .caller
+            .spec
+            .publish
+            .iter()
+            .any(|g| g.kind == weft_manifest::GrantKind::Queue && g.name == queue);
+        if !granted {
+            return self.deny(format!(
+                "function `{caller}` may not send to queue `{queue}`: add \"queue:{queue}\" to `publish` in [function.{caller}] of weft.toml"
+            ));
+        }
+        let Some(node) = self.node.upgrade() else {
+            return self.deny("the node is shutting down".into());
+        };
+        let queue = queue.to_string();
+        Box::pin(async move {
+            let answer = |status: u16, value: serde_json::Value| {
+                let mut response = crate::body::json(status, &value);
+                *response.status_mut() =
+                    http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+                Ok(response)
+            };
+            if request.method() != http::Method::POST {
+                return answer(
+                    405,
+                    serde_json::json!({ "error": format!("send messages to queue `{queue}` with POST") }),
+                );
+            }
+            let (parts, body) = request.into_parts();
+            let header = |name: &str| {
+                parts
+                    .headers
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let body = match http_body_util::Limited::new(body, MAX_MESSAGE).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => {
+                    return answer(
+                        413,
+                        serde_json::json!({ "error": format!("a message is at most {MAX_MESSAGE} bytes") }),
+                    );
+                }
+            };
+            let delay = match header("weft-message-delay")
+                .map(|d| weft_manifest::parse_duration(&d))
+                .transpose()
+            {
+                Ok(d) => d,
+                Err(why) => {
+                    return answer(
+                        400,
+                        serde_json::json!({ "error": format!("weft-message-delay: {why}") }),
+                    );
+                }
+            };
+            let message = weft_events::Outgoing {
+                id: header("weft-message-id"),
+                group: header("weft-message-group"),
+                body: body.to_vec(),
+                content_type: header("content-type"),
+                event_type: header("ce-type"),
+                delay,
+            };
+            match node.queues.send(&queue, vec![message]).await {
+                Ok(mut sent) => answer(202, serde_json::json!(sent.remove(0))),
+                Err(e) => answer(e.status(), serde_json::json!({ "error": e.to_string() })),
+            }
+        })
+    }
+}
+
 impl Outbound for FunctionOutbound {
     fn send(&self, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> OutboundFuture {
         let uri = request.uri();
@@ -59,6 +144,9 @@ impl Outbound for FunctionOutbound {
         let port = uri.port_u16().unwrap_or(default_port);
         let caller = &self.caller.name;
 
+        if let Some(queue) = host.strip_suffix(QUEUE_SUFFIX) {
+            return self.send_to_queue(queue, request);
+        }
         if let Some(target) = host.strip_suffix(INTERNAL_SUFFIX) {
             let Some(node) = self.node.upgrade() else {
                 return self.deny("the node is shutting down".into());

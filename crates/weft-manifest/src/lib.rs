@@ -76,6 +76,31 @@ pub struct Function {
     pub env: Vec<(String, String)>,
     /// Outbound HTTP destinations; empty means none.
     pub allowed_hosts: Vec<HostPattern>,
+    /// Queues (and later topics) the function may send events to.
+    pub publish: Vec<Grant>,
+}
+
+/// A `publish` entry: `queue:NAME` (or `topic:NAME`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub kind: GrantKind,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GrantKind {
+    Queue,
+    Topic,
+}
+
+impl std::fmt::Display for Grant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            GrantKind::Queue => "queue",
+            GrantKind::Topic => "topic",
+        };
+        write!(f, "{kind}:{}", self.name)
+    }
 }
 
 /// How to produce a function's component from source.

@@ -9,13 +9,21 @@ use toml_edit::{Document, Item, Key, TableLike, Value};
 
 use crate::route::{RoutePath, RouteTable};
 use crate::{
-    Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function, HostPattern, MAX_MEMORY,
-    MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
+    Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function, Grant, GrantKind, HostPattern,
+    MAX_MEMORY, MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
 };
 
 const TOP_KEYS: &[&str] = &["app", "function", "route", "queue", "trigger"];
 const APP_KEYS: &[&str] = &["name"];
-const FUNCTION_KEYS: &[&str] = &["source", "build", "memory", "timeout", "env", "allowed_hosts"];
+const FUNCTION_KEYS: &[&str] = &[
+    "source",
+    "build",
+    "memory",
+    "timeout",
+    "env",
+    "allowed_hosts",
+    "publish",
+];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
 const ROUTE_KEYS: &[&str] = &["method", "path", "function"];
 const MIN_MEMORY: u64 = 1 << 20;
@@ -35,6 +43,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
     };
     let mut c = Checker {
         out: Diagnostics::new(file, text),
+        grants: Vec::new(),
     };
     let root = doc.as_table();
     c.unknown_keys(root, TOP_KEYS, "the top level");
@@ -91,6 +100,33 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         Some((key, item)) => c.triggers(key, item, &names, &queue_names),
         None => Vec::new(),
     };
+    for (function, grant, span) in std::mem::take(&mut c.grants) {
+        let known = match grant.kind {
+            GrantKind::Queue => &queue_names,
+            GrantKind::Topic => &Vec::new(),
+        };
+        if !known.contains(&grant.name.as_str()) {
+            let what = if grant.kind == GrantKind::Queue {
+                "queue"
+            } else {
+                "topic"
+            };
+            let help = match closest(&grant.name, known) {
+                Some(near) => format!("did you mean `{what}:{near}`?"),
+                None => format!("declare it as [{what}.{}], or remove the entry", grant.name),
+            };
+            c.out.push(
+                Diagnostic::new(
+                    span,
+                    format!(
+                        "[function.{function}] may publish to `{grant}`, but no {what} `{}` is declared",
+                        grant.name
+                    ),
+                )
+                .with_help(help),
+            );
+        }
+    }
     let manifest = Manifest {
         app: app.unwrap_or_default(),
         functions,
@@ -126,6 +162,8 @@ pub(crate) fn source_spans(text: &str) -> HashMap<String, Range<usize>> {
 
 pub(crate) struct Checker {
     pub(crate) out: Diagnostics,
+    /// `publish` entries, checked once every queue and topic is known.
+    grants: Vec<(String, Grant, Option<Range<usize>>)>,
 }
 
 pub(crate) fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
@@ -398,6 +436,52 @@ impl Checker {
             }
         }
 
+        let mut publish = Vec::new();
+        if let Some((pkey, pitem)) = table.get_key_value("publish") {
+            match pitem.as_array() {
+                Some(array) => {
+                    for value in array.iter() {
+                        let parsed = value
+                            .as_str()
+                            .and_then(|s| s.split_once(':'))
+                            .and_then(|(kind, target)| {
+                                let kind = match kind {
+                                    "queue" => GrantKind::Queue,
+                                    "topic" => GrantKind::Topic,
+                                    _ => return None,
+                                };
+                                Some(Grant {
+                                    kind,
+                                    name: target.to_string(),
+                                })
+                            });
+                        match parsed {
+                            Some(grant) => {
+                                self.grants.push((name.to_string(), grant.clone(), value.span()));
+                                publish.push(grant);
+                            }
+                            None => {
+                                self.error(
+                                    value.span(),
+                                    format!("`publish` entry {value} in {place} is not `queue:NAME` or `topic:NAME`"),
+                                    "write e.g. `publish = [\"queue:jobs\"]`",
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    self.error(
+                        span_of(pkey, pitem),
+                        format!("`publish` in {place} must be an array, found {}", pitem.type_name()),
+                        "write `publish = [\"queue:jobs\"]`",
+                    );
+                    ok = false;
+                }
+            }
+        }
+
         let source = source?;
         ok.then(|| Function {
             name: name.to_string(),
@@ -407,6 +491,7 @@ impl Checker {
             timeout,
             env,
             allowed_hosts,
+            publish,
         })
     }
 

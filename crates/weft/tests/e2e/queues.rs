@@ -12,6 +12,10 @@ name = "queues"
 [function.probe]
 source = "PROBE"
 
+[function.sender]
+source = "PROBE"
+publish = ["queue:manual"]
+
 [queue.jobs]
 visibility_timeout = "5s"
 backoff = "100ms"
@@ -369,4 +373,39 @@ async fn nothing_accepted_is_lost_when_the_server_is_killed() {
         delivered, accepted,
         "every accepted message is delivered after the crash"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn functions_send_to_the_queues_they_are_granted() {
+    let app = App::new(APP);
+    let server = Server::start(&app);
+    let invoke = |path: &str| json!({ "method": "GET", "path": path }).to_string();
+    let url = format!("{}/v1/functions/sender/invoke", server.admin);
+    let r = send(
+        &client(),
+        "POST",
+        &url,
+        &invoke("/send/manual?hello-from-a-function"),
+        &[],
+    )
+    .await
+    .json();
+    assert_eq!(r["status"], 202, "{r}");
+    assert!(
+        r["body"]
+            .as_str()
+            .unwrap()
+            .starts_with("queue answered 202: {\"duplicate\":false"),
+        "{r}"
+    );
+    let peek = text(&server.cli(&["queue", "peek", "manual"]).stdout);
+    assert!(peek.contains("  hello-from-a-function\n"), "{peek}");
+
+    let r = send(&client(), "POST", &url, &invoke("/send/jobs?not-granted"), &[])
+        .await
+        .json();
+    assert_eq!(r["status"], 502);
+    let expected = "function `sender` may not send to queue `jobs`: add \"queue:jobs\" to `publish` in [function.sender] of weft.toml";
+    assert!(r["body"].as_str().unwrap().contains(expected), "{r}");
+    assert_eq!(stats(&server, "jobs").await["visible"], 0);
 }
