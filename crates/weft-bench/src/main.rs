@@ -3,13 +3,14 @@
 //!
 //! `scripts/bench` builds everything in release mode and runs `weft-bench run`.
 
+mod durable;
 mod hello;
 mod load;
 mod procs;
 mod runtime;
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -47,6 +48,9 @@ enum Command {
         /// Deployed functions for the memory figure.
         #[arg(long, default_value_t = 1000)]
         functions: usize,
+        /// Run only these sections: http, instantiate, cold, memory, durable.
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
     },
 }
 
@@ -64,6 +68,7 @@ fn main() -> anyhow::Result<()> {
             seconds,
             connections,
             functions,
+            only,
         } => {
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(1)
@@ -76,6 +81,7 @@ fn main() -> anyhow::Result<()> {
                 Duration::from_secs(seconds),
                 connections,
                 functions,
+                only,
             ))
         }
     }
@@ -88,7 +94,9 @@ async fn run(
     seconds: Duration,
     connections: usize,
     functions: usize,
+    only: Vec<String>,
 ) -> anyhow::Result<()> {
+    let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let component = app.join("target/wasm32-wasip2/release/hello.wasm");
     anyhow::ensure!(
         component.is_file(),
@@ -97,8 +105,42 @@ async fn run(
     );
     let scratch = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
     std::fs::create_dir_all(&scratch)?;
-    let warmup = Duration::from_secs(1);
+    if wanted("http") {
+        http(&weft, &wasmtime, &app, &component, &scratch, seconds, connections).await?;
+    }
+    if wanted("instantiate") {
+        println!("\n## Instantiation, in process\n");
+        println!("{}", runtime::instantiation(&component, 3000).await?);
+    }
+    if wanted("cold") {
+        println!("\n## Cold start: first request after a deploy, compiled artifact from the cache\n");
+        println!("{}", procs::cold_start(&weft, &app, &scratch.join("cold")).await?);
+    }
+    if wanted("memory") {
+        println!("\n## Memory: server RSS with {functions} deployed functions\n");
+        println!(
+            "{}",
+            procs::rss_with_functions(&weft, &component, &scratch, functions).await?
+        );
+    }
+    if wanted("durable") {
+        println!("\n## Durable queue: accepted and delivered, against the fsync rate and Redis Streams\n");
+        println!("{}", durable::report(&scratch, seconds).await?);
+    }
+    let _ = std::fs::remove_dir_all(&scratch);
+    Ok(())
+}
 
+async fn http(
+    weft: &Path,
+    wasmtime: &Path,
+    app: &Path,
+    component: &Path,
+    scratch: &Path,
+    seconds: Duration,
+    connections: usize,
+) -> anyhow::Result<()> {
+    let warmup = Duration::from_secs(1);
     println!("## HTTP: hello through the gateway, against bare hyper and `wasmtime serve`\n");
     println!(
         "{connections} connections, {}s measured after {}s warm-up; then 1 connection (one request at a time).\n",
@@ -107,8 +149,8 @@ async fn run(
     );
     let servers = [
         ("bare hyper", procs::Server::hyper()?),
-        ("weft", procs::Server::weft(&weft, &app, &scratch.join("data"))?),
-        ("wasmtime serve", procs::Server::wasmtime(&wasmtime, &component)?),
+        ("weft", procs::Server::weft(weft, app, &scratch.join("data"))?),
+        ("wasmtime serve", procs::Server::wasmtime(wasmtime, component)?),
     ];
     let mut rows = Vec::new();
     for (name, server) in &servers {
@@ -149,18 +191,5 @@ async fn run(
     );
     drop(servers);
 
-    println!("\n## Instantiation, in process\n");
-    let inst = runtime::instantiation(&component, 3000).await?;
-    println!("{}", inst);
-
-    println!("\n## Cold start: first request after a deploy, compiled artifact from the cache\n");
-    let cold = procs::cold_start(&weft, &app, &scratch.join("data")).await?;
-    println!("{cold}");
-
-    println!("\n## Memory: server RSS with {functions} deployed functions\n");
-    let rss = procs::rss_with_functions(&weft, &component, &scratch, functions).await?;
-    println!("{rss}");
-
-    let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
 }

@@ -144,6 +144,7 @@ impl Queues {
     /// Sends messages: durable (fsynced) when this returns.
     pub async fn send(&self, queue: &str, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
         let q = self.get(queue)?;
+        let given_ids = messages.iter().any(|m| m.id.is_some());
         let mut batch = Vec::with_capacity(messages.len());
         for (n, m) in messages.into_iter().enumerate() {
             if q.fifo && m.group.as_deref().is_none_or(str::is_empty) {
@@ -182,10 +183,12 @@ impl Queues {
             });
         }
         let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
-        let window = if q.fifo {
+        // Ids weft generated cannot repeat: deduplicate only given ones (and
+        // FIFO bodies).
+        let window = if q.fifo || given_ids {
             DEDUP_WINDOW
         } else {
-            DEDUP_WINDOW.min(q.retention)
+            Duration::ZERO
         };
         let appended = self.storage.append(&stream(queue), batch, window).await?;
         self.waker(queue).notify_waiters();

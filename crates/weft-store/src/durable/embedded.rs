@@ -319,6 +319,21 @@ fn message_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Message> {
     })
 }
 
+/// Runs a statement through the connection's statement cache: preparing
+/// SQL is a large part of a small statement's cost.
+fn execute(tx: &Connection, sql: &str, params: impl rusqlite::Params) -> rusqlite::Result<usize> {
+    tx.prepare_cached(sql)?.execute(params)
+}
+
+fn query_row<T>(
+    tx: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    f: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    tx.prepare_cached(sql)?.query_row(params, f)
+}
+
 const MESSAGE_COLUMNS: &str = "seq, id, grp, body, attributes, appended_us, receive_count, last_error";
 
 fn next_seq(tx: &Connection, table: &str, key: &str) -> rusqlite::Result<u64> {
@@ -326,7 +341,8 @@ fn next_seq(tx: &Connection, table: &str, key: &str) -> rusqlite::Result<u64> {
         "stream" => ("stream_seq", "stream"),
         _ => ("kv_revision", "bucket"),
     };
-    tx.query_row(
+    query_row(
+        tx,
         &format!(
             "INSERT INTO {table} ({column}, last) VALUES (?1, 1)
              ON CONFLICT({column}) DO UPDATE SET last = last + 1 RETURNING last"
@@ -346,14 +362,19 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
         } => {
             let mut out = Vec::with_capacity(messages.len());
             for m in messages {
-                let seen: Option<u64> = tx
-                    .query_row(
+                // A zero window turns deduplication off for this append.
+                let seen: Option<u64> = if window.is_zero() {
+                    None
+                } else {
+                    query_row(
+                        tx,
                         "SELECT seq FROM dedup WHERE stream = ?1 AND id = ?2 AND at_us >= ?3",
                         params![stream, m.id, now - micros(*window)],
                         |r| r.get(0),
                     )
                     .optional()
-                    .map_err(sql)?;
+                    .map_err(sql)?
+                };
                 if let Some(seq) = seen {
                     out.push(Appended { seq, duplicate: true });
                     continue;
@@ -361,7 +382,8 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
                 let seq = next_seq(tx, "stream", stream).map_err(sql)?;
                 let attributes =
                     serde_json::to_string(&m.attributes).map_err(|e| StorageError::Other(e.to_string()))?;
-                tx.execute(
+                execute(
+                    tx,
                     "INSERT INTO messages (stream, seq, id, grp, body, attributes, appended_us, visible_us)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                     params![
@@ -376,11 +398,14 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
                     ],
                 )
                 .map_err(sql)?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO dedup (stream, id, seq, at_us) VALUES (?1, ?2, ?3, ?4)",
-                    params![stream, m.id, seq, now],
-                )
-                .map_err(sql)?;
+                if !window.is_zero() {
+                    execute(
+                        tx,
+                        "INSERT OR REPLACE INTO dedup (stream, id, seq, at_us) VALUES (?1, ?2, ?3, ?4)",
+                        params![stream, m.id, seq, now],
+                    )
+                    .map_err(sql)?;
+                }
                 out.push(Appended { seq, duplicate: false });
             }
             Ok(Reply::Appended(out))
@@ -412,7 +437,7 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             let until = now + micros(*visibility);
             for m in &mut leased {
                 m.receive_count += 1;
-                tx.execute(
+                execute(tx,
                     "UPDATE messages SET visible_us = ?3, leased = 1, receive_count = ?4 WHERE stream = ?1 AND seq = ?2",
                     params![stream, m.seq, until, m.receive_count],
                 )
@@ -423,12 +448,12 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
         Op::Ack { stream, receipts } => {
             let mut n = 0;
             for r in receipts {
-                n += tx
-                    .execute(
-                        "DELETE FROM messages WHERE stream = ?1 AND seq = ?2 AND receive_count = ?3",
-                        params![stream, r.seq, r.receive_count],
-                    )
-                    .map_err(sql)?;
+                n += execute(
+                    tx,
+                    "DELETE FROM messages WHERE stream = ?1 AND seq = ?2 AND receive_count = ?3",
+                    params![stream, r.seq, r.receive_count],
+                )
+                .map_err(sql)?;
             }
             Ok(Reply::Count(n))
         }
@@ -438,13 +463,13 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             delay,
             error,
         } => {
-            let n = tx
-                .execute(
-                    "UPDATE messages SET visible_us = ?4, leased = 0, last_error = COALESCE(?5, last_error)
+            let n = execute(
+                tx,
+                "UPDATE messages SET visible_us = ?4, leased = 0, last_error = COALESCE(?5, last_error)
                      WHERE stream = ?1 AND seq = ?2 AND receive_count = ?3",
-                    params![stream, receipt.seq, receipt.receive_count, now + micros(*delay), error],
-                )
-                .map_err(sql)?;
+                params![stream, receipt.seq, receipt.receive_count, now + micros(*delay), error],
+            )
+            .map_err(sql)?;
             Ok(Reply::Flag(n > 0))
         }
         Op::Transfer {
@@ -456,26 +481,27 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
         } => {
             let mut n = 0;
             for seq in seqs {
-                let found = tx
-                    .query_row(
-                        &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 AND seq = ?2"),
-                        params![stream, seq],
-                        message_from_row,
-                    )
-                    .optional()
-                    .map_err(sql)?;
+                let found = query_row(
+                    tx,
+                    &format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 AND seq = ?2"),
+                    params![stream, seq],
+                    message_from_row,
+                )
+                .optional()
+                .map_err(sql)?;
                 let Some(mut m) = found else { continue };
                 m.attributes.extend(attributes.clone());
                 let json = serde_json::to_string(&m.attributes).map_err(|e| StorageError::Other(e.to_string()))?;
                 let count = if *reset { 0 } else { m.receive_count };
                 let new_seq = next_seq(tx, "stream", to).map_err(sql)?;
-                tx.execute(
+                execute(tx,
                     "INSERT INTO messages (stream, seq, id, grp, body, attributes, appended_us, visible_us, receive_count, last_error)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                     params![to, new_seq, m.id, m.group, m.body, json, m.appended_us, now, count, m.last_error],
                 )
                 .map_err(sql)?;
-                tx.execute(
+                execute(
+                    tx,
                     "DELETE FROM messages WHERE stream = ?1 AND seq = ?2",
                     params![stream, seq],
                 )
@@ -496,36 +522,37 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             Ok(Reply::Messages(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
         }
         Op::Stats { stream } => {
-            let stats = tx
-                .query_row(
-                    "SELECT
+            let stats = query_row(
+                tx,
+                "SELECT
                         COALESCE(SUM(visible_us <= ?2), 0),
                         COALESCE(SUM(visible_us > ?2 AND leased = 1), 0),
                         COALESCE(SUM(visible_us > ?2 AND leased = 0), 0),
                         MIN(appended_us)
                      FROM messages WHERE stream = ?1",
-                    params![stream, now],
-                    |r| {
-                        Ok(StreamStats {
-                            visible: r.get(0)?,
-                            in_flight: r.get(1)?,
-                            delayed: r.get(2)?,
-                            oldest_us: r.get(3)?,
-                        })
-                    },
-                )
-                .map_err(sql)?;
+                params![stream, now],
+                |r| {
+                    Ok(StreamStats {
+                        visible: r.get(0)?,
+                        in_flight: r.get(1)?,
+                        delayed: r.get(2)?,
+                        oldest_us: r.get(3)?,
+                    })
+                },
+            )
+            .map_err(sql)?;
             Ok(Reply::Stats(stats))
         }
         Op::Expire { stream, age } => {
             let cutoff = now - micros(*age);
-            let n = tx
-                .execute(
-                    "DELETE FROM messages WHERE stream = ?1 AND appended_us < ?2",
-                    params![stream, cutoff],
-                )
-                .map_err(sql)?;
-            tx.execute(
+            let n = execute(
+                tx,
+                "DELETE FROM messages WHERE stream = ?1 AND appended_us < ?2",
+                params![stream, cutoff],
+            )
+            .map_err(sql)?;
+            execute(
+                tx,
                 "DELETE FROM dedup WHERE stream = ?1 AND at_us < ?2",
                 params![stream, cutoff],
             )
@@ -533,19 +560,19 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             Ok(Reply::Count(n))
         }
         Op::Get { bucket, key } => {
-            let entry = tx
-                .query_row(
-                    "SELECT value, revision FROM kv WHERE bucket = ?1 AND key = ?2",
-                    params![bucket, key],
-                    |r| {
-                        Ok(Entry {
-                            value: r.get(0)?,
-                            revision: r.get(1)?,
-                        })
-                    },
-                )
-                .optional()
-                .map_err(sql)?;
+            let entry = query_row(
+                tx,
+                "SELECT value, revision FROM kv WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key],
+                |r| {
+                    Ok(Entry {
+                        value: r.get(0)?,
+                        revision: r.get(1)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(sql)?;
             Ok(Reply::Entry(entry))
         }
         Op::Put {
@@ -554,14 +581,14 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             value,
             expect,
         } => {
-            let current: Option<u64> = tx
-                .query_row(
-                    "SELECT revision FROM kv WHERE bucket = ?1 AND key = ?2",
-                    params![bucket, key],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql)?;
+            let current: Option<u64> = query_row(
+                tx,
+                "SELECT revision FROM kv WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
             let ok = match expect {
                 Expect::Anything => true,
                 Expect::Absent => current.is_none(),
@@ -571,7 +598,8 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
                 return Err(StorageError::Conflict { current });
             }
             let revision = next_seq(tx, "kv", bucket).map_err(sql)?;
-            tx.execute(
+            execute(
+                tx,
                 "INSERT OR REPLACE INTO kv (bucket, key, value, revision) VALUES (?1, ?2, ?3, ?4)",
                 params![bucket, key, value, revision],
             )
@@ -579,9 +607,12 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             Ok(Reply::Revision(revision))
         }
         Op::Delete { bucket, key } => {
-            let n = tx
-                .execute("DELETE FROM kv WHERE bucket = ?1 AND key = ?2", params![bucket, key])
-                .map_err(sql)?;
+            let n = execute(
+                tx,
+                "DELETE FROM kv WHERE bucket = ?1 AND key = ?2",
+                params![bucket, key],
+            )
+            .map_err(sql)?;
             Ok(Reply::Flag(n > 0))
         }
         Op::Keys { bucket, prefix } => {
@@ -592,7 +623,8 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             Ok(Reply::Names(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
         }
         Op::PutObject { bucket, name, data } => {
-            tx.execute(
+            execute(
+                tx,
                 "INSERT OR REPLACE INTO objects (bucket, name, data) VALUES (?1, ?2, ?3)",
                 params![bucket, name, data],
             )
@@ -600,23 +632,23 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             Ok(Reply::Done)
         }
         Op::GetObject { bucket, name } => {
-            let data = tx
-                .query_row(
-                    "SELECT data FROM objects WHERE bucket = ?1 AND name = ?2",
-                    params![bucket, name],
-                    |r| r.get(0),
-                )
-                .optional()
-                .map_err(sql)?;
+            let data = query_row(
+                tx,
+                "SELECT data FROM objects WHERE bucket = ?1 AND name = ?2",
+                params![bucket, name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?;
             Ok(Reply::Bytes(data))
         }
         Op::DeleteObject { bucket, name } => {
-            let n = tx
-                .execute(
-                    "DELETE FROM objects WHERE bucket = ?1 AND name = ?2",
-                    params![bucket, name],
-                )
-                .map_err(sql)?;
+            let n = execute(
+                tx,
+                "DELETE FROM objects WHERE bucket = ?1 AND name = ?2",
+                params![bucket, name],
+            )
+            .map_err(sql)?;
             Ok(Reply::Flag(n > 0))
         }
         Op::ListObjects { bucket } => {

@@ -129,7 +129,9 @@ pub struct StreamStats {
 
 #[async_trait::async_trait]
 pub trait Streams: Send + Sync {
-    /// Appends messages, in order, in one durable write.
+    /// Appends messages, in order, in one durable write. Ids seen within
+    /// `dedup_window` are acknowledged as duplicates and not stored; a zero
+    /// window turns deduplication off.
     async fn append(&self, stream: &str, messages: Vec<NewMessage>, dedup_window: Duration) -> Result<Vec<Appended>>;
     /// Leases up to `max` deliverable messages for `visibility`, oldest
     /// first. With `fifo`, at most the oldest message of each group, and

@@ -1,0 +1,371 @@
+//! Durable queue throughput against the disk's fsync rate and Redis Streams.
+//!
+//! The same loop runs on each: producers send one message at a time and
+//! wait for it to be durable (their latency is the acknowledgement
+//! latency); consumers receive up to 100 at a time and acknowledge them.
+//! Throughput counts messages accepted and then delivered and
+//! acknowledged within the measured window.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use weft_events::{Outgoing, Queues};
+use weft_manifest::Queue;
+use weft_store::durable::Embedded;
+
+pub const PRODUCERS: usize = 64;
+pub const CONSUMERS: usize = 2;
+
+/// fsyncs per second of a 4 KiB write in `dir`, and the mean latency in µs.
+pub fn fsync_rate(dir: &Path, for_how_long: Duration) -> anyhow::Result<(f64, f64)> {
+    use std::os::unix::fs::FileExt;
+    let path = dir.join("fsync-probe");
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .read(true)
+        .write(true)
+        .open(&path)?;
+    let block = vec![7u8; 4096];
+    let started = Instant::now();
+    let mut n = 0u64;
+    while started.elapsed() < for_how_long {
+        file.write_all_at(&block, 0)?;
+        file.sync_data()?;
+        n += 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = std::fs::remove_file(path);
+    Ok((n as f64 / secs, secs * 1e6 / n as f64))
+}
+
+pub struct Run {
+    pub delivered_per_s: f64,
+    pub ack_p50_us: f64,
+    pub ack_p99_us: f64,
+}
+
+fn percentile(v: &mut [f64], q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(((v.len().max(1) - 1) as f64 * q) as usize)
+        .copied()
+        .unwrap_or(f64::NAN)
+}
+
+/// weft's queue on the embedded provider.
+pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
+    std::fs::create_dir_all(dir)?;
+    let storage = Arc::new(Embedded::open(&dir.join("events.db"))?);
+    let queues = Arc::new(Queues::new(storage));
+    queues.configure(&[Queue {
+        name: "bench".into(),
+        visibility_timeout: Duration::from_secs(60),
+        max_receives: 5,
+        dead_letter: None,
+        delay: Duration::ZERO,
+        retention: Duration::from_secs(86_400),
+        fifo: false,
+        backoff: Duration::from_secs(1),
+    }]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut producers = Vec::new();
+    for _ in 0..PRODUCERS {
+        let (queues, stop) = (queues.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                let message = Outgoing {
+                    body: b"{\"order\":42}".to_vec(),
+                    ..Default::default()
+                };
+                queues.send("bench", vec![message]).await?;
+                latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut consumers = Vec::new();
+    for _ in 0..CONSUMERS {
+        let (queues, stop, delivered) = (queues.clone(), stop.clone(), delivered.clone());
+        consumers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let messages = queues.receive("bench", 100, None).await?;
+                if messages.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let receipts: Vec<_> = messages.iter().map(|m| m.receipt()).collect();
+                let n = queues.ack("bench", &receipts).await?;
+                delivered.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(duration).await;
+    stop.store(true, Ordering::Relaxed);
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut latencies = Vec::new();
+    for p in producers {
+        latencies.extend(p.await??);
+    }
+    for c in consumers {
+        c.await??;
+    }
+    Ok(Run {
+        delivered_per_s: delivered.load(Ordering::Relaxed) as f64 / elapsed,
+        ack_p50_us: percentile(&mut latencies, 0.5),
+        ack_p99_us: percentile(&mut latencies, 0.99),
+    })
+}
+
+/// A minimal RESP client: enough for XADD, XREADGROUP and XACK.
+struct Resp {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+#[derive(Debug)]
+enum Value {
+    Text,
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Option<Vec<Value>>),
+}
+
+impl Resp {
+    fn connect(port: u16) -> anyhow::Result<Resp> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_nodelay(true)?;
+        Ok(Resp {
+            reader: BufReader::new(stream.try_clone()?),
+            writer: stream,
+        })
+    }
+
+    fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<Value> {
+        let mut out = format!("*{}\r\n", args.len()).into_bytes();
+        for a in args {
+            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+            out.extend_from_slice(a);
+            out.extend_from_slice(b"\r\n");
+        }
+        self.writer.write_all(&out)?;
+        self.read()
+    }
+
+    fn read(&mut self) -> anyhow::Result<Value> {
+        let mut line = String::new();
+        self.reader.read_line(&mut line)?;
+        let line = line.trim_end();
+        let (kind, rest) = line.split_at(1.min(line.len()));
+        Ok(match kind {
+            "+" => Value::Text,
+            "-" => anyhow::bail!("redis: {rest}"),
+            ":" => Value::Int(rest.parse()?),
+            "$" => {
+                let n: i64 = rest.parse()?;
+                if n < 0 {
+                    Value::Bulk(None)
+                } else {
+                    let mut buf = vec![0; n as usize + 2];
+                    std::io::Read::read_exact(&mut self.reader, &mut buf)?;
+                    buf.truncate(n as usize);
+                    Value::Bulk(Some(buf))
+                }
+            }
+            "*" => {
+                let n: i64 = rest.parse()?;
+                if n < 0 {
+                    Value::Array(None)
+                } else {
+                    Value::Array(Some((0..n).map(|_| self.read()).collect::<anyhow::Result<_>>()?))
+                }
+            }
+            _ => anyhow::bail!("redis: unexpected reply `{line}`"),
+        })
+    }
+}
+
+/// Entry ids in an XREADGROUP reply.
+fn entry_ids(reply: Value) -> Vec<Vec<u8>> {
+    let Value::Array(Some(streams)) = reply else {
+        return Vec::new();
+    };
+    let mut ids = Vec::new();
+    for stream in streams {
+        let Value::Array(Some(mut parts)) = stream else {
+            continue;
+        };
+        let Some(Value::Array(Some(entries))) = parts.pop() else {
+            continue;
+        };
+        for entry in entries {
+            if let Value::Array(Some(mut fields)) = entry
+                && !fields.is_empty()
+                && let Value::Bulk(Some(id)) = fields.remove(0)
+            {
+                ids.push(id);
+            }
+        }
+    }
+    ids
+}
+
+/// Redis Streams with `appendfsync always`, same loop, or `None` without redis-server.
+pub fn redis(dir: &Path, duration: Duration) -> anyhow::Result<Option<Run>> {
+    let Ok(path) = which("redis-server") else {
+        return Ok(None);
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut child = std::process::Command::new(path)
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+        ])
+        .arg(dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()?;
+    let result = (|| {
+        let started = Instant::now();
+        let mut admin = loop {
+            match Resp::connect(port) {
+                Ok(c) => break c,
+                Err(_) if started.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(e),
+            }
+        };
+        admin.call(&[b"XGROUP", b"CREATE", b"bench", b"g", b"$", b"MKSTREAM"])?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let delivered = Arc::new(AtomicU64::new(0));
+        let started = Instant::now();
+        let mut producers = Vec::new();
+        for _ in 0..PRODUCERS {
+            let stop = stop.clone();
+            producers.push(std::thread::spawn(move || -> anyhow::Result<Vec<f64>> {
+                let mut c = Resp::connect(port)?;
+                let mut latencies = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = Instant::now();
+                    c.call(&[b"XADD", b"bench", b"*", b"body", b"{\"order\":42}"])?;
+                    latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+                }
+                Ok(latencies)
+            }));
+        }
+        let mut consumers = Vec::new();
+        for n in 0..CONSUMERS {
+            let (stop, delivered) = (stop.clone(), delivered.clone());
+            consumers.push(std::thread::spawn(move || -> anyhow::Result<()> {
+                let mut c = Resp::connect(port)?;
+                let name = format!("c{n}");
+                while !stop.load(Ordering::Relaxed) {
+                    let reply = c.call(&[
+                        b"XREADGROUP",
+                        b"GROUP",
+                        b"g",
+                        name.as_bytes(),
+                        b"COUNT",
+                        b"100",
+                        b"BLOCK",
+                        b"10",
+                        b"STREAMS",
+                        b"bench",
+                        b">",
+                    ])?;
+                    let ids = entry_ids(reply);
+                    if ids.is_empty() {
+                        continue;
+                    }
+                    let mut args: Vec<&[u8]> = vec![b"XACK", b"bench", b"g"];
+                    args.extend(ids.iter().map(Vec::as_slice));
+                    if let Value::Int(n) = c.call(&args)? {
+                        delivered.fetch_add(n as u64, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }));
+        }
+        std::thread::sleep(duration);
+        stop.store(true, Ordering::Relaxed);
+        let elapsed = started.elapsed().as_secs_f64();
+        let mut latencies = Vec::new();
+        for p in producers {
+            latencies.extend(p.join().map_err(|_| anyhow::anyhow!("producer panicked"))??);
+        }
+        for c in consumers {
+            c.join().map_err(|_| anyhow::anyhow!("consumer panicked"))??;
+        }
+        Ok(Run {
+            delivered_per_s: delivered.load(Ordering::Relaxed) as f64 / elapsed,
+            ack_p50_us: percentile(&mut latencies, 0.5),
+            ack_p99_us: percentile(&mut latencies, 0.99),
+        })
+    })();
+    let _ = child.kill();
+    let _ = child.wait();
+    result.map(Some)
+}
+
+fn which(program: &str) -> anyhow::Result<std::path::PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+        .ok_or_else(|| anyhow::anyhow!("{program} not found"))
+}
+
+/// The report section.
+pub async fn report(scratch: &Path, duration: Duration) -> anyhow::Result<String> {
+    let dir = scratch.join("durable");
+    std::fs::create_dir_all(&dir)?;
+    let (fsyncs, fsync_us) = fsync_rate(&dir, Duration::from_secs(2))?;
+    let weft = weft(&dir.join("weft"), duration).await;
+    std::fs::create_dir_all(dir.join("redis"))?;
+    let redis_dir = dir.join("redis");
+    let redis = tokio::task::spawn_blocking(move || redis(&redis_dir, duration)).await?;
+    let weft = weft?;
+    let mut out = format!(
+        "{PRODUCERS} producers sending one message at a time and waiting until it is durable; {CONSUMERS} consumers receiving up to 100 and acknowledging them; {}s.\n\n\
+         | system | delivered/s | ack p50 µs | ack p99 µs |\n| --- | ---: | ---: | ---: |\n\
+         | disk: 4 KiB write + fdatasync | {fsyncs:.0} fsyncs/s | {fsync_us:.0} (mean) | |\n\
+         | weft queue (embedded, group commit) | {:.0} | {:.0} | {:.0} |\n",
+        duration.as_secs(),
+        weft.delivered_per_s,
+        weft.ack_p50_us,
+        weft.ack_p99_us
+    );
+    match &redis {
+        Ok(Some(r)) => out.push_str(&format!(
+            "| Redis Streams, appendfsync always | {:.0} | {:.0} | {:.0} |\n",
+            r.delivered_per_s, r.ack_p50_us, r.ack_p99_us
+        )),
+        Ok(None) => out.push_str("| Redis Streams | skipped: redis-server not found | | |\n"),
+        Err(e) => out.push_str(&format!("| Redis Streams | failed: {e} | | |\n")),
+    }
+    out.push_str(&format!(
+        "\n- weft delivered/s ÷ fsyncs/s: **{:.1}** (bar: at least 50)\n- weft ack p99 ÷ one fsync: **{:.1}** (bar: under 3)\n",
+        weft.delivered_per_s / fsyncs,
+        weft.ack_p99_us / fsync_us
+    ));
+    if let Ok(Some(r)) = &redis {
+        out.push_str(&format!(
+            "- weft / Redis Streams, delivered/s: {:.2}\n",
+            weft.delivered_per_s / r.delivered_per_s
+        ));
+    }
+    Ok(out)
+}
