@@ -409,3 +409,102 @@ async fn functions_send_to_the_queues_they_are_granted() {
     assert!(r["body"].as_str().unwrap().contains(expected), "{r}");
     assert_eq!(stats(&server, "jobs").await["visible"], 0);
 }
+
+/// Mounts a small tmpfs at `dir`; unmounted on drop.
+struct Tmpfs(std::path::PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: &std::path::Path, size: &str) -> Result<Tmpfs, String> {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(Tmpfs(dir.to_path_buf()))
+        } else {
+            Err(text(&out.stderr))
+        }
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_disk_answers_503_and_loses_nothing_accepted() {
+    let app = App::new(APP);
+    let data = app.dir.join("data");
+    // The data directory is a small filesystem of its own, filled up below.
+    let tmpfs = match Tmpfs::mount(&data, "48m") {
+        Ok(t) => t,
+        Err(e) => panic!("this test mounts a tmpfs and needs root (CAP_SYS_ADMIN): mount failed: {e}"),
+    };
+    let server = Server::start_with_data(&app, &data);
+    let c = client();
+    let url = format!("{}/v1/queues/manual/messages", server.admin);
+    let batch = |n: usize| {
+        let messages: Vec<Value> = (0..100)
+            .map(|i| json!({ "body": format!("{n}-{i}-{}", "x".repeat(200)), "id": format!("{n}-{i}") }))
+            .collect();
+        json!({ "messages": messages }).to_string()
+    };
+    let mut accepted = HashSet::new();
+    let mut accept = |r: &crate::support::Response| {
+        for m in r.json()["messages"].as_array().unwrap() {
+            accepted.insert(m["id"].as_str().unwrap().to_string());
+        }
+    };
+    let r = send(&c, "POST", &url, &batch(0), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    accept(&r);
+
+    // Fill the filesystem.
+    let filler = data.join("filler");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let chunk = vec![0u8; 64 * 1024];
+        while f.write_all(&chunk).is_ok() {}
+        let _ = f.sync_all();
+    }
+    let mut refused = None;
+    for n in 1..200 {
+        let r = send(&c, "POST", &url, &batch(n), &[]).await;
+        match r.status {
+            201 => accept(&r),
+            503 => {
+                refused = Some(r.json()["error"].as_str().unwrap().to_string());
+                break;
+            }
+            other => panic!("unexpected {other}: {}", r.body),
+        }
+    }
+    let refused = refused.expect("a full disk refuses new messages");
+    assert!(refused.starts_with("storage unavailable"), "{refused}");
+
+    // Space again: sends succeed, and everything accepted is still there.
+    std::fs::remove_file(&filler).unwrap();
+    let r = send(&c, "POST", &url, &batch(1000), &[]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    accept(&r);
+    let receive = format!("{}/v1/queues/manual/receive", server.admin);
+    let mut delivered = HashSet::new();
+    loop {
+        let r = send(&c, "POST", &receive, r#"{"max":100,"visibility":"60s"}"#, &[])
+            .await
+            .json();
+        let messages = r["messages"].as_array().unwrap().clone();
+        if messages.is_empty() {
+            break;
+        }
+        delivered.extend(messages.iter().map(|m| m["id"].as_str().unwrap().to_string()));
+    }
+    assert_eq!(delivered, accepted);
+    drop(server);
+    drop(tmpfs);
+}
