@@ -172,6 +172,10 @@ struct InvokeRequest {
     headers: HashMap<String, String>,
     #[serde(default)]
     body: Option<String>,
+    /// `request_response` (the default): wait for the answer; `event`:
+    /// accept it durably, answer 202, and run it in the background.
+    #[serde(default, rename = "type")]
+    invocation_type: Option<String>,
 }
 
 async fn invoke(node: &Arc<Node>, name: &str, request: hyper::Request<Incoming>) -> Reply {
@@ -186,6 +190,39 @@ async fn invoke(node: &Arc<Node>, name: &str, request: hyper::Request<Incoming>)
     let path = input.path.as_deref().unwrap_or("/");
     if !path.starts_with('/') {
         return Err(refuse(400, format!("`path` must start with `/`, got `{path}`")));
+    }
+    match input.invocation_type.as_deref() {
+        None | Some("request_response") => {}
+        Some("event") => {
+            // Check now what would make the stored request unusable later.
+            if http::Method::from_bytes(method.as_bytes()).is_err() || path.parse::<http::Uri>().is_err() {
+                return Err(refuse(
+                    400,
+                    format!("`{method} {path}` is not a valid HTTP method and path"),
+                ));
+            }
+            let headers = input.headers.into_iter().collect();
+            let id = node
+                .invoke_async(name, method, path, headers, input.body.unwrap_or_default())
+                .await
+                .map_err(|e| {
+                    refuse(
+                        if matches!(e, weft_store::durable::StorageError::Unavailable(_)) {
+                            503
+                        } else {
+                            500
+                        },
+                        e.to_string(),
+                    )
+                })?;
+            return Ok(body::json(202, &json!({ "invocation_id": id })));
+        }
+        Some(other) => {
+            return Err(refuse(
+                400,
+                format!("`type` must be `request_response` or `event`, got `{other}`"),
+            ));
+        }
     }
     let mut builder = hyper::Request::builder()
         .method(method)

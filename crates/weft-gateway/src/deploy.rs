@@ -84,6 +84,14 @@ fn config_of(f: &weft_manifest::Function) -> String {
         "timeout_ms": f.timeout.as_millis() as u64,
         "env": f.env,
         "allowed_hosts": f.allowed_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+        "publish": f.publish.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
+        "async": {
+            "retries": f.async_invoke.retries,
+            "max_event_age_ms": f.async_invoke.max_event_age.as_millis() as u64,
+            "backoff_ms": f.async_invoke.backoff.as_millis() as u64,
+            "on_success": f.async_invoke.on_success.as_ref().map(|d| d.to_string()),
+            "on_failure": f.async_invoke.on_failure.as_ref().map(|d| d.to_string()),
+        },
     })
     .to_string()
 }
@@ -248,6 +256,8 @@ impl Node {
             manifest: Some(manifest),
         }));
         crate::triggers::restart(self, &triggers);
+        let names: Vec<String> = self.deployment().functions.keys().cloned().collect();
+        self.resume_async(&names).await;
         self.runtime.forget_unused(&|digest| in_use.contains(digest));
         Ok(report)
     }

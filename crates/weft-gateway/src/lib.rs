@@ -8,6 +8,7 @@
 //! [`outbound`], without a socket.
 
 pub mod admin;
+mod asyncs;
 mod body;
 mod deploy;
 pub mod gateway;

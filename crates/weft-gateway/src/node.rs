@@ -28,6 +28,8 @@ pub enum Trigger {
     Internal,
     /// A message (or batch) from a queue.
     Queue,
+    /// An asynchronous invocation.
+    Event,
 }
 
 impl Trigger {
@@ -37,6 +39,7 @@ impl Trigger {
             Trigger::Invoke => "invoke",
             Trigger::Internal => "internal",
             Trigger::Queue => "queue",
+            Trigger::Event => "event",
         }
     }
 }
@@ -58,6 +61,8 @@ pub struct Node {
     pub queues: weft_events::Queues,
     /// Bumped on every deploy; trigger workers of an older one stop.
     pub(crate) trigger_generation: tokio::sync::watch::Sender<u64>,
+    /// Functions whose async worker runs.
+    pub(crate) async_workers: std::sync::Mutex<std::collections::HashSet<String>>,
     pub(crate) current: ArcSwap<Deployment>,
     pub(crate) deploying: tokio::sync::Mutex<()>,
     ids: RequestIds,
@@ -99,11 +104,17 @@ impl Node {
             queues: weft_events::Queues::new(storage.clone()),
             storage,
             trigger_generation: tokio::sync::watch::channel(0).0,
+            async_workers: Default::default(),
             current: ArcSwap::from_pointee(Deployment::default()),
             deploying: tokio::sync::Mutex::new(()),
             ids: RequestIds::new(),
             print_requests: config.print_requests,
         }))
+    }
+
+    /// A new, unique request (or invocation) id.
+    pub(crate) fn new_request_id(&self) -> String {
+        self.ids.next()
     }
 
     /// The app as deployed now.

@@ -78,6 +78,50 @@ pub struct Function {
     pub allowed_hosts: Vec<HostPattern>,
     /// Queues (and later topics) the function may send events to.
     pub publish: Vec<Grant>,
+    /// `[function.NAME.async]`: how asynchronous invocations are retried and
+    /// where their results go.
+    pub async_invoke: AsyncInvoke,
+}
+
+/// Retries and destinations of asynchronous invocations (as Lambda's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncInvoke {
+    /// Attempts after the first failed one (0 to 2).
+    pub retries: u32,
+    /// An event older than this is not tried again.
+    pub max_event_age: Duration,
+    /// The wait before the first retry; it doubles for the next.
+    pub backoff: Duration,
+    pub on_success: Option<Destination>,
+    pub on_failure: Option<Destination>,
+}
+
+impl Default for AsyncInvoke {
+    fn default() -> Self {
+        AsyncInvoke {
+            retries: 2,
+            max_event_age: Duration::from_secs(6 * 3600),
+            backoff: Duration::from_secs(60),
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
+/// Where the result of an asynchronous invocation goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Destination {
+    Queue(String),
+    Function(String),
+}
+
+impl std::fmt::Display for Destination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Destination::Queue(q) => write!(f, "queue:{q}"),
+            Destination::Function(n) => write!(f, "function:{n}"),
+        }
+    }
 }
 
 /// A `publish` entry: `queue:NAME` (or `topic:NAME`).

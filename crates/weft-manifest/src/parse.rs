@@ -16,6 +16,7 @@ use crate::{
 const TOP_KEYS: &[&str] = &["app", "function", "route", "queue", "trigger"];
 const APP_KEYS: &[&str] = &["name"];
 const FUNCTION_KEYS: &[&str] = &[
+    "async",
     "source",
     "build",
     "memory",
@@ -44,6 +45,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
     let mut c = Checker {
         out: Diagnostics::new(file, text),
         grants: Vec::new(),
+        destinations: Vec::new(),
     };
     let root = doc.as_table();
     c.unknown_keys(root, TOP_KEYS, "the top level");
@@ -127,6 +129,25 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
             );
         }
     }
+    for (function, destination, span) in std::mem::take(&mut c.destinations) {
+        let (what, name, known) = match &destination {
+            crate::Destination::Queue(q) => ("queue", q, &queue_names),
+            crate::Destination::Function(f) => ("function", f, &names),
+        };
+        if !known.contains(&name.as_str()) {
+            let help = match closest(name, known) {
+                Some(near) => format!("did you mean `{what}:{near}`?"),
+                None => format!("declare it as [{what}.{name}]"),
+            };
+            c.out.push(
+                Diagnostic::new(
+                    span,
+                    format!("[function.{function}.async] sends to `{destination}`, but no {what} `{name}` is declared"),
+                )
+                .with_help(help),
+            );
+        }
+    }
     let manifest = Manifest {
         app: app.unwrap_or_default(),
         functions,
@@ -164,6 +185,8 @@ pub(crate) struct Checker {
     pub(crate) out: Diagnostics,
     /// `publish` entries, checked once every queue and topic is known.
     grants: Vec<(String, Grant, Option<Range<usize>>)>,
+    /// Async destinations, checked once every function and queue is known.
+    pub(crate) destinations: Vec<(String, crate::Destination, Option<Range<usize>>)>,
 }
 
 pub(crate) fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
@@ -483,6 +506,11 @@ impl Checker {
         }
 
         let source = source?;
+        let async_invoke = match table.get_key_value("async") {
+            Some((akey, aitem)) => self.async_invoke(name, akey, aitem),
+            None => Some(crate::AsyncInvoke::default()),
+        };
+        let async_invoke = async_invoke?;
         ok.then(|| Function {
             name: name.to_string(),
             source,
@@ -492,6 +520,7 @@ impl Checker {
             env,
             allowed_hosts,
             publish,
+            async_invoke,
         })
     }
 

@@ -18,6 +18,7 @@ const QUEUE_KEYS: &[&str] = &[
     "backoff",
 ];
 const TRIGGER_KEYS: &[&str] = &["queue", "function", "batch", "concurrency"];
+const ASYNC_KEYS: &[&str] = &["retries", "max_event_age", "backoff", "on_success", "on_failure"];
 
 /// `[queue.NAME]`: a durable, at-least-once queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +120,75 @@ impl Checker {
                 );
                 None
             }
+        }
+    }
+
+    /// `[function.NAME.async]`.
+    pub(crate) fn async_invoke(&mut self, function: &str, key: &Key, item: &Item) -> Option<crate::AsyncInvoke> {
+        let place = format!("[function.{function}.async]");
+        let table = self.table(
+            key,
+            item,
+            &format!("`async` of [function.{function}]"),
+            "write `[function.NAME.async]` with `retries`, `on_failure`, ...",
+        )?;
+        self.unknown_keys(table, ASYNC_KEYS, &place);
+        let defaults = crate::AsyncInvoke::default();
+        let retries = self.integer_in(table, "retries", &place, defaults.retries, (0, 2));
+        let age = self.duration_in(
+            table,
+            "max_event_age",
+            &place,
+            defaults.max_event_age,
+            (Duration::from_secs(60), Duration::from_secs(6 * 3600)),
+        );
+        let backoff = self.duration_in(
+            table,
+            "backoff",
+            &place,
+            defaults.backoff,
+            (Duration::ZERO, Duration::from_secs(3600)),
+        );
+        let mut ok = true;
+        let mut destination = |c: &mut Checker, name: &str| -> Option<crate::Destination> {
+            let (text, span) = c.string(table, name, &place, "\"queue:failed\"")?;
+            let parsed = match text.split_once(':') {
+                Some(("queue", q)) if !q.is_empty() => Some(crate::Destination::Queue(q.to_string())),
+                Some(("function", f)) if !f.is_empty() => Some(crate::Destination::Function(f.to_string())),
+                _ => None,
+            };
+            match parsed {
+                Some(d) => {
+                    c.destinations.push((function.to_string(), d.clone(), span));
+                    Some(d)
+                }
+                None => {
+                    c.error(
+                        span,
+                        format!("`{name}` in {place} is `{text}`, not `queue:NAME` or `function:NAME`"),
+                        "write e.g. `on_failure = \"queue:failed\"`",
+                    );
+                    ok = false;
+                    None
+                }
+            }
+        };
+        let on_success = destination(self, "on_success");
+        let on_failure = destination(self, "on_failure");
+        // A destination of the wrong type was reported by `string`.
+        let unusable = |key: &str, value: &Option<crate::Destination>| table.contains_key(key) && value.is_none();
+        if unusable("on_success", &on_success) || unusable("on_failure", &on_failure) {
+            ok = false;
+        }
+        match (ok, retries, age, backoff) {
+            (true, Some(retries), Some(max_event_age), Some(backoff)) => Some(crate::AsyncInvoke {
+                retries,
+                max_event_age,
+                backoff,
+                on_success,
+                on_failure,
+            }),
+            _ => None,
         }
     }
 

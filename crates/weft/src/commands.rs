@@ -227,6 +227,14 @@ async fn shutdown_signal() {
     }
 }
 
+/// How `weft invoke` runs the function.
+pub enum InvokeMode {
+    /// Wait for the answer; print it (as JSON with `json`) and the record.
+    Wait { json: bool },
+    /// Hand it to the server to run in the background.
+    Async,
+}
+
 pub async fn invoke(
     server: &str,
     function: &str,
@@ -234,7 +242,7 @@ pub async fn invoke(
     headers: &[String],
     method: &str,
     path: &str,
-    as_json: bool,
+    mode: InvokeMode,
 ) -> anyhow::Result<ExitCode> {
     let client = Client::new(server)?;
     let body = match data {
@@ -259,14 +267,27 @@ pub async fn invoke(
         }
         header_map.insert(k.trim().to_ascii_lowercase(), Value::from(v.trim()));
     }
-    let request = json!({ "method": method, "path": path, "headers": header_map, "body": body });
+    let asynchronous = matches!(mode, InvokeMode::Async);
+    let invocation_type = if asynchronous { "event" } else { "request_response" };
+    let request =
+        json!({ "method": method, "path": path, "headers": header_map, "body": body, "type": invocation_type });
     let (status, answer) = client
         .post_json(&format!("/v1/functions/{}/invoke", encode(function)), &request)
         .await?;
+    if asynchronous {
+        if status != 202 {
+            bail!("{}", error_text(&answer));
+        }
+        println!(
+            "accepted: invocation {}",
+            answer["invocation_id"].as_str().unwrap_or("")
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     if status != 200 {
         bail!("{}", error_text(&answer));
     }
-    if as_json {
+    if matches!(mode, InvokeMode::Wait { json: true }) {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
         println!("HTTP {}", answer["status"]);

@@ -71,6 +71,10 @@ enum Command {
         /// Print the whole answer as JSON.
         #[arg(long)]
         json: bool,
+        /// Invoke asynchronously: the server stores the request, answers with
+        /// an invocation id, and runs it with retries and destinations.
+        #[arg(long = "async")]
+        asynchronous: bool,
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
     },
@@ -187,8 +191,16 @@ fn main() -> ExitCode {
                 method,
                 path,
                 json,
+                asynchronous,
                 server,
-            } => commands::invoke(&server, &function, data, &headers, &method, &path, json).await,
+            } => {
+                let mode = if asynchronous {
+                    commands::InvokeMode::Async
+                } else {
+                    commands::InvokeMode::Wait { json }
+                };
+                commands::invoke(&server, &function, data, &headers, &method, &path, mode).await
+            }
             Command::Deploy {
                 app_dir,
                 server,

@@ -3,6 +3,7 @@
 
 mod support;
 
+mod asyncs;
 mod cli;
 mod deploys;
 mod isolation;
