@@ -239,6 +239,7 @@ async fn invoke(node: &Arc<Node>, name: &str, request: hyper::Request<Incoming>)
         params: &[],
         parent: None,
         depth: 0,
+        trusted: &[],
     };
     let handled = node.invoke(&function, request, call).await;
     let (parts, response_body) = handled.response.into_parts();

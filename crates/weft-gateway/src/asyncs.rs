@@ -162,7 +162,6 @@ async fn attempt(node: &Arc<Node>, deployed: &Arc<crate::Deployed>, message: &Me
     for (k, v) in &event.headers {
         request = request.header(k.as_str(), v.as_str());
     }
-    request = request.header("weft-invocation-id", message.id.as_str());
     let request = match request.body(crate::body::full(event.body.clone())) {
         Ok(r) => r,
         Err(e) => {
@@ -187,6 +186,7 @@ async fn attempt(node: &Arc<Node>, deployed: &Arc<crate::Deployed>, message: &Me
                 params: &[],
                 parent: None,
                 depth: 0,
+                trusted: &[("weft-invocation-id", message.id.as_str())],
             },
         )
         .await;

@@ -249,6 +249,7 @@ impl Node {
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
         self.queues.configure(&manifest.queues);
         let triggers = manifest.triggers.clone();
+        let schedules = manifest.schedules.clone();
         self.current.store(Arc::new(Deployment {
             app: manifest.app.clone(),
             functions,
@@ -256,6 +257,7 @@ impl Node {
             manifest: Some(manifest),
         }));
         crate::triggers::restart(self, &triggers);
+        crate::schedules::restart(self, &schedules);
         let names: Vec<String> = self.deployment().functions.keys().cloned().collect();
         self.resume_async(&names).await;
         self.runtime.forget_unused(&|digest| in_use.contains(digest));

@@ -56,6 +56,7 @@ pub async fn handle(node: Arc<Node>, request: hyper::Request<Incoming>) -> hyper
         params: &found.params,
         parent: None,
         depth: 0,
+        trusted: &[],
     };
     node.invoke(function, request, call).await.response
 }

@@ -14,6 +14,7 @@ mod deploy;
 pub mod gateway;
 mod node;
 mod outbound;
+mod schedules;
 mod serve;
 mod triggers;
 

@@ -75,6 +75,8 @@ pub(crate) struct Call<'a> {
     pub params: &'a [(&'a str, &'a str)],
     pub parent: Option<&'a str>,
     pub depth: u32,
+    /// `weft-*` headers weft itself sets (clients' are removed).
+    pub trusted: &'a [(&'a str, &'a str)],
 }
 
 /// A handled invocation: the response to send, and the record once it exists.
@@ -139,6 +141,11 @@ impl Node {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         prepare_headers(request.headers_mut(), &request_id, &function.name, call.params);
+        for (name, value) in call.trusted {
+            if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+                request.headers_mut().insert(n, v);
+            }
+        }
         let outbound = Arc::new(FunctionOutbound::new(self, function, &request_id, call.depth));
         let (record_tx, record_rx) = oneshot::channel();
         let base = RecordBase {

@@ -173,6 +173,7 @@ impl Outbound for FunctionOutbound {
                     params: &[],
                     parent: Some(&parent),
                     depth,
+                    trusted: &[],
                 };
                 let handled = node.invoke(&function, request, call).await;
                 Ok(handled.response)

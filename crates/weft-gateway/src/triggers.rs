@@ -124,6 +124,7 @@ async fn deliver(node: &Arc<Node>, trigger: &TriggerSpec, messages: &[Message]) 
                 params: &[],
                 parent: None,
                 depth: 0,
+                trusted: &[],
             },
         )
         .await;

@@ -32,6 +32,7 @@ mod hosts;
 mod parse;
 mod queues;
 mod route;
+mod schedule;
 mod units;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -39,6 +40,7 @@ pub use hosts::HostPattern;
 pub use parse::check_name;
 pub use queues::{DEDUP_WINDOW, Queue, Trigger};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
+pub use schedule::{Cron, Expression, Missed, Schedule};
 pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
 use std::path::{Path, PathBuf};
@@ -61,6 +63,7 @@ pub struct Manifest {
     pub routes: Vec<Route>,
     pub queues: Vec<Queue>,
     pub triggers: Vec<Trigger>,
+    pub schedules: Vec<Schedule>,
 }
 
 /// `[function.NAME]`: one deployable function and what it is granted.

@@ -13,7 +13,7 @@ use crate::{
     MAX_MEMORY, MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
 };
 
-const TOP_KEYS: &[&str] = &["app", "function", "route", "queue", "trigger"];
+const TOP_KEYS: &[&str] = &["app", "function", "route", "queue", "trigger", "schedule"];
 const APP_KEYS: &[&str] = &["name"];
 const FUNCTION_KEYS: &[&str] = &[
     "async",
@@ -102,6 +102,10 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         Some((key, item)) => c.triggers(key, item, &names, &queue_names),
         None => Vec::new(),
     };
+    let schedules = match root.get_key_value("schedule") {
+        Some((key, item)) => c.schedules(key, item, &names, &queue_names),
+        None => Vec::new(),
+    };
     for (function, grant, span) in std::mem::take(&mut c.grants) {
         let known = match grant.kind {
             GrantKind::Queue => &queue_names,
@@ -154,6 +158,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         routes,
         queues,
         triggers,
+        schedules,
     };
     c.out.into_result(manifest)
 }

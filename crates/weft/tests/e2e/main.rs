@@ -9,3 +9,4 @@ mod deploys;
 mod isolation;
 mod queues;
 mod routing;
+mod schedules;
