@@ -10,6 +10,7 @@
 //! This crate must not know about HTTP servers, functions or wasmtime.
 
 pub mod cloudevents;
+pub mod pattern;
 mod queue;
 
 pub use queue::{Outgoing, QueueError, Queues, Sent};
