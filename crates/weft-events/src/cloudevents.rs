@@ -46,8 +46,19 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
-fn source(queue: &str) -> String {
-    format!("/weft/queues/{queue}")
+/// The event's own source (when it came through a topic), else the queue.
+fn source(queue: &str, m: &Message) -> String {
+    m.attributes
+        .get("source")
+        .cloned()
+        .unwrap_or_else(|| format!("/weft/queues/{queue}"))
+}
+
+fn time(m: &Message) -> String {
+    m.attributes
+        .get("time")
+        .cloned()
+        .unwrap_or_else(|| rfc3339(m.appended_us))
 }
 
 fn content_type(m: &Message) -> String {
@@ -63,12 +74,12 @@ pub fn binary(queue: &str, m: &Message) -> (Vec<(&'static str, String)>, Vec<u8>
     let headers = vec![
         ("ce-specversion", "1.0".to_string()),
         ("ce-id", m.id.clone()),
-        ("ce-source", source(queue)),
+        ("ce-source", source(queue, m)),
         (
             "ce-type",
             m.attributes.get("type").cloned().unwrap_or_else(|| DEFAULT_TYPE.into()),
         ),
-        ("ce-time", rfc3339(m.appended_us)),
+        ("ce-time", time(m)),
         ("ce-weftqueue", queue.to_string()),
         ("ce-weftreceivecount", m.receive_count.to_string()),
         ("content-type", content_type(m)),
@@ -82,9 +93,9 @@ pub fn structured(queue: &str, m: &Message) -> Value {
     let mut event = json!({
         "specversion": "1.0",
         "id": m.id,
-        "source": source(queue),
+        "source": source(queue, m),
         "type": m.attributes.get("type").map_or(DEFAULT_TYPE, String::as_str),
-        "time": rfc3339(m.appended_us),
+        "time": time(m),
         "datacontenttype": ct,
         "weftqueue": queue,
         "weftreceivecount": m.receive_count,

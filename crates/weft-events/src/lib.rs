@@ -10,7 +10,8 @@
 //! This crate must not know about HTTP servers, functions or wasmtime.
 
 pub mod cloudevents;
-pub mod pattern;
 mod queue;
+mod topics;
 
 pub use queue::{Outgoing, QueueError, Queues, Sent};
+pub use topics::{CloudEvent, Published, Topics};

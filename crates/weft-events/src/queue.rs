@@ -17,6 +17,8 @@ const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 pub enum QueueError {
     #[error("no queue `{0}` is deployed")]
     NoSuchQueue(String),
+    #[error("no topic `{0}` is deployed")]
+    NoSuchTopic(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -27,7 +29,7 @@ impl QueueError {
     /// The HTTP status that says this to a client.
     pub fn status(&self) -> u16 {
         match self {
-            QueueError::NoSuchQueue(_) => 404,
+            QueueError::NoSuchQueue(_) | QueueError::NoSuchTopic(_) => 404,
             QueueError::Invalid(_) => 400,
             QueueError::Storage(StorageError::Unavailable(_)) => 503,
             QueueError::Storage(_) => 500,
@@ -48,6 +50,9 @@ pub struct Outgoing {
     pub event_type: Option<String>,
     /// Added to the queue's own delay.
     pub delay: Option<Duration>,
+    /// CloudEvents `source` and `time` to deliver it with (from a topic).
+    pub source: Option<String>,
+    pub time: Option<String>,
 }
 
 /// What became of one sent message.
@@ -170,8 +175,10 @@ impl Queues {
             let mut attributes = BTreeMap::new();
             let content_type = m.content_type.unwrap_or_else(|| sniff(&m.body).to_string());
             attributes.insert("content-type".to_string(), content_type);
-            if let Some(t) = m.event_type {
-                attributes.insert("type".to_string(), t);
+            for (key, value) in [("type", m.event_type), ("source", m.source), ("time", m.time)] {
+                if let Some(v) = value {
+                    attributes.insert(key.to_string(), v);
+                }
             }
             let delay = q.delay + m.delay.unwrap_or_default();
             batch.push(NewMessage {

@@ -424,6 +424,7 @@ async fn send(node: &Arc<Node>, queue: &str, request: hyper::Request<Incoming>) 
             content_type: m.content_type,
             event_type: m.event_type,
             delay,
+            ..Default::default()
         });
     }
     let sent = node.queues.send(queue, outgoing).await?;

@@ -247,8 +247,11 @@ impl Node {
             removed,
         };
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
-        self.queues.configure(&manifest.queues);
-        let triggers = manifest.triggers.clone();
+        // Function subscriptions of topics run on hidden queues and triggers.
+        let (hidden_queues, hidden_triggers) = self.topics.configure(&manifest);
+        self.queues
+            .configure(&[manifest.queues.clone(), hidden_queues].concat());
+        let triggers = [manifest.triggers.clone(), hidden_triggers].concat();
         let schedules = manifest.schedules.clone();
         self.current.store(Arc::new(Deployment {
             app: manifest.app.clone(),

@@ -18,6 +18,9 @@ use crate::node::{Call, Node, Trigger};
 pub async fn handle(node: Arc<Node>, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
     let deployment = node.deployment();
     let path = request.uri().path().to_string();
+    if let Some(topic) = path.strip_prefix(crate::ingress::PREFIX) {
+        return crate::ingress::handle(node.clone(), topic, request).await;
+    }
     let method = request.method().as_str().to_string();
     let Some(found) = deployment.routes.lookup(&method, &path) else {
         let allowed: Vec<&str> = Method::ALL

@@ -12,6 +12,7 @@ mod asyncs;
 mod body;
 mod deploy;
 pub mod gateway;
+mod ingress;
 mod node;
 mod outbound;
 mod schedules;

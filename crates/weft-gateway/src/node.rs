@@ -59,6 +59,7 @@ pub struct Node {
     /// The durable parts: queues (and later topics, schedules, ...).
     pub storage: Arc<dyn weft_store::durable::Storage>,
     pub queues: weft_events::Queues,
+    pub topics: weft_events::Topics,
     /// Bumped on every deploy; trigger workers of an older one stop.
     pub(crate) trigger_generation: tokio::sync::watch::Sender<u64>,
     /// Functions whose async worker runs.
@@ -104,6 +105,7 @@ impl Node {
             store,
             artifacts,
             queues: weft_events::Queues::new(storage.clone()),
+            topics: weft_events::Topics::default(),
             storage,
             trigger_generation: tokio::sync::watch::channel(0).0,
             async_workers: Default::default(),

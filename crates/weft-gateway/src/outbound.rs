@@ -14,6 +14,8 @@ use crate::node::{Call, Node, Trigger};
 pub const INTERNAL_SUFFIX: &str = ".weft.internal";
 /// Hosts ending in this reach the app's queues: `POST http://NAME.queue.weft.internal/`.
 pub const QUEUE_SUFFIX: &str = ".queue.weft.internal";
+/// Hosts ending in this reach the app's topics: `POST http://NAME.topic.weft.internal/`.
+pub const TOPIC_SUFFIX: &str = ".topic.weft.internal";
 /// The largest message a function may send (as on SQS).
 const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -124,9 +126,74 @@ impl FunctionOutbound {
                 content_type: header("content-type"),
                 event_type: header("ce-type"),
                 delay,
+                ..Default::default()
             };
             match node.queues.send(&queue, vec![message]).await {
                 Ok(mut sent) => answer(202, serde_json::json!(sent.remove(0))),
+                Err(e) => answer(e.status(), serde_json::json!({ "error": e.to_string() })),
+            }
+        })
+    }
+}
+
+impl FunctionOutbound {
+    /// Publishes the request as one CloudEvent in binary mode to `topic`,
+    /// if granted. `ce-id` defaults to a new id, `ce-source` to
+    /// `/weft/functions/NAME`, `ce-type` to `weft.function.event`.
+    fn publish_to_topic(&self, topic: &str, request: http::Request<WasiBody>) -> OutboundFuture {
+        let caller = self.caller.name.clone();
+        let granted = self
+            .caller
+            .spec
+            .publish
+            .iter()
+            .any(|g| g.kind == weft_manifest::GrantKind::Topic && g.name == topic);
+        if !granted {
+            return self.deny(format!(
+                "function `{caller}` may not publish to topic `{topic}`: add \"topic:{topic}\" to `publish` in [function.{caller}] of weft.toml"
+            ));
+        }
+        let Some(node) = self.node.upgrade() else {
+            return self.deny("the node is shutting down".into());
+        };
+        let topic = topic.to_string();
+        Box::pin(async move {
+            let answer = |status: u16, value: serde_json::Value| Ok(crate::body::json(status, &value));
+            if request.method() != http::Method::POST {
+                return answer(
+                    405,
+                    serde_json::json!({ "error": format!("publish to topic `{topic}` with POST") }),
+                );
+            }
+            let (mut parts, body) = request.into_parts();
+            let body = match http_body_util::Limited::new(body, MAX_MESSAGE).collect().await {
+                Ok(c) => c.to_bytes(),
+                Err(_) => {
+                    return answer(
+                        413,
+                        serde_json::json!({ "error": format!("an event is at most {MAX_MESSAGE} bytes") }),
+                    );
+                }
+            };
+            let defaults = [
+                ("ce-specversion", "1.0".to_string()),
+                ("ce-id", node.new_request_id()),
+                ("ce-source", format!("/weft/functions/{caller}")),
+                ("ce-type", "weft.function.event".to_string()),
+            ];
+            for (name, value) in defaults {
+                if !parts.headers.contains_key(name)
+                    && let Ok(v) = http::HeaderValue::from_str(&value)
+                {
+                    parts.headers.insert(name, v);
+                }
+            }
+            let event = match crate::ingress::from_headers(&parts.headers, body) {
+                Ok(e) => e,
+                Err(why) => return answer(400, serde_json::json!({ "error": why })),
+            };
+            match node.topics.publish(&node.queues, &topic, vec![event]).await {
+                Ok(mut published) => answer(202, serde_json::json!(published.remove(0))),
                 Err(e) => answer(e.status(), serde_json::json!({ "error": e.to_string() })),
             }
         })
@@ -146,6 +213,9 @@ impl Outbound for FunctionOutbound {
 
         if let Some(queue) = host.strip_suffix(QUEUE_SUFFIX) {
             return self.send_to_queue(queue, request);
+        }
+        if let Some(topic) = host.strip_suffix(TOPIC_SUFFIX) {
+            return self.publish_to_topic(topic, request);
         }
         if let Some(target) = host.strip_suffix(INTERNAL_SUFFIX) {
             let Some(node) = self.node.upgrade() else {

@@ -30,9 +30,11 @@
 mod diagnostic;
 mod hosts;
 mod parse;
+pub mod pattern;
 mod queues;
 mod route;
 mod schedule;
+mod topics;
 mod units;
 
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -41,6 +43,7 @@ pub use parse::check_name;
 pub use queues::{DEDUP_WINDOW, Queue, Trigger};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use schedule::{Cron, Expression, Missed, Schedule};
+pub use topics::{Subscription, Topic};
 pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
 use std::path::{Path, PathBuf};
@@ -64,6 +67,8 @@ pub struct Manifest {
     pub queues: Vec<Queue>,
     pub triggers: Vec<Trigger>,
     pub schedules: Vec<Schedule>,
+    pub topics: Vec<Topic>,
+    pub subscriptions: Vec<Subscription>,
 }
 
 /// `[function.NAME]`: one deployable function and what it is granted.

@@ -13,7 +13,16 @@ use crate::{
     MAX_MEMORY, MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
 };
 
-const TOP_KEYS: &[&str] = &["app", "function", "route", "queue", "trigger", "schedule"];
+const TOP_KEYS: &[&str] = &[
+    "app",
+    "function",
+    "route",
+    "queue",
+    "trigger",
+    "schedule",
+    "topic",
+    "subscription",
+];
 const APP_KEYS: &[&str] = &["name"];
 const FUNCTION_KEYS: &[&str] = &[
     "async",
@@ -102,6 +111,16 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         Some((key, item)) => c.triggers(key, item, &names, &queue_names),
         None => Vec::new(),
     };
+    let topics = match root.get_key_value("topic") {
+        Some((key, item)) => c.topics(key, item),
+        None => Vec::new(),
+    };
+    let topic_names = declared("topic");
+    let fifo_names: Vec<&str> = queues.iter().filter(|q| q.fifo).map(|q| q.name.as_str()).collect();
+    let subscriptions = match root.get_key_value("subscription") {
+        Some((key, item)) => c.subscriptions(key, item, &topic_names, &names, &queue_names, &fifo_names),
+        None => Vec::new(),
+    };
     let schedules = match root.get_key_value("schedule") {
         Some((key, item)) => c.schedules(key, item, &names, &queue_names),
         None => Vec::new(),
@@ -109,7 +128,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
     for (function, grant, span) in std::mem::take(&mut c.grants) {
         let known = match grant.kind {
             GrantKind::Queue => &queue_names,
-            GrantKind::Topic => &Vec::new(),
+            GrantKind::Topic => &topic_names,
         };
         if !known.contains(&grant.name.as_str()) {
             let what = if grant.kind == GrantKind::Queue {
@@ -159,6 +178,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         queues,
         triggers,
         schedules,
+        topics,
+        subscriptions,
     };
     c.out.into_result(manifest)
 }
@@ -696,6 +717,18 @@ impl Checker {
                     None
                 }
             };
+            if let Some((p, span)) = &path
+                && (p.as_str() == "/events" || p.as_str().starts_with("/events/"))
+            {
+                self.error(
+                    span.clone(),
+                    format!(
+                        "{place}: paths under `/events/` are reserved for the CloudEvents ingress (POST /events/TOPIC)"
+                    ),
+                    "choose another path for this route",
+                );
+                continue;
+            }
             let (Some((path, span)), Some(function)) = (path, function) else {
                 continue;
             };

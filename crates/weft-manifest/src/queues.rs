@@ -55,7 +55,7 @@ pub struct Trigger {
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
 impl Checker {
-    fn duration_in(
+    pub(crate) fn duration_in(
         &mut self,
         table: &dyn TableLike,
         key: &str,
@@ -91,7 +91,7 @@ impl Checker {
         }
     }
 
-    fn integer_in(
+    pub(crate) fn integer_in(
         &mut self,
         table: &dyn TableLike,
         key: &str,
@@ -364,7 +364,7 @@ impl Checker {
     }
 
     /// A required string naming something declared elsewhere in the manifest.
-    fn reference(
+    pub(crate) fn reference(
         &mut self,
         table: &dyn TableLike,
         key: &str,

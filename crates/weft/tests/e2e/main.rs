@@ -10,3 +10,4 @@ mod isolation;
 mod queues;
 mod routing;
 mod schedules;
+mod topics;

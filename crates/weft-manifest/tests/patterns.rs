@@ -3,7 +3,7 @@
 //! cases follow EventBridge's documented matching rules.
 
 use serde_json::Value;
-use weft_events::pattern::Pattern;
+use weft_manifest::pattern::Pattern;
 
 #[test]
 fn patterns_match_as_eventbridge_documents() {

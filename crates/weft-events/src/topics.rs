@@ -1,0 +1,184 @@
+//! Topics: publish once, deliver a copy to every matching subscription.
+//!
+//! Every subscription has a queue of its own: a queue subscription's
+//! target queue, or for a function subscription a hidden queue named
+//! `TOPIC#N` (the N-th subscription of the topic) with the subscription's
+//! retries and dead-letter queue, drained by a trigger. Publishing filters
+//! the event against each subscription's pattern and sends it to the
+//! matching queues, with the event id as the deduplication id: an event
+//! published again within five minutes is acknowledged and not stored twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::RwLock;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use weft_manifest::pattern::Pattern;
+use weft_manifest::{Destination, Manifest, Queue, Trigger};
+
+use crate::{Outgoing, QueueError, Queues};
+
+/// A CloudEvent, as the ingress or a function publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEvent {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub time: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+    /// Other attributes (extensions), by name.
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl CloudEvent {
+    /// The event as filter patterns see it: the structured form, with
+    /// `data` as JSON when it is JSON, else as text.
+    pub fn as_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("specversion".into(), "1.0".into());
+        map.insert("id".into(), self.id.clone().into());
+        map.insert("source".into(), self.source.clone().into());
+        map.insert("type".into(), self.event_type.clone().into());
+        if let Some(t) = &self.time {
+            map.insert("time".into(), t.clone().into());
+        }
+        if let Some(ct) = &self.content_type {
+            map.insert("datacontenttype".into(), ct.clone().into());
+        }
+        for (k, v) in &self.extensions {
+            map.insert(k.clone(), v.clone().into());
+        }
+        let data =
+            serde_json::from_slice(&self.data).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&self.data)));
+        map.insert("data".into(), data);
+        Value::Object(map)
+    }
+}
+
+/// What publishing one event did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct Published {
+    /// Subscriptions the event matched (and was stored for).
+    pub delivered_to: usize,
+    /// Every copy was already stored: the event was published before.
+    pub duplicate: bool,
+}
+
+struct Route {
+    filter: Option<Pattern>,
+    queue: String,
+}
+
+/// The app's topics and where their events go.
+#[derive(Default)]
+pub struct Topics {
+    routes: RwLock<HashMap<String, Vec<Route>>>,
+}
+
+/// The hidden queue of the `n`-th (1-based) subscription of `topic`.
+pub fn subscription_queue(topic: &str, n: usize) -> String {
+    format!("{topic}#{n}")
+}
+
+impl Topics {
+    /// Takes the topics of a manifest; returns the hidden queues and
+    /// triggers its function subscriptions need.
+    pub fn configure(&self, manifest: &Manifest) -> (Vec<Queue>, Vec<Trigger>) {
+        let mut routes: HashMap<String, Vec<Route>> =
+            manifest.topics.iter().map(|t| (t.name.clone(), Vec::new())).collect();
+        let (mut queues, mut triggers) = (Vec::new(), Vec::new());
+        for s in &manifest.subscriptions {
+            let list = routes.entry(s.topic.clone()).or_default();
+            let queue = match &s.target {
+                Destination::Queue(q) => q.clone(),
+                Destination::Function(f) => {
+                    let hidden = subscription_queue(&s.topic, list.len() + 1);
+                    let visibility = manifest
+                        .function(f)
+                        .map_or(Duration::from_secs(30), |f| f.timeout + Duration::from_secs(30));
+                    queues.push(Queue {
+                        name: hidden.clone(),
+                        visibility_timeout: visibility,
+                        max_receives: s.max_receives,
+                        dead_letter: s.dead_letter.clone(),
+                        delay: Duration::ZERO,
+                        retention: Duration::from_secs(4 * 86_400),
+                        fifo: false,
+                        backoff: s.backoff,
+                    });
+                    triggers.push(Trigger {
+                        queue: hidden.clone(),
+                        function: f.clone(),
+                        batch: 1,
+                        concurrency: 1,
+                    });
+                    hidden
+                }
+            };
+            list.push(Route {
+                filter: s.filter.clone(),
+                queue,
+            });
+        }
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
+        (queues, triggers)
+    }
+
+    pub fn exists(&self, topic: &str) -> bool {
+        self.routes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(topic)
+    }
+
+    /// Stores a copy of each event for every subscription it matches;
+    /// durable when this returns.
+    pub async fn publish(
+        &self,
+        queues: &Queues,
+        topic: &str,
+        events: Vec<CloudEvent>,
+    ) -> Result<Vec<Published>, QueueError> {
+        let targets: Vec<Vec<String>> = {
+            let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            let routes = routes
+                .get(topic)
+                .ok_or_else(|| QueueError::NoSuchTopic(topic.to_string()))?;
+            events
+                .iter()
+                .map(|e| {
+                    let json = e.as_json();
+                    routes
+                        .iter()
+                        .filter(|r| r.filter.as_ref().is_none_or(|p| p.matches(&json)))
+                        .map(|r| r.queue.clone())
+                        .collect()
+                })
+                .collect()
+        };
+        let mut out = Vec::with_capacity(events.len());
+        for (event, queues_for_event) in events.into_iter().zip(targets) {
+            let mut duplicates = 0;
+            for queue in &queues_for_event {
+                let message = Outgoing {
+                    id: Some(event.id.clone()),
+                    body: event.data.clone(),
+                    content_type: event.content_type.clone(),
+                    event_type: Some(event.event_type.clone()),
+                    source: Some(event.source.clone()),
+                    time: event.time.clone(),
+                    ..Default::default()
+                };
+                let sent = queues.send(queue, vec![message]).await?;
+                duplicates += usize::from(sent.first().is_some_and(|s| s.duplicate));
+            }
+            let n = queues_for_event.len();
+            out.push(Published {
+                delivered_to: n,
+                duplicate: n > 0 && duplicates == n,
+            });
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,200 @@
+//! `[topic.NAME]` and `[[subscription]]`: publish once, deliver to every
+//! matching subscription.
+
+use std::time::Duration;
+
+use toml_edit::{Item, Key};
+
+use crate::Destination;
+use crate::parse::{Checker, closest};
+use crate::pattern::Pattern;
+
+const SUBSCRIPTION_KEYS: &[&str] = &[
+    "topic",
+    "function",
+    "queue",
+    "filter",
+    "max_receives",
+    "backoff",
+    "dead_letter",
+];
+
+/// `[topic.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Topic {
+    pub name: String,
+}
+
+/// `[[subscription]]`: events published to `topic` that match `filter` go to `target`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Subscription {
+    pub topic: String,
+    pub target: Destination,
+    /// An EventBridge pattern matched against the event in CloudEvents
+    /// structured form (`type`, `source`, `id`, `time`, `data`, ...).
+    pub filter: Option<Pattern>,
+    pub filter_text: Option<String>,
+    /// Function subscriptions: deliveries before the dead-letter queue.
+    pub max_receives: u32,
+    /// Function subscriptions: the first retry delay; it doubles.
+    pub backoff: Duration,
+    /// Function subscriptions: a standard queue for events that keep failing.
+    pub dead_letter: Option<String>,
+}
+
+impl Checker {
+    pub(crate) fn topics(&mut self, key: &Key, item: &Item) -> Vec<Topic> {
+        let Some(table) = self.table(
+            key,
+            item,
+            "`topic`",
+            "write each topic as its own table: `[topic.NAME]`",
+        ) else {
+            return Vec::new();
+        };
+        let mut topics = Vec::new();
+        for (name, item) in table.iter() {
+            let tkey = table.key(name).unwrap_or(key);
+            let place = format!("[topic.{name}]");
+            let Some(t) = self.table(
+                tkey,
+                item,
+                &format!("`topic.{name}`"),
+                "write the topic as `[topic.NAME]`",
+            ) else {
+                continue;
+            };
+            self.unknown_keys(t, &[], &place);
+            match crate::check_name(name) {
+                Ok(()) => topics.push(Topic { name: name.to_string() }),
+                Err(why) => self.error(
+                    tkey.span(),
+                    format!("topic name `{name}` {why}"),
+                    "use lowercase letters, digits and `-`, like `orders`",
+                ),
+            }
+        }
+        topics
+    }
+
+    pub(crate) fn subscriptions(
+        &mut self,
+        key: &Key,
+        item: &Item,
+        topics: &[&str],
+        functions: &[&str],
+        queues: &[&str],
+        fifo: &[&str],
+    ) -> Vec<Subscription> {
+        let tables = self.array_of_tables(
+            key,
+            item,
+            "subscription",
+            "write each subscription as `[[subscription]]` with `topic` and a target",
+        );
+        let mut out = Vec::new();
+        for (n, table) in tables.into_iter().enumerate() {
+            let place = format!("subscription #{}", n + 1);
+            self.unknown_keys(table, SUBSCRIPTION_KEYS, &format!("[[subscription]] ({place})"));
+            let topic = self.reference(table, "topic", &place, topics, "[topic.NAME]");
+            let target = match (table.contains_key("function"), table.contains_key("queue")) {
+                (true, false) => self
+                    .reference(table, "function", &place, functions, "[function.NAME]")
+                    .map(Destination::Function),
+                (false, true) => self
+                    .reference(table, "queue", &place, queues, "[queue.NAME]")
+                    .map(Destination::Queue),
+                (true, true) => {
+                    self.error(
+                        None,
+                        format!("{place} has both `function` and `queue`"),
+                        "a subscription delivers to one target: keep one",
+                    );
+                    None
+                }
+                (false, false) => {
+                    self.error(
+                        None,
+                        format!("{place} has no target"),
+                        "add `function = \"NAME\"` or `queue = \"NAME\"`",
+                    );
+                    None
+                }
+            };
+            if let Some(Destination::Queue(q)) = &target
+                && fifo.contains(&q.as_str())
+            {
+                self.error(
+                    None,
+                    format!("{place} delivers to FIFO queue `{q}`"),
+                    "topics deliver to standard queues: subscribe a queue without `fifo = true`",
+                );
+            }
+            let mut ok = true;
+            let filter = match self.string(table, "filter", &place, "'{\"type\": [\"order.placed\"]}'") {
+                Some((text, span)) => match Pattern::parse(text) {
+                    Ok(p) => Some((p, text.to_string())),
+                    Err(why) => {
+                        self.error(
+                            span,
+                            format!("`filter` of {place} is not a valid event pattern: {why}"),
+                            "write an EventBridge pattern as JSON, e.g. filter = '{\"type\": [\"order.placed\"]}'",
+                        );
+                        ok = false;
+                        None
+                    }
+                },
+                None => {
+                    ok &= !table.contains_key("filter");
+                    None
+                }
+            };
+            let max_receives = self.integer_in(table, "max_receives", &place, 5, (1, 1000));
+            let backoff = self.duration_in(
+                table,
+                "backoff",
+                &place,
+                Duration::from_secs(1),
+                (Duration::ZERO, Duration::from_secs(12 * 3600)),
+            );
+            let dead_letter = match self.string(table, "dead_letter", &place, "\"orders-dlq\"") {
+                Some((d, _)) if queues.contains(&d) && !fifo.contains(&d) => Some(d.to_string()),
+                Some((d, span)) => {
+                    let help = match closest(d, queues) {
+                        _ if fifo.contains(&d) => format!("`{d}` is a FIFO queue: name a standard one"),
+                        Some(near) if !fifo.contains(&near) => format!("did you mean `{near}`?"),
+                        _ => format!("declare a standard queue [queue.{d}]"),
+                    };
+                    self.out.push(
+                        crate::Diagnostic::new(
+                            span,
+                            format!("`dead_letter` of {place} is `{d}`, which is not a standard queue of this app"),
+                        )
+                        .with_help(help),
+                    );
+                    ok = false;
+                    None
+                }
+                None => {
+                    ok &= !table.contains_key("dead_letter");
+                    None
+                }
+            };
+            if let (true, Some(topic), Some(target), Some(max_receives), Some(backoff)) =
+                (ok, topic, target, max_receives, backoff)
+            {
+                let (filter, filter_text) = filter.map_or((None, None), |(p, t)| (Some(p), Some(t)));
+                out.push(Subscription {
+                    topic,
+                    target,
+                    filter,
+                    filter_text,
+                    max_receives,
+                    backoff,
+                    dead_letter,
+                });
+            }
+        }
+        out
+    }
+}
