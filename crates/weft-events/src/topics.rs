@@ -92,6 +92,8 @@ impl Topics {
             let list = routes.entry(s.topic.clone()).or_default();
             let queue = match &s.target {
                 Destination::Queue(q) => q.clone(),
+                // The manifest allows no topic-to-topic subscriptions.
+                Destination::Topic(_) => continue,
                 Destination::Function(f) => {
                     let hidden = subscription_queue(&s.topic, list.len() + 1);
                     let visibility = manifest

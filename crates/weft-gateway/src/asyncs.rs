@@ -306,6 +306,21 @@ async fn finish(
             let headers = BTreeMap::from([("content-type".to_string(), "application/json".to_string())]);
             node.invoke_async(f, "POST", "/", headers, body).await?;
         }
+        Destination::Topic(t) => {
+            let event = weft_events::CloudEvent {
+                id: format!("{}/{}", message.id, outcome.condition),
+                source: format!("/weft/functions/{}", deployed.name),
+                event_type: format!("weft.async.{}", outcome.condition),
+                time: None,
+                content_type: Some("application/json".into()),
+                data: body.into_bytes(),
+                extensions: Default::default(),
+            };
+            node.topics
+                .publish(&node.queues, t, vec![event])
+                .await
+                .map_err(|e| StorageError::Other(e.to_string()))?;
+        }
     }
     Ok(())
 }

@@ -155,6 +155,22 @@ async fn deliver(node: &Arc<Node>, schedule: &Schedule, at: Timestamp) {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
+        Destination::Topic(t) => {
+            let event = weft_events::CloudEvent {
+                id: format!("{}@{}", schedule.name, at.as_millisecond()),
+                source: format!("/weft/schedules/{}", schedule.name),
+                event_type: "weft.schedule.fired".to_string(),
+                time: Some(time.clone()),
+                content_type: Some(content_type.to_string()),
+                data: schedule.payload.clone().into_bytes(),
+                extensions: Default::default(),
+            };
+            node.topics
+                .publish(&node.queues, t, vec![event])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
         Destination::Queue(q) => {
             let message = weft_events::Outgoing {
                 id: Some(format!("{}@{}", schedule.name, at.as_millisecond())),

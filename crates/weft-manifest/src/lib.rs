@@ -121,6 +121,7 @@ impl Default for AsyncInvoke {
 pub enum Destination {
     Queue(String),
     Function(String),
+    Topic(String),
 }
 
 impl std::fmt::Display for Destination {
@@ -128,6 +129,7 @@ impl std::fmt::Display for Destination {
         match self {
             Destination::Queue(q) => write!(f, "queue:{q}"),
             Destination::Function(n) => write!(f, "function:{n}"),
+            Destination::Topic(t) => write!(f, "topic:{t}"),
         }
     }
 }

@@ -122,7 +122,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         None => Vec::new(),
     };
     let schedules = match root.get_key_value("schedule") {
-        Some((key, item)) => c.schedules(key, item, &names, &queue_names),
+        Some((key, item)) => c.schedules(key, item, &names, &queue_names, &topic_names),
         None => Vec::new(),
     };
     for (function, grant, span) in std::mem::take(&mut c.grants) {
@@ -156,6 +156,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         let (what, name, known) = match &destination {
             crate::Destination::Queue(q) => ("queue", q, &queue_names),
             crate::Destination::Function(f) => ("function", f, &names),
+            crate::Destination::Topic(t) => ("topic", t, &topic_names),
         };
         if !known.contains(&name.as_str()) {
             let help = match closest(name, known) {

@@ -155,6 +155,7 @@ impl Checker {
             let parsed = match text.split_once(':') {
                 Some(("queue", q)) if !q.is_empty() => Some(crate::Destination::Queue(q.to_string())),
                 Some(("function", f)) if !f.is_empty() => Some(crate::Destination::Function(f.to_string())),
+                Some(("topic", t)) if !t.is_empty() => Some(crate::Destination::Topic(t.to_string())),
                 _ => None,
             };
             match parsed {
@@ -165,7 +166,7 @@ impl Checker {
                 None => {
                     c.error(
                         span,
-                        format!("`{name}` in {place} is `{text}`, not `queue:NAME` or `function:NAME`"),
+                        format!("`{name}` in {place} is `{text}`, not `queue:NAME`, `function:NAME` or `topic:NAME`"),
                         "write e.g. `on_failure = \"queue:failed\"`",
                     );
                     ok = false;

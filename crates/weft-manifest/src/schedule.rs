@@ -286,7 +286,15 @@ pub enum Missed {
     FireOnce,
 }
 
-const SCHEDULE_KEYS: &[&str] = &["expression", "timezone", "function", "queue", "payload", "missed"];
+const SCHEDULE_KEYS: &[&str] = &[
+    "expression",
+    "timezone",
+    "function",
+    "queue",
+    "topic",
+    "payload",
+    "missed",
+];
 
 impl crate::parse::Checker {
     pub(crate) fn schedules(
@@ -295,6 +303,7 @@ impl crate::parse::Checker {
         item: &toml_edit::Item,
         functions: &[&str],
         queues: &[&str],
+        topics: &[&str],
     ) -> Vec<Schedule> {
         let Some(table) = self.table(
             key,
@@ -366,27 +375,35 @@ impl crate::parse::Checker {
             };
             let function = self.string(s, "function", &place, "\"report\"");
             let queue = self.string(s, "queue", &place, "\"jobs\"");
-            let target = match (function, queue) {
-                (Some((f, span)), None) => self
-                    .declared(f, span, functions, "function", &place)
-                    .map(crate::Destination::Function),
-                (None, Some((q, span))) => self
-                    .declared(q, span, queues, "queue", &place)
-                    .map(crate::Destination::Queue),
-                (Some(_), Some(_)) => {
+            let topic = self.string(s, "topic", &place, "\"orders\"");
+            let given = [function.is_some(), queue.is_some(), topic.is_some()]
+                .iter()
+                .filter(|g| **g)
+                .count();
+            let target = match (function, queue, topic) {
+                _ if given > 1 => {
                     self.error(
                         skey.span(),
-                        format!("{place} has both `function` and `queue`"),
+                        format!("{place} has more than one of `function`, `queue` and `topic`"),
                         "a schedule fires one target: keep one of them",
                     );
                     None
                 }
-                (None, None) => {
-                    if !s.contains_key("function") && !s.contains_key("queue") {
+                (Some((f, span)), _, _) => self
+                    .declared(f, span, functions, "function", &place)
+                    .map(crate::Destination::Function),
+                (_, Some((q, span)), _) => self
+                    .declared(q, span, queues, "queue", &place)
+                    .map(crate::Destination::Queue),
+                (_, _, Some((t, span))) => self
+                    .declared(t, span, topics, "topic", &place)
+                    .map(crate::Destination::Topic),
+                (None, None, None) => {
+                    if !["function", "queue", "topic"].iter().any(|k| s.contains_key(k)) {
                         self.error(
                             skey.span(),
                             format!("{place} has no target"),
-                            "add `function = \"NAME\"` or `queue = \"NAME\"`",
+                            "add `function = \"NAME\"`, `queue = \"NAME\"` or `topic = \"NAME\"`",
                         );
                     }
                     None

@@ -39,6 +39,12 @@ dead_letter = "orders-dlq"
 [queue.orders-dlq]
 fifo = true
 
+[topic.notices]
+
+[[subscription]]
+topic = "notices"
+queue = "manual"
+
 [[trigger]]
 queue = "jobs"
 function = "probe"
@@ -486,6 +492,15 @@ async fn a_full_disk_answers_503_and_loses_nothing_accepted() {
     }
     let refused = refused.expect("a full disk refuses new messages");
     assert!(refused.starts_with("storage unavailable"), "{refused}");
+    // The CloudEvents ingress refuses too, and keeps nothing.
+    let event = [
+        ("ce-specversion", "1.0"),
+        ("ce-id", "full-1"),
+        ("ce-source", "test"),
+        ("ce-type", "t"),
+    ];
+    let r = send(&c, "POST", &format!("{}/events/notices", server.public), "x", &event).await;
+    assert_eq!(r.status, 503, "{}", r.body);
 
     // Space again: sends succeed, and everything accepted is still there.
     std::fs::remove_file(&filler).unwrap();

@@ -18,6 +18,19 @@ function = "probe"
 expression = "rate(1 second)"
 function = "probe"
 missed = "fire_once"
+
+[topic.ticks]
+
+[queue.tick-log]
+
+[[subscription]]
+topic = "ticks"
+queue = "tick-log"
+
+[schedule.to-topic]
+expression = "rate(1 second)"
+topic = "ticks"
+payload = '{"tick":true}'
 "#;
 
 /// (schedule, fire time in ms) of every fire the probe received. A fire
