@@ -14,4 +14,4 @@ mod queue;
 mod topics;
 
 pub use queue::{Outgoing, QueueError, Queues, Sent};
-pub use topics::{CloudEvent, Published, Topics};
+pub use topics::{CloudEvent, Plan, Published, Topics};

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value};
 use weft_manifest::pattern::Pattern;
-use weft_manifest::{Destination, Manifest, Queue, Trigger};
+use weft_manifest::{Endpoint, Manifest, Queue, Trigger};
 
 use crate::{Outgoing, QueueError, Queues};
 
@@ -65,6 +65,15 @@ pub struct Published {
     pub duplicate: bool,
 }
 
+/// What the topics' function and URL subscriptions need from the node.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub queues: Vec<Queue>,
+    pub triggers: Vec<Trigger>,
+    /// (hidden queue, URL) pairs.
+    pub urls: Vec<(String, String)>,
+}
+
 struct Route {
     filter: Option<Pattern>,
     queue: String,
@@ -82,24 +91,25 @@ pub fn subscription_queue(topic: &str, n: usize) -> String {
 }
 
 impl Topics {
-    /// Takes the topics of a manifest; returns the hidden queues and
-    /// triggers its function subscriptions need.
-    pub fn configure(&self, manifest: &Manifest) -> (Vec<Queue>, Vec<Trigger>) {
+    /// Takes the topics of a manifest; returns what its function and URL
+    /// subscriptions need: hidden queues, triggers, and URL deliveries.
+    pub fn configure(&self, manifest: &Manifest) -> Plan {
         let mut routes: HashMap<String, Vec<Route>> =
             manifest.topics.iter().map(|t| (t.name.clone(), Vec::new())).collect();
-        let (mut queues, mut triggers) = (Vec::new(), Vec::new());
+        let mut plan = Plan::default();
         for s in &manifest.subscriptions {
             let list = routes.entry(s.topic.clone()).or_default();
             let queue = match &s.target {
-                Destination::Queue(q) => q.clone(),
-                // The manifest allows no topic-to-topic subscriptions.
-                Destination::Topic(_) => continue,
-                Destination::Function(f) => {
+                Endpoint::Queue(q) => q.clone(),
+                Endpoint::Function(_) | Endpoint::Url(_) => {
                     let hidden = subscription_queue(&s.topic, list.len() + 1);
-                    let visibility = manifest
-                        .function(f)
-                        .map_or(Duration::from_secs(30), |f| f.timeout + Duration::from_secs(30));
-                    queues.push(Queue {
+                    let visibility = match &s.target {
+                        Endpoint::Function(f) => manifest
+                            .function(f)
+                            .map_or(Duration::from_secs(30), |f| f.timeout + Duration::from_secs(30)),
+                        _ => Duration::from_secs(60),
+                    };
+                    plan.queues.push(Queue {
                         name: hidden.clone(),
                         visibility_timeout: visibility,
                         max_receives: s.max_receives,
@@ -109,12 +119,16 @@ impl Topics {
                         fifo: false,
                         backoff: s.backoff,
                     });
-                    triggers.push(Trigger {
-                        queue: hidden.clone(),
-                        function: f.clone(),
-                        batch: 1,
-                        concurrency: 1,
-                    });
+                    match &s.target {
+                        Endpoint::Function(f) => plan.triggers.push(Trigger {
+                            queue: hidden.clone(),
+                            function: f.clone(),
+                            batch: 1,
+                            concurrency: 1,
+                        }),
+                        Endpoint::Url(u) => plan.urls.push((hidden.clone(), u.clone())),
+                        Endpoint::Queue(_) => {}
+                    }
                     hidden
                 }
             };
@@ -124,7 +138,7 @@ impl Topics {
             });
         }
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
-        (queues, triggers)
+        plan
     }
 
     pub fn exists(&self, topic: &str) -> bool {

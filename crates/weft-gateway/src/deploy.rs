@@ -247,11 +247,11 @@ impl Node {
             removed,
         };
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
-        // Function subscriptions of topics run on hidden queues and triggers.
-        let (hidden_queues, hidden_triggers) = self.topics.configure(&manifest);
-        self.queues
-            .configure(&[manifest.queues.clone(), hidden_queues].concat());
-        let triggers = [manifest.triggers.clone(), hidden_triggers].concat();
+        // Function and URL subscriptions of topics run on hidden queues.
+        let plan = self.topics.configure(&manifest);
+        self.queues.configure(&[manifest.queues.clone(), plan.queues].concat());
+        let triggers = [manifest.triggers.clone(), plan.triggers].concat();
+        let urls = plan.urls;
         let schedules = manifest.schedules.clone();
         self.current.store(Arc::new(Deployment {
             app: manifest.app.clone(),
@@ -259,7 +259,7 @@ impl Node {
             routes,
             manifest: Some(manifest),
         }));
-        crate::triggers::restart(self, &triggers);
+        crate::triggers::restart(self, &triggers, &urls);
         crate::schedules::restart(self, &schedules);
         let names: Vec<String> = self.deployment().functions.keys().cloned().collect();
         self.resume_async(&names).await;

@@ -30,25 +30,50 @@ const POLL: Duration = Duration::from_millis(200);
 /// The most of a function's answer read to find a partial batch response.
 const MAX_ANSWER: usize = 1 << 20;
 
-/// Stops the workers of the previous deploy and starts this one's.
-pub(crate) fn restart(node: &Arc<Node>, triggers: &[TriggerSpec]) {
+/// Where a worker delivers a queue's messages.
+#[derive(Clone)]
+enum Target {
+    Function(String),
+    /// A topic's HTTP subscription.
+    Url(String),
+}
+
+#[derive(Clone)]
+struct Delivery {
+    queue: String,
+    target: Target,
+    batch: u32,
+}
+
+/// Stops the workers of the previous deploy and starts this one's: the
+/// triggers', and one per URL subscription (`(queue, url)`).
+pub(crate) fn restart(node: &Arc<Node>, triggers: &[TriggerSpec], urls: &[(String, String)]) {
     node.trigger_generation.send_modify(|g| *g += 1);
     let generation = *node.trigger_generation.borrow();
-    for trigger in triggers {
-        for _ in 0..trigger.concurrency {
-            let (node, trigger) = (node.clone(), trigger.clone());
-            let changes = node.trigger_generation.subscribe();
-            tokio::spawn(async move { worker(node, trigger, generation, changes).await });
-        }
+    let mut deliveries = Vec::new();
+    for t in triggers {
+        let d = Delivery {
+            queue: t.queue.clone(),
+            target: Target::Function(t.function.clone()),
+            batch: t.batch,
+        };
+        deliveries.extend(std::iter::repeat_n(d, t.concurrency as usize));
+    }
+    for (queue, url) in urls {
+        deliveries.push(Delivery {
+            queue: queue.clone(),
+            target: Target::Url(url.clone()),
+            batch: 1,
+        });
+    }
+    for d in deliveries {
+        let node = node.clone();
+        let changes = node.trigger_generation.subscribe();
+        tokio::spawn(async move { worker(node, d, generation, changes).await });
     }
 }
 
-async fn worker(
-    node: Arc<Node>,
-    trigger: TriggerSpec,
-    generation: u64,
-    mut changes: tokio::sync::watch::Receiver<u64>,
-) {
+async fn worker(node: Arc<Node>, trigger: Delivery, generation: u64, mut changes: tokio::sync::watch::Receiver<u64>) {
     let waker = node.queues.waker(&trigger.queue);
     loop {
         if *changes.borrow() != generation {
@@ -60,7 +85,7 @@ async fn worker(
         let messages = match node.queues.receive(&trigger.queue, trigger.batch as usize, None).await {
             Ok(m) => m,
             Err(e) => {
-                tracing::warn!("trigger {} -> {}: cannot receive: {e}", trigger.queue, trigger.function);
+                tracing::warn!("deliveries from {}: cannot receive: {e}", trigger.queue);
                 tokio::time::sleep(Duration::from_secs(1)).await;
                 continue;
             }
@@ -73,19 +98,28 @@ async fn worker(
             }
             continue;
         }
-        if let Err(e) = deliver(&node, &trigger, &messages).await {
+        let delivered = match &trigger.target {
+            Target::Function(f) => deliver(&node, &trigger.queue, f, trigger.batch, &messages).await,
+            Target::Url(u) => deliver_url(&node, &trigger.queue, u, &messages[0]).await,
+        };
+        if let Err(e) = delivered {
             // The messages stay leased and come back after the visibility timeout.
-            tracing::warn!("trigger {} -> {}: {e}", trigger.queue, trigger.function);
+            tracing::warn!("deliveries from {}: {e}", trigger.queue);
         }
     }
 }
 
-async fn deliver(node: &Arc<Node>, trigger: &TriggerSpec, messages: &[Message]) -> Result<(), weft_events::QueueError> {
-    let queue = &trigger.queue;
-    let Some(function) = node.deployment().functions.get(&trigger.function).cloned() else {
+async fn deliver(
+    node: &Arc<Node>,
+    queue: &str,
+    function_name: &str,
+    batch: u32,
+    messages: &[Message],
+) -> Result<(), weft_events::QueueError> {
+    let Some(function) = node.deployment().functions.get(function_name).cloned() else {
         for m in messages {
             node.queues
-                .failed(queue, m, &format!("function `{}` is not deployed", trigger.function))
+                .failed(queue, m, &format!("function `{function_name}` is not deployed"))
                 .await?;
         }
         return Ok(());
@@ -94,7 +128,7 @@ async fn deliver(node: &Arc<Node>, trigger: &TriggerSpec, messages: &[Message]) 
         .method("POST")
         .uri("/")
         .header(http::header::HOST, "localhost");
-    let body = if trigger.batch == 1 {
+    let body = if batch == 1 {
         let (headers, body) = weft_events::cloudevents::binary(queue, &messages[0]);
         for (k, v) in headers {
             request = request.header(k, v);
@@ -170,5 +204,42 @@ fn failure_text(record: Option<weft_store::InvocationRecord>, status: u16, body:
         format!("the function answered {status}")
     } else {
         format!("the function answered {status}: {text}")
+    }
+}
+
+/// How long an HTTP subscriber has to answer.
+const URL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sends one message to an HTTP subscription as a binary-mode CloudEvent.
+async fn deliver_url(
+    node: &Arc<Node>,
+    queue: &str,
+    url: &str,
+    message: &Message,
+) -> Result<(), weft_events::QueueError> {
+    let (headers, body) = weft_events::cloudevents::binary(queue, message);
+    let mut request = hyper::Request::builder().method("POST").uri(url);
+    for (k, v) in headers {
+        // The hidden queue's name says nothing to the subscriber.
+        if k != "ce-weftqueue" {
+            request = request.header(k, v);
+        }
+    }
+    let outcome = match request.body(crate::body::full(body)) {
+        Err(e) => Err(format!("the event cannot be sent as HTTP: {e}")),
+        Ok(request) => match tokio::time::timeout(URL_TIMEOUT, weft_runtime::send_direct(request, None)).await {
+            Err(_) => Err(format!("{url} did not answer within {URL_TIMEOUT:?}")),
+            Ok(Err(e)) => Err(format!("{url} could not be reached: {e}")),
+            Ok(Ok(response)) if response.status().is_success() => {
+                // Read the answer so the connection can be reused.
+                let _ = Limited::new(response.into_body(), MAX_ANSWER).collect().await;
+                Ok(())
+            }
+            Ok(Ok(response)) => Err(format!("{url} answered {}", response.status().as_u16())),
+        },
+    };
+    match outcome {
+        Ok(()) => node.queues.ack(queue, &[message.receipt()]).await.map(|_| ()),
+        Err(error) => node.queues.failed(queue, message, &error).await,
     }
 }

@@ -43,7 +43,7 @@ pub use parse::check_name;
 pub use queues::{DEDUP_WINDOW, Queue, Trigger};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use schedule::{Cron, Expression, Missed, Schedule};
-pub use topics::{Subscription, Topic};
+pub use topics::{Endpoint, Subscription, Topic};
 pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
 use std::path::{Path, PathBuf};

@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use toml_edit::{Item, Key};
 
-use crate::Destination;
 use crate::parse::{Checker, closest};
 use crate::pattern::Pattern;
 
@@ -13,11 +12,21 @@ const SUBSCRIPTION_KEYS: &[&str] = &[
     "topic",
     "function",
     "queue",
+    "url",
     "filter",
     "max_receives",
     "backoff",
     "dead_letter",
 ];
+
+/// Where a subscription delivers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Function(String),
+    Queue(String),
+    /// An HTTP(S) endpoint, sent each event as a CloudEvent in binary mode.
+    Url(String),
+}
 
 /// `[topic.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
@@ -29,7 +38,7 @@ pub struct Topic {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     pub topic: String,
-    pub target: Destination,
+    pub target: Endpoint,
     /// An EventBridge pattern matched against the event in CloudEvents
     /// structured form (`type`, `source`, `id`, `time`, `data`, ...).
     pub filter: Option<Pattern>,
@@ -97,31 +106,51 @@ impl Checker {
             let place = format!("subscription #{}", n + 1);
             self.unknown_keys(table, SUBSCRIPTION_KEYS, &format!("[[subscription]] ({place})"));
             let topic = self.reference(table, "topic", &place, topics, "[topic.NAME]");
-            let target = match (table.contains_key("function"), table.contains_key("queue")) {
-                (true, false) => self
+            let given: Vec<&str> = ["function", "queue", "url"]
+                .into_iter()
+                .filter(|k| table.contains_key(k))
+                .collect();
+            let target = match given.as_slice() {
+                ["function"] => self
                     .reference(table, "function", &place, functions, "[function.NAME]")
-                    .map(Destination::Function),
-                (false, true) => self
+                    .map(Endpoint::Function),
+                ["queue"] => self
                     .reference(table, "queue", &place, queues, "[queue.NAME]")
-                    .map(Destination::Queue),
-                (true, true) => {
+                    .map(Endpoint::Queue),
+                ["url"] => match self.string(table, "url", &place, "\"https://example.com/hook\"") {
+                    Some((u, span)) => match u.parse::<http::Uri>() {
+                        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
+                            Some(Endpoint::Url(u.to_string()))
+                        }
+                        _ => {
+                            self.error(
+                                span,
+                                format!("`url` of {place} is `{u}`, not an http:// or https:// URL"),
+                                "write e.g. `url = \"https://example.com/hook\"`",
+                            );
+                            None
+                        }
+                    },
+                    None => None,
+                },
+                [] => {
                     self.error(
                         None,
-                        format!("{place} has both `function` and `queue`"),
+                        format!("{place} has no target"),
+                        "add `function = \"NAME\"`, `queue = \"NAME\"` or `url = \"https://...\"`",
+                    );
+                    None
+                }
+                _ => {
+                    self.error(
+                        None,
+                        format!("{place} has more than one of `function`, `queue` and `url`"),
                         "a subscription delivers to one target: keep one",
                     );
                     None
                 }
-                (false, false) => {
-                    self.error(
-                        None,
-                        format!("{place} has no target"),
-                        "add `function = \"NAME\"` or `queue = \"NAME\"`",
-                    );
-                    None
-                }
             };
-            if let Some(Destination::Queue(q)) = &target
+            if let Some(Endpoint::Queue(q)) = &target
                 && fifo.contains(&q.as_str())
             {
                 self.error(

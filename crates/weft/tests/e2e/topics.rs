@@ -219,3 +219,116 @@ async fn functions_publish_to_the_topics_they_are_granted() {
         "{r}"
     );
 }
+
+/// A loopback HTTP endpoint recording each request's `ce-id` and
+/// `ce-source`; it answers 500 to ids starting with `fail`.
+async fn endpoint() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, String)>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            let record = record.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_ascii_lowercase();
+                let header = |name: &str| {
+                    head.lines()
+                        .find_map(|l| l.strip_prefix(&format!("{name}: ")).map(|v| v.trim().to_string()))
+                        .unwrap_or_default()
+                };
+                let (id, source) = (header("ce-id"), header("ce-source"));
+                let status = if id.starts_with("fail") {
+                    "500 Internal Server Error"
+                } else {
+                    "200 OK"
+                };
+                record.lock().unwrap().push((id, source));
+                let reply = format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
+                let _ = stream.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    (addr, seen, task)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn http_subscriptions_get_cloudevents_with_retries_and_dead_letters() {
+    let (addr, seen, task) = endpoint().await;
+    let app = App::new(&format!(
+        r#"
+[app]
+name = "hooks"
+
+[queue.hook-dlq]
+
+[topic.orders]
+
+[[subscription]]
+topic = "orders"
+url = "http://{addr}/hook"
+max_receives = 2
+backoff = "100ms"
+dead_letter = "hook-dlq"
+"#
+    ));
+    let server = Server::start(&app);
+    for id in ["ok-1", "fail-1"] {
+        let headers = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id),
+            ("ce-source", "shop"),
+            ("ce-type", "order.placed"),
+        ];
+        let r = send(
+            &client(),
+            "POST",
+            &format!("{}/events/orders", server.public),
+            "{}",
+            &headers,
+        )
+        .await;
+        assert_eq!(r.status, 202, "{}", r.body);
+    }
+    let started = Instant::now();
+    let dlq = loop {
+        let dlq = get(&format!("{}/v1/queues/hook-dlq/messages", server.admin))
+            .await
+            .json();
+        if dlq["messages"].as_array().is_some_and(|m| !m.is_empty()) {
+            break dlq;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "nothing reached the dead-letter queue: {:?}",
+            seen.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(dlq["messages"][0]["id"], "fail-1");
+    assert_eq!(
+        dlq["messages"][0]["last_error"],
+        format!("http://{addr}/hook answered 500")
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.iter().filter(|(id, _)| id == "ok-1").count(), 1, "{seen:?}");
+    assert_eq!(seen.iter().filter(|(id, _)| id == "fail-1").count(), 2, "{seen:?}");
+    assert!(seen.iter().all(|(_, source)| source == "shop"), "{seen:?}");
+    task.abort();
+}
