@@ -69,6 +69,7 @@ async fn route(node: Arc<Node>, request: hyper::Request<Incoming>) -> Reply {
         }
         ("PUT", ["v1", "artifacts", digest]) => put_artifact(&node, digest, request).await,
         ("POST", ["v1", "deployments"]) => deploy(&node, request).await,
+        ("POST", ["v1", "events", "test-pattern"]) => test_pattern(request).await,
         ("GET", ["v1", "queues"]) => queues(&node).await,
         ("GET", ["v1", "queues", q]) => queue_stats(&node, q).await,
         ("POST", ["v1", "queues", q, "messages"]) => send(&node, q, request).await,
@@ -477,4 +478,27 @@ async fn ack(node: &Arc<Node>, queue: &str, request: hyper::Request<Incoming>) -
 async fn redrive(node: &Arc<Node>, queue: &str) -> Reply {
     let moved = node.queues.redrive(queue).await?;
     ok(json!({ "moved": moved }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TestPattern {
+    /// The pattern as JSON, or as a string holding JSON.
+    pattern: Value,
+    event: Value,
+}
+
+/// Tests an event pattern against an event, as EventBridge's TestEventPattern.
+async fn test_pattern(request: hyper::Request<Incoming>) -> Reply {
+    let input: TestPattern = read_json(request).await?;
+    let text = match &input.pattern {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let pattern =
+        weft_manifest::pattern::Pattern::parse(&text).map_err(|why| refuse(400, format!("invalid pattern: {why}")))?;
+    if !input.event.is_object() {
+        return Err(refuse(400, "invalid event: an event is a JSON object"));
+    }
+    ok(json!({ "result": if pattern.matches(&input.event) { "match" } else { "no match" } }))
 }

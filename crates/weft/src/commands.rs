@@ -523,3 +523,43 @@ pub async fn queue(server: &str, command: crate::QueueCommand) -> anyhow::Result
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// `weft events test-pattern`: evaluated locally, with the same pattern
+/// language the server uses.
+pub fn test_pattern(pattern: &Path, event: &Path) -> ExitCode {
+    let read = |path: &Path| std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()));
+    let pattern = match read(pattern) {
+        Ok(text) => text,
+        Err(e) => {
+            println!("invalid pattern: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let pattern = match weft_manifest::pattern::Pattern::parse(&pattern) {
+        Ok(p) => p,
+        Err(why) => {
+            println!("invalid pattern: {why}");
+            return ExitCode::from(2);
+        }
+    };
+    let event = match read(event)
+        .and_then(|t| serde_json::from_str::<Value>(&t).map_err(|e| format!("the event is not JSON: {e}")))
+    {
+        Ok(v) if v.is_object() => v,
+        Ok(_) => {
+            println!("invalid event: an event is a JSON object");
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            println!("invalid event: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if pattern.matches(&event) {
+        println!("match");
+        ExitCode::SUCCESS
+    } else {
+        println!("no match");
+        ExitCode::from(1)
+    }
+}

@@ -95,6 +95,11 @@ enum Command {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER, global = true)]
         server: String,
     },
+    /// Work with events and event patterns.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Show what functions wrote to stdout and stderr.
     Logs {
         /// Only this function's lines.
@@ -107,6 +112,21 @@ enum Command {
         follow: bool,
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum EventsCommand {
+    /// Test an EventBridge event pattern against an event, as TestEventPattern
+    /// does: prints `match` (exit 0), `no match` (exit 1), or
+    /// `invalid pattern: REASON` (exit 2).
+    TestPattern {
+        /// The pattern, a JSON file.
+        #[arg(long)]
+        pattern: PathBuf,
+        /// The event, a JSON file (EventBridge-shaped or a CloudEvent).
+        #[arg(long)]
+        event: PathBuf,
     },
 }
 
@@ -213,6 +233,9 @@ fn main() -> ExitCode {
                 server,
             } => commands::logs(&server, function, request, follow).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,
+            Command::Events {
+                command: EventsCommand::TestPattern { pattern, event },
+            } => Ok(commands::test_pattern(&pattern, &event)),
         }
     });
     match result {

@@ -131,3 +131,58 @@ fn new_scaffolds_an_app_that_checks() {
     assert!(text(&out.stderr).contains("already exists"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn test_pattern_answers_like_eventbridge_test_event_pattern() {
+    let dir = std::env::temp_dir().join(format!("weft-test-pattern-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let event = r#"{"id": "7bf73129-1428-4cd3-a780-95db273d1602", "detail-type": "EC2 Instance State-change Notification",
+        "source": "aws.ec2", "account": "123456789012", "time": "2026-11-23T10:00:00Z", "region": "us-east-1",
+        "resources": ["arn:aws:ec2:us-east-1:123456789012:instance/i-1"], "detail": {"instance-id": "i-1", "state": "running"}}"#;
+    std::fs::write(dir.join("event.json"), event).unwrap();
+    let run = |pattern: &str| {
+        std::fs::write(dir.join("pattern.json"), pattern).unwrap();
+        let out = weft()
+            .args(["events", "test-pattern", "--pattern"])
+            .arg(dir.join("pattern.json"))
+            .arg("--event")
+            .arg(dir.join("event.json"))
+            .output()
+            .unwrap();
+        (out.status.code(), text(&out.stdout))
+    };
+    assert_eq!(
+        run(r#"{"source": ["aws.ec2"], "detail": {"state": ["running"]}}"#),
+        (Some(0), "match\n".into())
+    );
+    assert_eq!(
+        run(r#"{"source": ["aws.ec2"], "detail": {"state": ["stopped"]}}"#),
+        (Some(1), "no match\n".into())
+    );
+    let (code, out) = run(r#"{"source": "aws.ec2"}"#);
+    assert_eq!(code, Some(2));
+    assert!(
+        out.starts_with("invalid pattern: at `source`: values must be in a list"),
+        "{out}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_api_tests_patterns_too() {
+    let app = App::new(APP);
+    let server = Server::start(&app);
+    let url = format!("{}/v1/events/test-pattern", server.admin);
+    let c = crate::support::client();
+    let body = r#"{"pattern": {"detail-type": [{"prefix": "Order"}]}, "event": {"detail-type": "Order Placed"}}"#;
+    let r = crate::support::send(&c, "POST", &url, body, &[]).await;
+    assert_eq!((r.status, r.json()["result"].as_str()), (200, Some("match")));
+    let r = crate::support::send(&c, "POST", &url, r#"{"pattern": "{\"a\": 1}", "event": {}}"#, &[]).await;
+    assert_eq!(r.status, 400);
+    assert!(
+        r.json()["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("invalid pattern: at `a`")
+    );
+}
