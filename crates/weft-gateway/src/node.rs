@@ -49,6 +49,8 @@ pub struct NodeConfig {
     pub data_dir: PathBuf,
     /// Print a line per request (the CLI turns this on in a terminal).
     pub print_requests: bool,
+    /// How long invocation records and function logs are kept.
+    pub retention: std::time::Duration,
 }
 
 /// The running node. Shared by the gateway, the admin API and in-process calls.
@@ -94,7 +96,7 @@ impl Node {
         let data = &config.data_dir;
         std::fs::create_dir_all(data)
             .map_err(|e| format!("cannot create the data directory {}: {e}", data.display()))?;
-        let store = Store::open(&data.join("weft.db")).map_err(|e| e.to_string())?;
+        let store = Store::open_with_retention(&data.join("weft.db"), config.retention).map_err(|e| e.to_string())?;
         let artifacts = Artifacts::open(&data.join("artifacts")).map_err(|e| e.to_string())?;
         let runtime =
             Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled"))).map_err(|e| e.to_string())?;

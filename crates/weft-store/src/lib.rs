@@ -15,4 +15,6 @@ pub mod durable;
 mod records;
 
 pub use artifacts::{ArtifactError, Artifacts, Digest};
-pub use records::{FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, RecordQuery, Store, StoreError};
+pub use records::{
+    DEFAULT_RETENTION, FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, RecordQuery, Store, StoreError,
+};

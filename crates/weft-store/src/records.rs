@@ -4,6 +4,7 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
@@ -184,14 +185,22 @@ fn open(path: &Path) -> Result<Connection, StoreError> {
 
 impl Store {
     /// Opens (or creates) the database file and starts its writer thread.
+    /// Records and logs older than [`DEFAULT_RETENTION`] are deleted; see
+    /// [`Store::open_with_retention`].
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Store::open_with_retention(path, DEFAULT_RETENTION)
+    }
+
+    /// Opens the store; the writer deletes records and log lines older
+    /// than `retention` about once a minute.
+    pub fn open_with_retention(path: &Path, retention: Duration) -> Result<Store, StoreError> {
         let conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
         let writer_conn = open(path)?;
         let (tx, rx) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("weft-store-writer".into())
-            .spawn(move || write_loop(writer_conn, rx))
+            .spawn(move || write_loop(writer_conn, rx, retention))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
@@ -390,9 +399,20 @@ const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The writer thread: waits for work, lets more gather, commits it all in
 /// one transaction, answers flushes, and repeats until the channel closes.
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, retention: Duration) {
     const BATCH: usize = 8192;
-    while let Ok(first) = rx.recv() {
+    let mut pruned = Instant::now();
+    loop {
+        // Wake at least once a minute, so old telemetry is pruned even
+        // when nothing is written.
+        let first = match rx.recv_timeout(PRUNE_EVERY) {
+            Ok(w) => w,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                prune_if_due(&conn, &mut pruned, retention);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let mut batch = vec![first];
         // A flush is waiting for us: commit at once.
         if !matches!(batch[0], Write::Flush(_)) {
@@ -412,7 +432,36 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>) {
                 let _ = done.send(());
             }
         }
+        prune_if_due(&conn, &mut pruned, retention);
     }
+}
+
+/// Records and log lines are kept this long unless told otherwise.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+const PRUNE_EVERY: Duration = Duration::from_secs(60);
+
+fn prune_if_due(conn: &Connection, last: &mut Instant, retention: Duration) {
+    if last.elapsed() < PRUNE_EVERY {
+        return;
+    }
+    *last = Instant::now();
+    let cutoff = now_us() - retention.as_micros().min(i64::MAX as u128) as i64;
+    if let Err(e) = prune(conn, cutoff) {
+        tracing::warn!("could not delete old invocation records and logs: {e}");
+    }
+}
+
+/// Deletes records and log lines from before `cutoff_us`.
+fn prune(conn: &Connection, cutoff_us: i64) -> rusqlite::Result<usize> {
+    let records = conn.execute("DELETE FROM invocations WHERE start_us < ?1", params![cutoff_us])?;
+    let lines = conn.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff_us])?;
+    Ok(records + lines)
+}
+
+fn now_us() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
@@ -475,6 +524,27 @@ mod tests {
             error: None,
             parent_request_id: None,
         }
+    }
+
+    #[test]
+    fn old_records_and_logs_are_pruned() {
+        let dir = std::env::temp_dir().join(format!("weft-store-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = Store::open(&dir.join("weft.db")).unwrap();
+        store.record(record("old", "f", 1_000));
+        store.record(record("new", "f", now_us()));
+        store.flush().unwrap();
+        let deleted = prune(&store.conn(), now_us() - 60_000_000).unwrap();
+        assert_eq!(deleted, 1);
+        let left = store
+            .records(&RecordQuery {
+                function: None,
+                limit: 10,
+            })
+            .unwrap();
+        assert_eq!(left.iter().map(|r| r.request_id.as_str()).collect::<Vec<_>>(), ["new"]);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -116,6 +116,7 @@ pub async fn up(
     admin_listen: SocketAddr,
     data: Option<PathBuf>,
     build: bool,
+    retention: Duration,
 ) -> anyhow::Result<ExitCode> {
     let (manifest, text) = prepare_app(app_dir, build)?;
     let data = data.unwrap_or_else(|| app_dir.join(".weft"));
@@ -123,6 +124,7 @@ pub async fn up(
     let node = Node::open(NodeConfig {
         data_dir: data.clone(),
         print_requests,
+        retention,
     })
     .map_err(|e| anyhow!(e))?;
 

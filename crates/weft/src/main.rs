@@ -52,6 +52,9 @@ enum Command {
         /// Skip the functions' build commands; use the sources as they are.
         #[arg(long)]
         no_build: bool,
+        /// How long invocation records and function logs are kept, e.g. 7d.
+        #[arg(long, default_value = "7d", value_parser = parse_retention)]
+        retention: std::time::Duration,
     },
     /// Invoke a function through a running server and show its record.
     Invoke {
@@ -180,6 +183,13 @@ pub enum QueueCommand {
     Redrive { queue: String },
 }
 
+fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
+    match weft_manifest::parse_duration(text)? {
+        d if d.as_secs() >= 60 => Ok(d),
+        _ => Err("keep records for at least 1m".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -203,7 +213,8 @@ fn main() -> ExitCode {
                 admin_listen,
                 data,
                 no_build,
-            } => commands::up(&app_dir, listen, admin_listen, data, !no_build).await,
+                retention,
+            } => commands::up(&app_dir, listen, admin_listen, data, !no_build, retention).await,
             Command::Invoke {
                 function,
                 data,
