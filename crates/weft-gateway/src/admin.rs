@@ -242,7 +242,7 @@ async fn invoke(node: &Arc<Node>, name: &str, request: hyper::Request<Incoming>)
         depth: 0,
         trusted: &[],
     };
-    let handled = node.invoke(&function, request, call).await;
+    let handled = node.invoke_following(&function, request, call).await;
     let (parts, response_body) = handled.response.into_parts();
     let bytes = match response_body.collect().await {
         Ok(c) => c.to_bytes(),

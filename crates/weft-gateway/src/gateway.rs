@@ -61,5 +61,5 @@ pub async fn handle(node: Arc<Node>, request: hyper::Request<Incoming>) -> hyper
         depth: 0,
         trusted: &[],
     };
-    node.invoke(function, request, call).await.response
+    node.invoke_following(function, request, call).await.response
 }

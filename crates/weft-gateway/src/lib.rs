@@ -11,6 +11,7 @@ pub mod admin;
 mod asyncs;
 mod body;
 mod deploy;
+mod forward;
 pub mod gateway;
 mod ingress;
 mod node;
@@ -21,6 +22,7 @@ mod triggers;
 
 pub use body::Body;
 pub use deploy::{DeployError, DeployReport, Deployed, Deployment, FunctionChange};
+pub use forward::MAX_FORWARDS;
 pub use node::{Node, NodeConfig, Trigger};
 pub use outbound::{INTERNAL_SUFFIX, MAX_CALL_DEPTH};
 pub use serve::{serve, serve_per_core};

@@ -30,6 +30,8 @@ pub enum Trigger {
     Queue,
     /// An asynchronous invocation.
     Event,
+    /// Another function handed the request on.
+    Forward,
 }
 
 impl Trigger {
@@ -40,6 +42,7 @@ impl Trigger {
             Trigger::Internal => "internal",
             Trigger::Queue => "queue",
             Trigger::Event => "event",
+            Trigger::Forward => "forward",
         }
     }
 }

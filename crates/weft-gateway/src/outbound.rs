@@ -245,7 +245,7 @@ impl Outbound for FunctionOutbound {
                     depth,
                     trusted: &[],
                 };
-                let handled = node.invoke(&function, request, call).await;
+                let handled = node.invoke_following(&function, request, call).await;
                 Ok(handled.response)
             });
         }

@@ -6,6 +6,7 @@ mod support;
 mod asyncs;
 mod cli;
 mod deploys;
+mod forwarding;
 mod isolation;
 mod queues;
 mod routing;
