@@ -10,17 +10,23 @@ use tokio::net::TcpListener;
 
 use crate::Body;
 
-/// Serves `handler` on `listener` until `shutdown` resolves.
+/// How long requests in flight may take to finish once shutdown begins.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `handler` on `listener` until `shutdown` resolves; then stops
+/// accepting, lets requests in flight finish (closing idle keep-alive
+/// connections), and returns when they have, or after 10 seconds.
 pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>, shutdown: impl Future<Output = ()>)
 where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = hyper::Response<Body>> + Send + 'static,
 {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            () = &mut shutdown => return,
+            () = &mut shutdown => break,
         };
         let (stream, _) = match accepted {
             Ok(pair) => pair,
@@ -33,18 +39,23 @@ where
         };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let fut = handler(req);
+            async move { Ok::<_, Infallible>(fut.await) }
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .keep_alive(true)
+            .serve_connection(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req| {
-                let fut = handler(req);
-                async move { Ok::<_, Infallible>(fut.await) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service);
             if let Err(e) = conn.await {
                 tracing::debug!("connection ended: {e}");
             }
         });
+    }
+    drop(listener);
+    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after {DRAIN:?} of shutdown were cut");
     }
 }
 

@@ -203,3 +203,28 @@ async fn a_restart_reads_compiled_code_from_the_cache() {
     let rec = crate::support::record(&second, r.headers["weft-request-id"].to_str().unwrap()).await;
     assert_eq!(rec["cold"], true, "the first request after a deploy is cold");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_the_server_lets_requests_in_flight_finish() {
+    let app = App::new(&manifest("a"));
+    let server = Server::start(&app);
+    let url = format!("{}/sleep/1500", server.public);
+    let in_flight = tokio::spawn(async move { get(&url).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let stopped = tokio::task::spawn_blocking(move || {
+        let started = std::time::Instant::now();
+        server.stop();
+        started.elapsed()
+    });
+    let r = in_flight.await.unwrap();
+    assert_eq!(
+        (r.status, r.body.as_str()),
+        (200, "a"),
+        "the request in flight was answered"
+    );
+    let took = stopped.await.unwrap();
+    assert!(
+        took < Duration::from_secs(10),
+        "the server stopped once the request finished ({took:?})"
+    );
+}
