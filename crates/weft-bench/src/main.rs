@@ -3,6 +3,7 @@
 //!
 //! `scripts/bench` builds everything in release mode and runs `weft-bench run`.
 
+mod chain;
 mod durable;
 mod hello;
 mod load;
@@ -28,6 +29,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: SocketAddr,
     },
+    /// Serve the bare hyper chain baseline (`/hop/N`).
+    HyperChain {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
     /// Run every benchmark and print the report.
     Run {
         /// The release `weft` binary.
@@ -48,7 +54,10 @@ enum Command {
         /// Deployed functions for the memory figure.
         #[arg(long, default_value_t = 1000)]
         functions: usize,
-        /// Run only these sections: http, instantiate, cold, memory, durable.
+        /// The probe component (tests/fixtures/probe), for the chain section.
+        #[arg(long)]
+        probe: PathBuf,
+        /// Run only these sections: http, instantiate, cold, memory, durable, chain.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -61,10 +70,15 @@ fn main() -> anyhow::Result<()> {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(hello::serve(addr))
         }
+        Command::HyperChain { addr } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(chain::serve_hyper_chain(addr))
+        }
         Command::Run {
             weft,
             wasmtime,
             app,
+            probe,
             seconds,
             connections,
             functions,
@@ -78,6 +92,7 @@ fn main() -> anyhow::Result<()> {
                 weft,
                 wasmtime,
                 app,
+                probe,
                 Duration::from_secs(seconds),
                 connections,
                 functions,
@@ -91,6 +106,7 @@ async fn run(
     weft: PathBuf,
     wasmtime: PathBuf,
     app: PathBuf,
+    probe: PathBuf,
     seconds: Duration,
     connections: usize,
     functions: usize,
@@ -126,6 +142,13 @@ async fn run(
     if wanted("durable") {
         println!("\n## Durable queue: accepted and delivered, against the fsync rate and Redis Streams\n");
         println!("{}", durable::report(&scratch, seconds).await?);
+    }
+    if wanted("chain") {
+        println!("\n## Chains A→B→…: blocking calls, forwards, and bare hyper services\n");
+        println!(
+            "{}",
+            chain::report(&weft, &probe, &scratch, seconds.min(Duration::from_secs(3))).await?
+        );
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())

@@ -37,6 +37,15 @@ impl Server {
         Server::from_banner(child, Duration::from_secs(10))
     }
 
+    pub fn hyper_chain() -> anyhow::Result<Server> {
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .args(["hyper-chain", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        Server::from_banner(child, Duration::from_secs(10))
+    }
+
     pub fn weft(weft: &Path, app: &Path, data: &Path) -> anyhow::Result<Server> {
         let child = Command::new(weft)
             .arg("up")

@@ -26,7 +26,7 @@ use crate::deploy::Deployed;
 use crate::node::{Call, Handled, Node, Trigger};
 
 /// The most hops one request may be forwarded.
-pub const MAX_FORWARDS: u32 = 8;
+pub const MAX_FORWARDS: u32 = 16;
 /// The largest body a forward carries.
 const MAX_PAYLOAD: usize = 6 << 20;
 

@@ -20,7 +20,7 @@ pub const TOPIC_SUFFIX: &str = ".topic.weft.internal";
 const MAX_MESSAGE: usize = 256 * 1024;
 
 /// How deep in-process calls may nest before weft stops them as a loop.
-pub const MAX_CALL_DEPTH: u32 = 8;
+pub const MAX_CALL_DEPTH: u32 = 16;
 
 /// The outbound policy of one invocation.
 pub(crate) struct FunctionOutbound {
