@@ -88,30 +88,38 @@ fn main() -> anyhow::Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            rt.block_on(run(
+            let inputs = Inputs {
                 weft,
                 wasmtime,
                 app,
                 probe,
-                Duration::from_secs(seconds),
-                connections,
-                functions,
-                only,
-            ))
+            };
+            rt.block_on(run(inputs, Duration::from_secs(seconds), connections, functions, only))
         }
     }
 }
 
-async fn run(
+/// What the benchmarks run: the binaries and the components.
+struct Inputs {
     weft: PathBuf,
     wasmtime: PathBuf,
     app: PathBuf,
     probe: PathBuf,
+}
+
+async fn run(
+    inputs: Inputs,
     seconds: Duration,
     connections: usize,
     functions: usize,
     only: Vec<String>,
 ) -> anyhow::Result<()> {
+    let Inputs {
+        weft,
+        wasmtime,
+        app,
+        probe,
+    } = inputs;
     let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let component = app.join("target/wasm32-wasip2/release/hello.wasm");
     anyhow::ensure!(
