@@ -57,22 +57,10 @@ pub async fn serve_hyper_chain(addr: SocketAddr) -> anyhow::Result<()> {
     }
 }
 
-async fn get_json(admin: SocketAddr, path: &str) -> anyhow::Result<serde_json::Value> {
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let body = client
-        .get(format!("http://{admin}{path}").parse()?)
-        .await?
-        .into_body()
-        .collect()
-        .await?
-        .to_bytes();
-    Ok(serde_json::from_slice(&body)?)
-}
-
 /// Sum of record durations (µs) of invocations that started at or after `since_us`.
 async fn held_us(admin: SocketAddr, since_us: i64) -> anyhow::Result<(u64, usize)> {
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let records = get_json(admin, "/v1/invocations?limit=10000").await?;
+    let records = crate::procs::get_json(admin, "/v1/invocations?limit=10000").await?;
     let list = records["invocations"].as_array().cloned().unwrap_or_default();
     let mine: Vec<_> = list
         .iter()

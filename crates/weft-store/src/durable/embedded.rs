@@ -19,6 +19,8 @@ use std::time::Duration;
 use rusqlite::{Connection, ErrorCode, OptionalExtension, params};
 use tokio::sync::oneshot;
 
+use crate::records::now_us;
+
 use super::{
     Appended, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError, StreamStats, Streams,
 };
@@ -172,12 +174,6 @@ struct Job {
 pub struct Embedded {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
-}
-
-fn now_us() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 fn micros(d: Duration) -> i64 {
