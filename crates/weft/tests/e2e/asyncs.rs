@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{App, Server, client, get, send};
+use crate::support::{App, Server, client, get, send, text};
 
 const APP: &str = r#"
 [app]
@@ -21,10 +21,6 @@ on_failure = "queue:failures"
 
 [queue.failures]
 "#;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// The body of the one message `queue` receives, as JSON.
 async fn destination_record(server: &Server, queue: &str) -> Value {

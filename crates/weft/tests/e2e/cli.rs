@@ -1,6 +1,6 @@
 use std::time::Duration;
 
-use crate::support::{App, Server, get, weft};
+use crate::support::{App, Server, get, text, weft};
 
 const APP: &str = r#"
 [app]
@@ -13,10 +13,6 @@ source = "PROBE"
 path = "/{*rest}"
 function = "probe"
 "#;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn invoke_prints_the_response_and_the_record() {

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{App, Server, client, get, send};
+use crate::support::{App, Server, client, get, send, text};
 
 const APP: &str = r#"
 [app]
@@ -54,10 +54,6 @@ queue = "batches"
 function = "probe"
 batch = 10
 "#;
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
 
 /// All log lines of the probe so far.
 async fn log_lines(server: &Server) -> Vec<String> {

@@ -78,6 +78,11 @@ pub struct Server {
     pub stdout: Vec<String>,
 }
 
+/// A command's output as text.
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
 pub fn weft() -> Command {
     Command::new(env!("CARGO_BIN_EXE_weft"))
 }
