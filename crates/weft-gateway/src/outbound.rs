@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex, Weak};
 
 use http_body_util::BodyExt;
+use weft_manifest::GrantKind;
 use weft_runtime::{HttpError, Outbound, OutboundFuture, RequestOptions, WasiBody, send_direct};
 
 use crate::deploy::Deployed;
@@ -61,36 +62,17 @@ impl FunctionOutbound {
     /// Headers: `weft-message-id` (deduplication), `weft-message-group`
     /// (FIFO), `weft-message-delay` (`10s`), `ce-type`, `content-type`.
     fn send_to_queue(&self, queue: &str, request: http::Request<WasiBody>) -> OutboundFuture {
-        let caller = &self.caller.name;
-        let granted = self
-            .caller
-            .spec
-            .publish
-            .iter()
-            .any(|g| g.kind == weft_manifest::GrantKind::Queue && g.name == queue);
-        if !granted {
-            return self.deny(format!(
-                "function `{caller}` may not send to queue `{queue}`: add \"queue:{queue}\" to `publish` in [function.{caller}] of weft.toml"
-            ));
-        }
-        let Some(node) = self.node.upgrade() else {
-            return self.deny("the node is shutting down".into());
+        let node = match self.granted(GrantKind::Queue, queue, "send to") {
+            Ok(node) => node,
+            Err(refused) => return refused,
         };
         let queue = queue.to_string();
         Box::pin(async move {
-            let answer = |status: u16, value: serde_json::Value| {
-                let mut response = crate::body::json(status, &value);
-                *response.status_mut() =
-                    http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-                Ok(response)
+            let refuse_method = format!("send messages to queue `{queue}` with POST");
+            let (parts, body) = match read_post(request, refuse_method, "a message").await {
+                Ok(read) => read,
+                Err(answer) => return answer,
             };
-            if request.method() != http::Method::POST {
-                return answer(
-                    405,
-                    serde_json::json!({ "error": format!("send messages to queue `{queue}` with POST") }),
-                );
-            }
-            let (parts, body) = request.into_parts();
             let header = |name: &str| {
                 parts
                     .headers
@@ -98,22 +80,13 @@ impl FunctionOutbound {
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string)
             };
-            let body = match http_body_util::Limited::new(body, MAX_MESSAGE).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(_) => {
-                    return answer(
-                        413,
-                        serde_json::json!({ "error": format!("a message is at most {MAX_MESSAGE} bytes") }),
-                    );
-                }
-            };
             let delay = match header("weft-message-delay")
                 .map(|d| weft_manifest::parse_duration(&d))
                 .transpose()
             {
                 Ok(d) => d,
                 Err(why) => {
-                    return answer(
+                    return reply(
                         400,
                         serde_json::json!({ "error": format!("weft-message-delay: {why}") }),
                     );
@@ -129,51 +102,26 @@ impl FunctionOutbound {
                 ..Default::default()
             };
             match node.queues.send(&queue, vec![message]).await {
-                Ok(mut sent) => answer(202, serde_json::json!(sent.remove(0))),
-                Err(e) => answer(e.status(), serde_json::json!({ "error": e.to_string() })),
+                Ok(mut sent) => reply(202, serde_json::json!(sent.remove(0))),
+                Err(e) => reply(e.status(), serde_json::json!({ "error": e.to_string() })),
             }
         })
     }
-}
 
-impl FunctionOutbound {
     /// Publishes the request as one CloudEvent in binary mode to `topic`,
     /// if granted. `ce-id` defaults to a new id, `ce-source` to
     /// `/weft/functions/NAME`, `ce-type` to `weft.function.event`.
     fn publish_to_topic(&self, topic: &str, request: http::Request<WasiBody>) -> OutboundFuture {
-        let caller = self.caller.name.clone();
-        let granted = self
-            .caller
-            .spec
-            .publish
-            .iter()
-            .any(|g| g.kind == weft_manifest::GrantKind::Topic && g.name == topic);
-        if !granted {
-            return self.deny(format!(
-                "function `{caller}` may not publish to topic `{topic}`: add \"topic:{topic}\" to `publish` in [function.{caller}] of weft.toml"
-            ));
-        }
-        let Some(node) = self.node.upgrade() else {
-            return self.deny("the node is shutting down".into());
+        let node = match self.granted(GrantKind::Topic, topic, "publish to") {
+            Ok(node) => node,
+            Err(refused) => return refused,
         };
-        let topic = topic.to_string();
+        let (caller, topic) = (self.caller.name.clone(), topic.to_string());
         Box::pin(async move {
-            let answer = |status: u16, value: serde_json::Value| Ok(crate::body::json(status, &value));
-            if request.method() != http::Method::POST {
-                return answer(
-                    405,
-                    serde_json::json!({ "error": format!("publish to topic `{topic}` with POST") }),
-                );
-            }
-            let (mut parts, body) = request.into_parts();
-            let body = match http_body_util::Limited::new(body, MAX_MESSAGE).collect().await {
-                Ok(c) => c.to_bytes(),
-                Err(_) => {
-                    return answer(
-                        413,
-                        serde_json::json!({ "error": format!("an event is at most {MAX_MESSAGE} bytes") }),
-                    );
-                }
+            let refuse_method = format!("publish to topic `{topic}` with POST");
+            let (mut parts, body) = match read_post(request, refuse_method, "an event").await {
+                Ok(read) => read,
+                Err(answer) => return answer,
             };
             let defaults = [
                 ("ce-specversion", "1.0".to_string()),
@@ -190,13 +138,64 @@ impl FunctionOutbound {
             }
             let event = match crate::ingress::from_headers(&parts.headers, body) {
                 Ok(e) => e,
-                Err(why) => return answer(400, serde_json::json!({ "error": why })),
+                Err(why) => return reply(400, serde_json::json!({ "error": why })),
             };
             match node.topics.publish(&node.queues, &topic, vec![event]).await {
-                Ok(mut published) => answer(202, serde_json::json!(published.remove(0))),
-                Err(e) => answer(e.status(), serde_json::json!({ "error": e.to_string() })),
+                Ok(mut published) => reply(202, serde_json::json!(published.remove(0))),
+                Err(e) => reply(e.status(), serde_json::json!({ "error": e.to_string() })),
             }
         })
+    }
+
+    /// The node, if the caller's `publish` grants `kind:name`; else the
+    /// refusal, naming the entry to add.
+    fn granted(&self, kind: GrantKind, name: &str, verb: &str) -> Result<Arc<Node>, OutboundFuture> {
+        let caller = &self.caller.name;
+        let what = match kind {
+            GrantKind::Queue => "queue",
+            GrantKind::Topic => "topic",
+        };
+        if !self
+            .caller
+            .spec
+            .publish
+            .iter()
+            .any(|g| g.kind == kind && g.name == name)
+        {
+            return Err(self.deny(format!(
+                "function `{caller}` may not {verb} {what} `{name}`: add \"{what}:{name}\" to `publish` in [function.{caller}] of weft.toml"
+            )));
+        }
+        self.node
+            .upgrade()
+            .ok_or_else(|| self.deny("the node is shutting down".into()))
+    }
+}
+
+type Answer = Result<http::Response<WasiBody>, HttpError>;
+
+/// weft's answer to a function's send or publish.
+fn reply(status: u16, value: serde_json::Value) -> Answer {
+    Ok(crate::body::json(status, &value))
+}
+
+/// The parts and body of a POST of at most [`MAX_MESSAGE`] bytes of `item`,
+/// or the answer refusing it.
+async fn read_post(
+    request: http::Request<WasiBody>,
+    refuse_method: String,
+    item: &str,
+) -> Result<(http::request::Parts, bytes::Bytes), Answer> {
+    if request.method() != http::Method::POST {
+        return Err(reply(405, serde_json::json!({ "error": refuse_method })));
+    }
+    let (parts, body) = request.into_parts();
+    match http_body_util::Limited::new(body, MAX_MESSAGE).collect().await {
+        Ok(c) => Ok((parts, c.to_bytes())),
+        Err(_) => Err(reply(
+            413,
+            serde_json::json!({ "error": format!("{item} is at most {MAX_MESSAGE} bytes") }),
+        )),
     }
 }
 
