@@ -7,6 +7,7 @@ mod chain;
 mod durable;
 mod hello;
 mod load;
+mod matcher;
 mod procs;
 mod runtime;
 
@@ -57,7 +58,7 @@ enum Command {
         /// The probe component (tests/fixtures/probe), for the chain section.
         #[arg(long)]
         probe: PathBuf,
-        /// Run only these sections: http, instantiate, cold, memory, durable, chain.
+        /// Run only these sections: http, instantiate, cold, memory, durable, chain, matcher.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -157,6 +158,10 @@ async fn run(
             "{}",
             chain::report(&weft, &probe, &scratch, seconds.min(Duration::from_secs(3))).await?
         );
+    }
+    if wanted("matcher") {
+        println!("\n## Rule matching: events/s on one core with 1, 100 and 10,000 rules\n");
+        println!("{}", matcher::report(seconds.min(Duration::from_secs(2))));
     }
     let _ = std::fs::remove_dir_all(&scratch);
     Ok(())
