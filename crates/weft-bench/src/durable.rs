@@ -70,6 +70,7 @@ pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
         retention: Duration::from_secs(86_400),
         fifo: false,
         backoff: Duration::from_secs(1),
+        max_age: None,
     }]);
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));

@@ -7,8 +7,11 @@
 //! CloudEvents 1.0 over HTTP (binary mode for one message, the batched
 //! content mode for several).
 //!
+//! [`bus::Buses`] routes events by content with EventBridge rules.
+//!
 //! This crate must not know about HTTP servers, functions or wasmtime.
 
+pub mod bus;
 pub mod cloudevents;
 mod queue;
 mod topics;

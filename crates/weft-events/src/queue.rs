@@ -19,6 +19,8 @@ pub enum QueueError {
     NoSuchQueue(String),
     #[error("no topic `{0}` is deployed")]
     NoSuchTopic(String),
+    #[error("no bus `{0}` is deployed")]
+    NoSuchBus(String),
     #[error("{0}")]
     Invalid(String),
     #[error(transparent)]
@@ -29,7 +31,7 @@ impl QueueError {
     /// The HTTP status that says this to a client.
     pub fn status(&self) -> u16 {
         match self {
-            QueueError::NoSuchQueue(_) | QueueError::NoSuchTopic(_) => 404,
+            QueueError::NoSuchQueue(_) | QueueError::NoSuchTopic(_) | QueueError::NoSuchBus(_) => 404,
             QueueError::Invalid(_) => 400,
             QueueError::Storage(StorageError::Unavailable(_)) => 503,
             QueueError::Storage(_) => 500,
@@ -224,15 +226,36 @@ impl Queues {
             .storage
             .lease(&stream(queue), max, visibility.unwrap_or(q.visibility_timeout), q.fifo)
             .await?;
-        let (dead, live): (Vec<Message>, Vec<Message>) = match &q.dead_letter {
-            Some(_) => leased.into_iter().partition(|m| m.receive_count > q.max_receives),
-            None => (Vec::new(), leased),
+        let gives_up = q.dead_letter.is_some() || q.max_age.is_some();
+        let (dead, live): (Vec<Message>, Vec<Message>) = match gives_up {
+            true => leased.into_iter().partition(|m| m.receive_count > q.max_receives),
+            false => (Vec::new(), leased),
         };
         if !dead.is_empty() {
-            let seqs: Vec<u64> = dead.iter().map(|m| m.seq).collect();
-            self.dead_letter(&q, &seqs).await?;
+            self.give_up(&q, &dead).await?;
         }
         Ok(live)
+    }
+
+    /// Moves messages to the queue's dead-letter queue; without one (event
+    /// delivery), drops them with a log line.
+    async fn give_up(&self, q: &Queue, messages: &[Message]) -> Result<(), QueueError> {
+        let seqs: Vec<u64> = messages.iter().map(|m| m.seq).collect();
+        if q.dead_letter.is_some() {
+            return self.dead_letter(q, &seqs).await;
+        }
+        let receipts: Vec<Receipt> = messages.iter().map(Message::receipt).collect();
+        self.storage.ack(&stream(&q.name), &receipts).await?;
+        for m in messages {
+            tracing::warn!(
+                "event {} of `{}` dropped after {} tries: {}",
+                m.id,
+                q.name,
+                m.receive_count,
+                m.last_error.as_deref().unwrap_or("its tries ran out")
+            );
+        }
+        Ok(())
     }
 
     async fn dead_letter(&self, q: &Queue, seqs: &[u64]) -> Result<(), QueueError> {
@@ -260,7 +283,16 @@ impl Queues {
     pub async fn failed(&self, queue: &str, message: &Message, error: &str) -> Result<(), QueueError> {
         let q = self.get(queue)?;
         let receipt = message.receipt();
-        if q.dead_letter.is_some() && message.receive_count >= q.max_receives {
+        let too_old = q
+            .max_age
+            .is_some_and(|age| weft_store::now_us() - message.appended_us > age.as_micros() as i64);
+        let out_of_tries = message.receive_count >= q.max_receives;
+        if (q.dead_letter.is_some() && out_of_tries) || (q.max_age.is_some() && (out_of_tries || too_old)) {
+            if q.dead_letter.is_none() {
+                let mut last = message.clone();
+                last.last_error = Some(error.to_string());
+                return self.give_up(&q, &[last]).await;
+            }
             // Keep the error with the message before it moves.
             self.storage
                 .release(&stream(queue), receipt, Duration::ZERO, Some(error.to_string()))

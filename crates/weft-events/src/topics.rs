@@ -118,6 +118,7 @@ impl Topics {
                         retention: Duration::from_secs(4 * 86_400),
                         fifo: false,
                         backoff: s.backoff,
+                        max_age: None,
                     });
                     match &s.target {
                         Endpoint::Function(f) => plan.triggers.push(Trigger {

@@ -70,6 +70,13 @@ async fn route(node: Arc<Node>, request: hyper::Request<Incoming>) -> Reply {
         ("PUT", ["v1", "artifacts", digest]) => put_artifact(&node, digest, request).await,
         ("POST", ["v1", "deployments"]) => deploy(&node, request).await,
         ("POST", ["v1", "events", "test-pattern"]) => test_pattern(request).await,
+        ("POST", ["v1", "events", "put"]) => {
+            let body = read_body(request, MAX_JSON).await?;
+            let (status, answer) = crate::ingress::put_events(&node, &body, None).await;
+            Ok(body::json(status, &answer))
+        }
+        ("GET", ["v1", "buses"]) => buses(&node).await,
+        ("POST", ["v1", "buses", bus, "replay"]) => replay(&node, bus, request).await,
         ("GET", ["v1", "queues"]) => queues(&node).await,
         ("GET", ["v1", "queues", q]) => queue_stats(&node, q).await,
         ("POST", ["v1", "queues", q, "messages"]) => send(&node, q, request).await,
@@ -501,4 +508,81 @@ async fn test_pattern(request: hyper::Request<Incoming>) -> Reply {
         return Err(refuse(400, "invalid event: an event is a JSON object"));
     }
     ok(json!({ "result": if pattern.matches(&input.event) { "match" } else { "no match" } }))
+}
+
+/// The deployed buses: archive settings and size, and their rules.
+async fn buses(node: &Arc<Node>) -> Reply {
+    let deployment = node.deployment();
+    let rules = deployment
+        .manifest
+        .as_ref()
+        .map(|m| m.rules.as_slice())
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for (name, archive) in node.buses.list() {
+        let (archived, oldest_us) = match archive {
+            Some(_) => node.buses.archive_stats(&name).await?,
+            None => (0, None),
+        };
+        let rules: Vec<Value> = rules
+            .iter()
+            .filter(|r| r.bus == name)
+            .map(|r| {
+                json!({
+                    "name": r.name,
+                    "enabled": r.enabled,
+                    "pattern": serde_json::from_str::<Value>(&r.pattern_text).unwrap_or(Value::Null),
+                    "targets": r.targets.iter().map(|t| t.kind.to_string()).collect::<Vec<_>>(),
+                })
+            })
+            .collect();
+        out.push(json!({
+            "name": name,
+            "archive": archive.map(weft_manifest::format_duration),
+            "archived": archived,
+            "oldest": oldest_us.map(weft_events::cloudevents::rfc3339),
+            "rules": rules,
+        }));
+    }
+    ok(json!({ "buses": out }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Replay {
+    /// RFC 3339: events the bus received at or after this time...
+    from: String,
+    /// ...and before this one.
+    to: String,
+    /// Only this rule; all of the bus's rules when absent.
+    rule: Option<String>,
+    /// Set as `replay-name` in each replayed event.
+    name: Option<String>,
+}
+
+/// Sends archived events of a time window through the bus's rules again.
+async fn replay(node: &Arc<Node>, bus: &str, request: hyper::Request<Incoming>) -> Reply {
+    let input: Replay = read_json(request).await?;
+    let time = |field: &str, text: &str| -> Result<i64, Refusal> {
+        text.parse::<jiff::Timestamp>()
+            .map(|t| t.as_microsecond())
+            .map_err(|_| {
+                refuse(
+                    400,
+                    format!("`{field}` is `{text}`, not an RFC 3339 time like 2026-11-23T10:00:00Z"),
+                )
+            })
+    };
+    let (from, to) = (time("from", &input.from)?, time("to", &input.to)?);
+    if from >= to {
+        return Err(refuse(400, "`from` must be before `to`"));
+    }
+    let name = input
+        .name
+        .unwrap_or_else(|| format!("replay-{}", node.new_request_id()));
+    let replayed = node
+        .buses
+        .replay(&node.queues, &node.topics, bus, from, to, input.rule.as_deref(), &name)
+        .await?;
+    ok(json!(replayed))
 }

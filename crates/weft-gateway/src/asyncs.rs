@@ -321,6 +321,27 @@ async fn finish(
                 .await
                 .map_err(|e| StorageError::Other(e.to_string()))?;
         }
+        Destination::Bus(b) => {
+            // As Lambda's EventBridge destination, so rules written for it match.
+            let result = if outcome.condition == "Success" {
+                "Success"
+            } else {
+                "Failure"
+            };
+            let event = weft_events::bus::BusEvent {
+                id: format!("{}/{}", message.id, outcome.condition),
+                source: "lambda".into(),
+                detail_type: format!("Lambda Function Invocation Result - {result}"),
+                time: weft_events::cloudevents::rfc3339(weft_store::now_us()),
+                resources: vec![format!("/weft/functions/{}", deployed.name)],
+                detail: serde_json::from_str(&body).unwrap_or_default(),
+                extensions: Default::default(),
+            };
+            node.buses
+                .put(&node.queues, &node.topics, b, vec![event])
+                .await
+                .map_err(|e| StorageError::Other(e.to_string()))?;
+        }
     }
     Ok(())
 }

@@ -248,9 +248,12 @@ impl Node {
         };
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
         // Function and URL subscriptions of topics run on hidden queues.
+        // So do function targets of bus rules.
         let plan = self.topics.configure(&manifest);
-        self.queues.configure(&[manifest.queues.clone(), plan.queues].concat());
-        let triggers = [manifest.triggers.clone(), plan.triggers].concat();
+        let bus_plan = self.buses.configure(&manifest);
+        self.queues
+            .configure(&[manifest.queues.clone(), plan.queues, bus_plan.queues].concat());
+        let triggers = [manifest.triggers.clone(), plan.triggers, bus_plan.triggers].concat();
         let urls = plan.urls;
         let schedules = manifest.schedules.clone();
         self.current.store(Arc::new(Deployment {

@@ -1,4 +1,6 @@
-//! The CloudEvents ingress: `POST /events/TOPIC` on the app's port.
+//! The event ingress on the app's port: CloudEvents to a topic
+//! (`POST /events/TOPIC`) or a bus (`POST /events/bus/BUS`), and
+//! EventBridge's PutEvents shape (`POST /events/put`).
 //!
 //! It takes the three HTTP content modes of CloudEvents 1.0: binary (the
 //! attributes in `ce-*` headers, the body is the data), structured
@@ -19,6 +21,7 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::{Map, Value, json};
 use weft_events::CloudEvent;
+use weft_events::bus::{BusEvent, EntryError};
 
 use crate::body::{self, Body};
 use crate::node::Node;
@@ -148,30 +151,85 @@ fn decode_base64(text: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Handles `POST /events/TOPIC`.
-pub async fn handle(node: Arc<Node>, topic: &str, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+/// Handles `POST /events/...`: `TOPIC`, `bus/BUS` or `put`.
+pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
     if request.method() != http::Method::POST {
         return body::error(405, "send events with POST", None);
     }
-    if !node.topics.exists(topic) {
-        return body::error(
-            404,
-            &format!("no topic `{topic}` is deployed; the ingress takes POST /events/TOPIC"),
-            None,
-        );
+    /// Where the request's CloudEvents go.
+    enum Inlet<'a> {
+        Topic(&'a str),
+        Bus(&'a str),
     }
+    let inlet = match rest.strip_prefix("bus/") {
+        Some(bus) if node.buses.exists(bus) => Some(Inlet::Bus(bus)),
+        Some(bus) => {
+            return body::error(
+                404,
+                &format!(
+                    "no bus `{bus}` is deployed; buses take POST /events/bus/BUS (the `default` bus always exists)"
+                ),
+                None,
+            );
+        }
+        None if rest == "put" => None,
+        None if node.topics.exists(rest) => Some(Inlet::Topic(rest)),
+        None => {
+            return body::error(
+                404,
+                &format!(
+                    "no topic `{rest}` is deployed; the ingress takes POST /events/TOPIC, /events/bus/BUS and /events/put"
+                ),
+                None,
+            );
+        }
+    };
     let (parts, incoming) = request.into_parts();
     let bytes = match Limited::new(incoming, MAX_REQUEST).collect().await {
         Ok(c) => c.to_bytes(),
         Err(_) => return body::error(413, &format!("the request is over {MAX_REQUEST} bytes"), None),
     };
-    let content_type = parts
-        .headers
+    let Some(inlet) = inlet else {
+        let (status, answer) = put_events(&node, &bytes, None).await;
+        return body::json(status, &answer);
+    };
+    let events = match cloudevents_of(&parts.headers, bytes) {
+        Ok(e) => e,
+        Err(why) => return body::error(400, &why, None),
+    };
+    match inlet {
+        Inlet::Topic(topic) => match node.topics.publish(&node.queues, topic, events).await {
+            Ok(published) => {
+                let duplicates = published.iter().filter(|p| p.duplicate).count();
+                body::json(
+                    202,
+                    &json!({ "accepted": published.len(), "duplicates": duplicates, "events": published }),
+                )
+            }
+            Err(e) => body::error(e.status(), &e.to_string(), None),
+        },
+        Inlet::Bus(bus) => {
+            let events: Result<Vec<BusEvent>, String> = events.into_iter().map(BusEvent::from_cloudevent).collect();
+            let events = match events {
+                Ok(e) => e,
+                Err(why) => return body::error(400, &why, None),
+            };
+            match node.buses.put(&node.queues, &node.topics, bus, events).await {
+                Ok(put) => body::json(202, &json!({ "accepted": put.len(), "events": put })),
+                Err(e) => body::error(e.status(), &e.to_string(), None),
+            }
+        }
+    }
+}
+
+/// The events of a request in any of the three CloudEvents modes.
+pub(crate) fn cloudevents_of(headers: &http::HeaderMap, bytes: Bytes) -> Result<Vec<CloudEvent>, String> {
+    let content_type = headers
         .get(http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    let events = if media == STRUCTURED {
+    if media == STRUCTURED {
         serde_json::from_slice(&bytes)
             .map_err(|e| format!("the body is not JSON: {e}"))
             .and_then(|v| structured(v, ""))
@@ -187,22 +245,54 @@ pub async fn handle(node: Arc<Node>, topic: &str, request: hyper::Request<Incomi
             Err(e) => Err(format!("the body is not JSON: {e}")),
         }
     } else {
-        from_headers(&parts.headers, bytes).map(|e| vec![e])
-    };
-    let events = match events {
-        Ok(e) => e,
-        Err(why) => return body::error(400, &why, None),
-    };
-    match node.topics.publish(&node.queues, topic, events).await {
-        Ok(published) => {
-            let duplicates = published.iter().filter(|p| p.duplicate).count();
-            body::json(
-                202,
-                &json!({ "accepted": published.len(), "duplicates": duplicates, "events": published }),
-            )
-        }
-        Err(e) => body::error(e.status(), &e.to_string(), None),
+        from_headers(headers, bytes).map(|e| vec![e])
     }
+}
+
+/// A PutEvents request: answers the status and EventBridge's response
+/// shape, `{"FailedEntryCount", "Entries": [{"EventId"} or {"ErrorCode",
+/// "ErrorMessage"}]}`, one result per entry in order. With `only_bus`
+/// (a function's grant), entries for other buses are refused.
+pub(crate) async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>) -> (u16, Value) {
+    let default_bus = only_bus.unwrap_or(weft_manifest::DEFAULT_BUS);
+    let entries = match weft_events::bus::put_entries(body, default_bus, || node.buses.new_id()) {
+        Ok(e) => e,
+        Err(why) => return (400, json!({ "error": why })),
+    };
+    let mut results = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let result = match entry {
+            Err(e) => Err(e),
+            Ok((bus, _)) if only_bus.is_some_and(|only| only != bus) => Err(EntryError {
+                code: "AccessDeniedException",
+                message: format!(
+                    "this address puts events on bus `{}` only; use http://{bus}.bus.weft.internal/ with \"bus:{bus}\" in `publish`",
+                    only_bus.unwrap_or_default()
+                ),
+            }),
+            Ok((bus, event)) => match node.buses.put(&node.queues, &node.topics, &bus, vec![event]).await {
+                Ok(mut put) => Ok(put.remove(0).id),
+                Err(weft_events::QueueError::NoSuchBus(b)) => Err(EntryError {
+                    code: "InvalidArgument",
+                    message: format!("no bus `{b}` is deployed; declare [bus.{b}] in weft.toml"),
+                }),
+                Err(e) => Err(EntryError {
+                    code: "InternalFailure",
+                    message: e.to_string(),
+                }),
+            },
+        };
+        results.push(result);
+    }
+    let failed = results.iter().filter(|r| r.is_err()).count();
+    let entries: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(id) => json!({ "EventId": id }),
+            Err(e) => json!(e),
+        })
+        .collect();
+    (200, json!({ "FailedEntryCount": failed, "Entries": entries }))
 }
 
 #[cfg(test)]

@@ -61,10 +61,11 @@ pub struct Node {
     pub runtime: Runtime,
     pub store: Store,
     pub artifacts: Artifacts,
-    /// The durable parts: queues (and later topics, schedules, ...).
+    /// The durable parts: queues, topics, buses (and schedules' state).
     pub storage: Arc<dyn weft_store::durable::Storage>,
     pub queues: weft_events::Queues,
     pub topics: weft_events::Topics,
+    pub buses: weft_events::bus::Buses,
     /// Bumped on every deploy; trigger workers of an older one stop.
     pub(crate) trigger_generation: tokio::sync::watch::Sender<u64>,
     /// Functions whose async worker runs.
@@ -111,6 +112,7 @@ impl Node {
             artifacts,
             queues: weft_events::Queues::new(storage.clone()),
             topics: weft_events::Topics::default(),
+            buses: weft_events::bus::Buses::new(storage.clone()),
             storage,
             trigger_generation: tokio::sync::watch::channel(0).0,
             async_workers: Default::default(),

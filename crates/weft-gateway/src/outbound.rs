@@ -17,6 +17,8 @@ pub const INTERNAL_SUFFIX: &str = ".weft.internal";
 pub const QUEUE_SUFFIX: &str = ".queue.weft.internal";
 /// Hosts ending in this reach the app's topics: `POST http://NAME.topic.weft.internal/`.
 pub const TOPIC_SUFFIX: &str = ".topic.weft.internal";
+/// Hosts ending in this reach the app's buses: `POST http://NAME.bus.weft.internal/`.
+pub const BUS_SUFFIX: &str = ".bus.weft.internal";
 /// The largest message a function may send (as on SQS).
 const MAX_MESSAGE: usize = 256 * 1024;
 
@@ -123,25 +125,61 @@ impl FunctionOutbound {
                 Ok(read) => read,
                 Err(answer) => return answer,
             };
-            let defaults = [
-                ("ce-specversion", "1.0".to_string()),
-                ("ce-id", node.new_request_id()),
-                ("ce-source", format!("/weft/functions/{caller}")),
-                ("ce-type", "weft.function.event".to_string()),
-            ];
-            for (name, value) in defaults {
-                if !parts.headers.contains_key(name)
-                    && let Ok(v) = http::HeaderValue::from_str(&value)
-                {
-                    parts.headers.insert(name, v);
-                }
-            }
+            default_ce_headers(&mut parts.headers, &node, &caller);
             let event = match crate::ingress::from_headers(&parts.headers, body) {
                 Ok(e) => e,
                 Err(why) => return reply(400, serde_json::json!({ "error": why })),
             };
             match node.topics.publish(&node.queues, &topic, vec![event]).await {
                 Ok(mut published) => reply(202, serde_json::json!(published.remove(0))),
+                Err(e) => reply(e.status(), serde_json::json!({ "error": e.to_string() })),
+            }
+        })
+    }
+
+    /// Puts events on `bus`, if granted: a PutEvents request (entries
+    /// without `EventBusName` go to this bus), or, when the request has
+    /// `ce-*` headers or a CloudEvents content type, CloudEvents (`ce-id`,
+    /// `ce-source` and `ce-type` default as for topics).
+    fn put_on_bus(&self, bus: &str, request: http::Request<WasiBody>) -> OutboundFuture {
+        let node = match self.granted(GrantKind::Bus, bus, "put events on") {
+            Ok(node) => node,
+            Err(refused) => return refused,
+        };
+        let (caller, bus) = (self.caller.name.clone(), bus.to_string());
+        Box::pin(async move {
+            let refuse_method = format!("put events on bus `{bus}` with POST");
+            let (mut parts, body) = match read_post(request, refuse_method, "a request").await {
+                Ok(read) => read,
+                Err(answer) => return answer,
+            };
+            let media = parts
+                .headers
+                .get(http::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_ascii_lowercase();
+            let cloudevents = media.starts_with("application/cloudevents")
+                || parts.headers.keys().any(|k| k.as_str().starts_with("ce-"));
+            if !cloudevents {
+                let (status, answer) = crate::ingress::put_events(&node, &body, Some(&bus)).await;
+                return reply(status, answer);
+            }
+            if !media.starts_with("application/cloudevents") {
+                default_ce_headers(&mut parts.headers, &node, &caller);
+            }
+            let events = crate::ingress::cloudevents_of(&parts.headers, body).and_then(|events| {
+                events
+                    .into_iter()
+                    .map(weft_events::bus::BusEvent::from_cloudevent)
+                    .collect()
+            });
+            let events = match events {
+                Ok(e) => e,
+                Err(why) => return reply(400, serde_json::json!({ "error": why })),
+            };
+            match node.buses.put(&node.queues, &node.topics, &bus, events).await {
+                Ok(put) => reply(202, serde_json::json!({ "accepted": put.len(), "events": put })),
                 Err(e) => reply(e.status(), serde_json::json!({ "error": e.to_string() })),
             }
         })
@@ -154,6 +192,7 @@ impl FunctionOutbound {
         let what = match kind {
             GrantKind::Queue => "queue",
             GrantKind::Topic => "topic",
+            GrantKind::Bus => "bus",
         };
         if !self
             .caller
@@ -173,6 +212,24 @@ impl FunctionOutbound {
 }
 
 type Answer = Result<http::Response<WasiBody>, HttpError>;
+
+/// Fills in the CloudEvents attributes a function left out: `specversion`
+/// 1.0, a new `id`, `source` `/weft/functions/NAME`, `type` `weft.function.event`.
+fn default_ce_headers(headers: &mut http::HeaderMap, node: &Node, caller: &str) {
+    let defaults = [
+        ("ce-specversion", "1.0".to_string()),
+        ("ce-id", node.new_request_id()),
+        ("ce-source", format!("/weft/functions/{caller}")),
+        ("ce-type", "weft.function.event".to_string()),
+    ];
+    for (name, value) in defaults {
+        if !headers.contains_key(name)
+            && let Ok(v) = http::HeaderValue::from_str(&value)
+        {
+            headers.insert(name, v);
+        }
+    }
+}
 
 /// weft's answer to a function's send or publish.
 fn reply(status: u16, value: serde_json::Value) -> Answer {
@@ -215,6 +272,9 @@ impl Outbound for FunctionOutbound {
         }
         if let Some(topic) = host.strip_suffix(TOPIC_SUFFIX) {
             return self.publish_to_topic(topic, request);
+        }
+        if let Some(bus) = host.strip_suffix(BUS_SUFFIX) {
+            return self.put_on_bus(bus, request);
         }
         if let Some(target) = host.strip_suffix(INTERNAL_SUFFIX) {
             let Some(node) = self.node.upgrade() else {

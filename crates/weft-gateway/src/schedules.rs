@@ -171,6 +171,24 @@ async fn deliver(node: &Arc<Node>, schedule: &Schedule, at: Timestamp) {
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }
+        Destination::Bus(b) => {
+            // As an EventBridge scheduled rule: a "Scheduled Event" whose
+            // detail is the payload (checked to be a JSON object).
+            let event = weft_events::bus::BusEvent {
+                id: format!("{}@{}", schedule.name, at.as_millisecond()),
+                source: format!("/weft/schedules/{}", schedule.name),
+                detail_type: "Scheduled Event".to_string(),
+                time: time.clone(),
+                resources: vec![format!("/weft/schedules/{}", schedule.name)],
+                detail: serde_json::from_str(&schedule.payload).unwrap_or_else(|_| serde_json::json!({})),
+                extensions: Default::default(),
+            };
+            node.buses
+                .put(&node.queues, &node.topics, b, vec![event])
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
         Destination::Queue(q) => {
             let message = weft_events::Outgoing {
                 id: Some(format!("{}@{}", schedule.name, at.as_millisecond())),

@@ -27,6 +27,7 @@
 //! assert_eq!(manifest.functions[0].memory.bytes(), 64 * 1024 * 1024);
 //! ```
 
+mod bus;
 mod diagnostic;
 mod hosts;
 mod parse;
@@ -37,6 +38,10 @@ mod schedule;
 mod topics;
 mod units;
 
+pub use bus::{
+    Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Input, JsonPath, Rule, RuleTarget, TargetKind,
+    TemplateContext,
+};
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use hosts::HostPattern;
 pub use parse::check_name;
@@ -69,6 +74,9 @@ pub struct Manifest {
     pub schedules: Vec<Schedule>,
     pub topics: Vec<Topic>,
     pub subscriptions: Vec<Subscription>,
+    /// Declared buses (the `default` bus exists whether declared or not).
+    pub buses: Vec<Bus>,
+    pub rules: Vec<Rule>,
 }
 
 /// `[function.NAME]`: one deployable function and what it is granted.
@@ -84,7 +92,7 @@ pub struct Function {
     pub env: Vec<(String, String)>,
     /// Outbound HTTP destinations; empty means none.
     pub allowed_hosts: Vec<HostPattern>,
-    /// Queues (and later topics) the function may send events to.
+    /// Queues, topics and buses the function may send events to.
     pub publish: Vec<Grant>,
     /// `[function.NAME.async]`: how asynchronous invocations are retried and
     /// where their results go.
@@ -122,6 +130,8 @@ pub enum Destination {
     Queue(String),
     Function(String),
     Topic(String),
+    /// Put on a bus as an event with EventBridge's Lambda destination shape.
+    Bus(String),
 }
 
 impl std::fmt::Display for Destination {
@@ -130,11 +140,12 @@ impl std::fmt::Display for Destination {
             Destination::Queue(q) => write!(f, "queue:{q}"),
             Destination::Function(n) => write!(f, "function:{n}"),
             Destination::Topic(t) => write!(f, "topic:{t}"),
+            Destination::Bus(b) => write!(f, "bus:{b}"),
         }
     }
 }
 
-/// A `publish` entry: `queue:NAME` (or `topic:NAME`).
+/// A `publish` entry: `queue:NAME`, `topic:NAME` or `bus:NAME`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Grant {
     pub kind: GrantKind,
@@ -145,6 +156,7 @@ pub struct Grant {
 pub enum GrantKind {
     Queue,
     Topic,
+    Bus,
 }
 
 impl std::fmt::Display for Grant {
@@ -152,6 +164,7 @@ impl std::fmt::Display for Grant {
         let kind = match self.kind {
             GrantKind::Queue => "queue",
             GrantKind::Topic => "topic",
+            GrantKind::Bus => "bus",
         };
         write!(f, "{kind}:{}", self.name)
     }
@@ -249,5 +262,20 @@ impl Manifest {
 
     pub fn queue(&self, name: &str) -> Option<&Queue> {
         self.queues.iter().find(|q| q.name == name)
+    }
+
+    /// Every bus of the app: the declared ones, and `default` if it is not.
+    pub fn all_buses(&self) -> Vec<Bus> {
+        let mut buses = self.buses.clone();
+        if !buses.iter().any(|b| b.name == DEFAULT_BUS) {
+            buses.insert(
+                0,
+                Bus {
+                    name: DEFAULT_BUS.to_string(),
+                    archive: None,
+                },
+            );
+        }
+        buses
     }
 }

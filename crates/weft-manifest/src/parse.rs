@@ -22,6 +22,8 @@ const TOP_KEYS: &[&str] = &[
     "schedule",
     "topic",
     "subscription",
+    "bus",
+    "rule",
 ];
 const APP_KEYS: &[&str] = &["name"];
 const FUNCTION_KEYS: &[&str] = &[
@@ -121,21 +123,39 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         Some((key, item)) => c.subscriptions(key, item, &topic_names, &names, &queue_names, &fifo_names),
         None => Vec::new(),
     };
+    let buses = match root.get_key_value("bus") {
+        Some((key, item)) => c.buses(key, item),
+        None => Vec::new(),
+    };
+    let mut bus_names = declared("bus");
+    if !bus_names.contains(&crate::DEFAULT_BUS) {
+        bus_names.push(crate::DEFAULT_BUS);
+    }
+    let rules = match root.get_key_value("rule") {
+        Some((key, item)) => c.rules(
+            key,
+            item,
+            &crate::bus::Known {
+                functions: &names,
+                queues: &queue_names,
+                fifo: &fifo_names,
+                topics: &topic_names,
+                buses: &bus_names,
+            },
+        ),
+        None => Vec::new(),
+    };
     let schedules = match root.get_key_value("schedule") {
-        Some((key, item)) => c.schedules(key, item, &names, &queue_names, &topic_names),
+        Some((key, item)) => c.schedules(key, item, &names, &queue_names, &topic_names, &bus_names),
         None => Vec::new(),
     };
     for (function, grant, span) in std::mem::take(&mut c.grants) {
-        let known = match grant.kind {
-            GrantKind::Queue => &queue_names,
-            GrantKind::Topic => &topic_names,
+        let (known, what) = match grant.kind {
+            GrantKind::Queue => (&queue_names, "queue"),
+            GrantKind::Topic => (&topic_names, "topic"),
+            GrantKind::Bus => (&bus_names, "bus"),
         };
         if !known.contains(&grant.name.as_str()) {
-            let what = if grant.kind == GrantKind::Queue {
-                "queue"
-            } else {
-                "topic"
-            };
             let help = match closest(&grant.name, known) {
                 Some(near) => format!("did you mean `{what}:{near}`?"),
                 None => format!("declare it as [{what}.{}], or remove the entry", grant.name),
@@ -157,6 +177,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
             crate::Destination::Queue(q) => ("queue", q, &queue_names),
             crate::Destination::Function(f) => ("function", f, &names),
             crate::Destination::Topic(t) => ("topic", t, &topic_names),
+            crate::Destination::Bus(b) => ("bus", b, &bus_names),
         };
         if !known.contains(&name.as_str()) {
             let help = match closest(name, known) {
@@ -181,6 +202,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         schedules,
         topics,
         subscriptions,
+        buses,
+        rules,
     };
     c.out.into_result(manifest)
 }
@@ -214,6 +237,17 @@ pub(crate) struct Checker {
     grants: Vec<(String, Grant, Option<Range<usize>>)>,
     /// Async destinations, checked once every function and queue is known.
     pub(crate) destinations: Vec<(String, crate::Destination, Option<Range<usize>>)>,
+}
+
+/// One `[KIND.NAME]` table, from [`Checker::named_tables`].
+pub(crate) struct Named<'a> {
+    pub name: &'a str,
+    pub key: &'a Key,
+    pub table: &'a dyn TableLike,
+    /// `[KIND.NAME]`, for messages.
+    pub place: String,
+    /// The name is valid (else it was reported).
+    pub name_ok: bool,
 }
 
 pub(crate) fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
@@ -250,6 +284,60 @@ impl Checker {
             );
         }
         table
+    }
+
+    /// The `[KIND.NAME]` tables under `key`, each checked for being a
+    /// table, for unknown keys (against `keys`) and for a valid name
+    /// (`example` is a good one, for the help).
+    pub(crate) fn named_tables<'a>(
+        &mut self,
+        key: &'a Key,
+        item: &'a Item,
+        kind: &str,
+        keys: &[&str],
+        example: &str,
+    ) -> Vec<Named<'a>> {
+        let Some(table) = self.table(
+            key,
+            item,
+            &format!("`{kind}`"),
+            &format!("write each {kind} as its own table: `[{kind}.NAME]`"),
+        ) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (name, item) in table.iter() {
+            let key = table.key(name).unwrap_or(key);
+            let place = format!("[{kind}.{name}]");
+            let Some(t) = self.table(
+                key,
+                item,
+                &format!("`{kind}.{name}`"),
+                &format!("write the {kind} as `[{kind}.NAME]`"),
+            ) else {
+                continue;
+            };
+            self.unknown_keys(t, keys, &place);
+            let name_ok = match crate::check_name(name) {
+                Ok(()) => true,
+                Err(why) => {
+                    self.error(
+                        key.span(),
+                        format!("{kind} name `{name}` {why}"),
+                        &format!("use lowercase letters, digits and `-`, like `{example}`"),
+                    );
+                    false
+                }
+            };
+            out.push(Named {
+                name,
+                key,
+                table: t,
+                place,
+                name_ok,
+            });
+        }
+        out
     }
 
     pub(crate) fn string<'a>(
@@ -498,6 +586,7 @@ impl Checker {
                                 let kind = match kind {
                                     "queue" => GrantKind::Queue,
                                     "topic" => GrantKind::Topic,
+                                    "bus" => GrantKind::Bus,
                                     _ => return None,
                                 };
                                 Some(Grant {
@@ -513,7 +602,7 @@ impl Checker {
                             None => {
                                 self.error(
                                     value.span(),
-                                    format!("`publish` entry {value} in {place} is not `queue:NAME` or `topic:NAME`"),
+                                    format!("`publish` entry {value} in {place} is not `queue:NAME`, `topic:NAME` or `bus:NAME`"),
                                     "write e.g. `publish = [\"queue:jobs\"]`",
                                 );
                                 ok = false;

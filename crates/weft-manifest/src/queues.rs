@@ -26,7 +26,8 @@ pub struct Queue {
     pub name: String,
     /// How long a received message stays hidden before it is delivered again.
     pub visibility_timeout: Duration,
-    /// Receives after which a message goes to the dead-letter queue (or is dropped without one).
+    /// Receives after which a message goes to the dead-letter queue. Without
+    /// one it stays, and is retried until `retention`, unless `max_age` is set.
     pub max_receives: u32,
     pub dead_letter: Option<String>,
     /// Every message waits this long before its first delivery.
@@ -37,6 +38,11 @@ pub struct Queue {
     pub fifo: bool,
     /// The first retry delay after a failed delivery; it doubles each time.
     pub backoff: Duration,
+    /// Event delivery (the hidden queues of rule targets): a message that
+    /// failed and is older than this, or has had `max_receives` tries, goes
+    /// to the dead-letter queue or, without one, is dropped. Queues the app
+    /// declares have none.
+    pub max_age: Option<Duration>,
 }
 
 /// `[[trigger]]`: a queue's messages are delivered to a function.
@@ -156,6 +162,7 @@ impl Checker {
                 Some(("queue", q)) if !q.is_empty() => Some(crate::Destination::Queue(q.to_string())),
                 Some(("function", f)) if !f.is_empty() => Some(crate::Destination::Function(f.to_string())),
                 Some(("topic", t)) if !t.is_empty() => Some(crate::Destination::Topic(t.to_string())),
+                Some(("bus", b)) if !b.is_empty() => Some(crate::Destination::Bus(b.to_string())),
                 _ => None,
             };
             match parsed {
@@ -166,7 +173,7 @@ impl Checker {
                 None => {
                     c.error(
                         span,
-                        format!("`{name}` in {place} is `{text}`, not `queue:NAME`, `function:NAME` or `topic:NAME`"),
+                        format!("`{name}` in {place} is `{text}`, not `queue:NAME`, `function:NAME`, `topic:NAME` or `bus:NAME`"),
                         "write e.g. `on_failure = \"queue:failed\"`",
                     );
                     ok = false;
@@ -281,6 +288,7 @@ impl Checker {
                     retention,
                     fifo,
                     backoff,
+                    max_age: None,
                 });
             }
         }

@@ -292,6 +292,7 @@ const SCHEDULE_KEYS: &[&str] = &[
     "function",
     "queue",
     "topic",
+    "bus",
     "payload",
     "missed",
 ];
@@ -304,6 +305,7 @@ impl crate::parse::Checker {
         functions: &[&str],
         queues: &[&str],
         topics: &[&str],
+        buses: &[&str],
     ) -> Vec<Schedule> {
         let Some(table) = self.table(
             key,
@@ -376,34 +378,38 @@ impl crate::parse::Checker {
             let function = self.string(s, "function", &place, "\"report\"");
             let queue = self.string(s, "queue", &place, "\"jobs\"");
             let topic = self.string(s, "topic", &place, "\"orders\"");
-            let given = [function.is_some(), queue.is_some(), topic.is_some()]
+            let bus = self.string(s, "bus", &place, "\"default\"");
+            let given = [function.is_some(), queue.is_some(), topic.is_some(), bus.is_some()]
                 .iter()
                 .filter(|g| **g)
                 .count();
-            let target = match (function, queue, topic) {
+            let target = match (function, queue, topic, bus) {
                 _ if given > 1 => {
                     self.error(
                         skey.span(),
-                        format!("{place} has more than one of `function`, `queue` and `topic`"),
+                        format!("{place} has more than one of `function`, `queue`, `topic` and `bus`"),
                         "a schedule fires one target: keep one of them",
                     );
                     None
                 }
-                (Some((f, span)), _, _) => self
+                (Some((f, span)), _, _, _) => self
                     .declared(f, span, functions, "function", &place)
                     .map(crate::Destination::Function),
-                (_, Some((q, span)), _) => self
+                (_, Some((q, span)), _, _) => self
                     .declared(q, span, queues, "queue", &place)
                     .map(crate::Destination::Queue),
-                (_, _, Some((t, span))) => self
+                (_, _, Some((t, span)), _) => self
                     .declared(t, span, topics, "topic", &place)
                     .map(crate::Destination::Topic),
-                (None, None, None) => {
-                    if !["function", "queue", "topic"].iter().any(|k| s.contains_key(k)) {
+                (_, _, _, Some((b, span))) => self
+                    .declared(b, span, buses, "bus", &place)
+                    .map(crate::Destination::Bus),
+                (None, None, None, None) => {
+                    if !["function", "queue", "topic", "bus"].iter().any(|k| s.contains_key(k)) {
                         self.error(
                             skey.span(),
                             format!("{place} has no target"),
-                            "add `function = \"NAME\"`, `queue = \"NAME\"` or `topic = \"NAME\"`",
+                            "add `function = \"NAME\"`, `queue = \"NAME\"`, `topic = \"NAME\"` or `bus = \"NAME\"`",
                         );
                     }
                     None
@@ -414,6 +420,16 @@ impl crate::parse::Checker {
                 None if s.contains_key("payload") => None,
                 None => Some(String::new()),
             };
+            if let (Some(crate::Destination::Bus(b)), Some(p)) = (&target, &payload)
+                && !p.is_empty()
+                && !serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| v.is_object())
+            {
+                self.error(
+                    skey.span(),
+                    format!("{place} puts events on bus `{b}`, so its `payload` must be a JSON object (the events' `detail`)"),
+                    "write e.g. payload = '{\"kind\": \"nightly\"}', or leave it out for an empty detail",
+                );
+            }
             let missed = match self.string(s, "missed", &place, "\"skip\"") {
                 Some(("skip", _)) => Some(Missed::Skip),
                 Some(("fire_once", _)) => Some(Missed::FireOnce),

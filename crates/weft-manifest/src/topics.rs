@@ -53,35 +53,25 @@ pub struct Subscription {
 
 impl Checker {
     pub(crate) fn topics(&mut self, key: &Key, item: &Item) -> Vec<Topic> {
-        let Some(table) = self.table(
-            key,
-            item,
-            "`topic`",
-            "write each topic as its own table: `[topic.NAME]`",
-        ) else {
-            return Vec::new();
-        };
         let mut topics = Vec::new();
-        for (name, item) in table.iter() {
-            let tkey = table.key(name).unwrap_or(key);
-            let place = format!("[topic.{name}]");
-            let Some(t) = self.table(
-                tkey,
-                item,
-                &format!("`topic.{name}`"),
-                "write the topic as `[topic.NAME]`",
-            ) else {
+        for t in self.named_tables(key, item, "topic", &[], "orders") {
+            if !t.name_ok {
                 continue;
-            };
-            self.unknown_keys(t, &[], &place);
-            match crate::check_name(name) {
-                Ok(()) => topics.push(Topic { name: name.to_string() }),
-                Err(why) => self.error(
-                    tkey.span(),
-                    format!("topic name `{name}` {why}"),
-                    "use lowercase letters, digits and `-`, like `orders`",
-                ),
             }
+            if matches!(t.name, "bus" | "put") {
+                self.error(
+                    t.key.span(),
+                    format!(
+                        "topic name `{}` is kept for the event ingress (`POST /events/bus/BUS`, `POST /events/put`)",
+                        t.name
+                    ),
+                    "choose another name, like `orders`",
+                );
+                continue;
+            }
+            topics.push(Topic {
+                name: t.name.to_string(),
+            });
         }
         topics
     }

@@ -459,7 +459,7 @@ fn prune(conn: &Connection, cutoff_us: i64) -> rusqlite::Result<usize> {
 }
 
 /// Microseconds since the Unix epoch.
-pub(crate) fn now_us() -> i64 {
+pub fn now_us() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as i64)

@@ -157,6 +157,18 @@ async fn expire_drops_old_messages(s: &dyn Storage) {
     assert!(s.peek("old", 10).await.unwrap().is_empty());
 }
 
+async fn read_pages_through_a_stream_without_leasing(s: &dyn Storage) {
+    let all: Vec<NewMessage> = (0..5).map(|i| msg(&i.to_string(), &i.to_string())).collect();
+    s.append("log", all, WINDOW).await.unwrap();
+    let first = s.read("log", 0, 2).await.unwrap();
+    assert_eq!(bodies(&first), ["0", "1"]);
+    let rest = s.read("log", first[1].seq, 10).await.unwrap();
+    assert_eq!(bodies(&rest), ["2", "3", "4"]);
+    assert!(s.read("log", rest[2].seq, 10).await.unwrap().is_empty());
+    assert_eq!(s.stats("log").await.unwrap().in_flight, 0, "reading leases nothing");
+    assert_eq!(bodies(&s.lease("log", 10, LONG, false).await.unwrap()).len(), 5);
+}
+
 async fn key_value_compare_and_set(s: &dyn Storage) {
     let r1 = s.create("kv", "k", b"1".to_vec()).await.unwrap();
     assert!(
@@ -224,6 +236,7 @@ async fn provider_embedded() {
     fifo_delivers_one_at_a_time_per_group(&*s).await;
     transfer_moves_atomically(&*s).await;
     expire_drops_old_messages(&*s).await;
+    read_pages_through_a_stream_without_leasing(&*s).await;
     key_value_compare_and_set(&*s).await;
     objects_round_trip(&*s).await;
     concurrent_writers_share_commits(s).await;

@@ -184,13 +184,17 @@ pub async fn up(
         },
     ));
 
-    // Messages past their queue's retention are deleted once a minute.
+    // Messages past their queue's retention, and archived events past
+    // their bus's, are deleted once a minute.
     let expiring = node.clone();
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(Duration::from_secs(60)).await;
             if let Err(e) = expiring.queues.expire().await {
                 tracing::warn!("expiring old queue messages failed: {e}");
+            }
+            if let Err(e) = expiring.buses.expire().await {
+                tracing::warn!("expiring archived bus events failed: {e}");
             }
         }
     });
@@ -564,4 +568,112 @@ pub fn test_pattern(pattern: &Path, event: &Path) -> ExitCode {
         println!("no match");
         ExitCode::from(1)
     }
+}
+
+/// `weft events put`: one PutEvents entry.
+pub async fn put_event(
+    server: &str,
+    bus: &str,
+    source: &str,
+    detail_type: &str,
+    detail: &str,
+    resources: &[String],
+) -> anyhow::Result<ExitCode> {
+    let detail = match detail.strip_prefix('@') {
+        Some(file) => {
+            std::fs::read_to_string(file).with_context(|| format!("--detail @{file}: cannot read the file"))?
+        }
+        None => detail.to_string(),
+    };
+    let entry = json!({
+        "Source": source,
+        "DetailType": detail_type,
+        "Detail": detail,
+        "EventBusName": bus,
+        "Resources": resources,
+    });
+    let client = Client::new(server)?;
+    let (status, answer) = client
+        .post_json("/v1/events/put", &json!({ "Entries": [entry] }))
+        .await?;
+    if status >= 300 {
+        bail!("{}", error_text(&answer));
+    }
+    let result = &answer["Entries"][0];
+    match result["EventId"].as_str() {
+        Some(id) => {
+            println!("put event {id} on bus `{bus}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => bail!(
+            "the event was refused: {} ({})",
+            result["ErrorMessage"].as_str().unwrap_or("no reason given"),
+            result["ErrorCode"].as_str().unwrap_or("?")
+        ),
+    }
+}
+
+/// `weft events replay`.
+pub async fn replay(
+    server: &str,
+    bus: &str,
+    from: &str,
+    to: Option<String>,
+    rule: Option<String>,
+    name: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let to = to.unwrap_or_else(|| weft_events::cloudevents::rfc3339(weft_store::now_us()));
+    let client = Client::new(server)?;
+    let (status, answer) = client
+        .post_json(
+            &format!("/v1/buses/{}/replay", encode(bus)),
+            &json!({ "from": from, "to": to, "rule": rule, "name": name }),
+        )
+        .await?;
+    if status >= 300 {
+        bail!("{}", error_text(&answer));
+    }
+    println!(
+        "replay {}: {} archived event(s) from {from} to {to}, {} delivery(ies) stored",
+        answer["name"].as_str().unwrap_or(""),
+        answer["events"],
+        answer["deliveries"]
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `weft events buses`.
+pub async fn buses(server: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (status, answer) = client.get("/v1/buses").await?;
+    if status >= 300 {
+        bail!("{}", error_text(&answer));
+    }
+    for bus in answer["buses"].as_array().into_iter().flatten() {
+        let archive = match bus["archive"].as_str() {
+            Some(keep) => format!("archive {keep}, {} event(s) kept", bus["archived"]),
+            None => "no archive".to_string(),
+        };
+        println!("{} ({archive})", bus["name"].as_str().unwrap_or(""));
+        for rule in bus["rules"].as_array().into_iter().flatten() {
+            let targets: Vec<&str> = rule["targets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let off = if rule["enabled"] == json!(false) {
+                " (disabled)"
+            } else {
+                ""
+            };
+            println!(
+                "  rule {}{off}: {} -> {}",
+                rule["name"].as_str().unwrap_or(""),
+                rule["pattern"],
+                targets.join(", ")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }

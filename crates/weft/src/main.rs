@@ -131,6 +131,49 @@ pub enum EventsCommand {
         #[arg(long)]
         event: PathBuf,
     },
+    /// Put one event on a bus (EventBridge's PutEvents); prints its id.
+    Put {
+        /// EventBridge's `source`, e.g. `shop.orders`.
+        #[arg(long)]
+        source: String,
+        /// EventBridge's `detail-type`, e.g. `OrderPlaced`.
+        #[arg(long)]
+        detail_type: String,
+        /// The detail: a JSON object, or @FILE.
+        #[arg(long, default_value = "{}")]
+        detail: String,
+        #[arg(long, default_value = "default")]
+        bus: String,
+        /// A resource the event is about (repeatable).
+        #[arg(long = "resource")]
+        resources: Vec<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Send a bus's archived events of a time window through its rules again.
+    Replay {
+        #[arg(long, default_value = "default")]
+        bus: String,
+        /// Start of the window (RFC 3339, e.g. 2026-11-23T10:00:00Z), when the bus received the events.
+        #[arg(long)]
+        from: String,
+        /// End of the window (RFC 3339); default: now.
+        #[arg(long)]
+        to: Option<String>,
+        /// Only this rule (default: every rule of the bus).
+        #[arg(long)]
+        rule: Option<String>,
+        /// The replay's name, set as `replay-name` in each replayed event.
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// List the buses, their archives and their rules.
+    Buses {
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -244,9 +287,26 @@ fn main() -> ExitCode {
                 server,
             } => commands::logs(&server, function, request, follow).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,
-            Command::Events {
-                command: EventsCommand::TestPattern { pattern, event },
-            } => Ok(commands::test_pattern(&pattern, &event)),
+            Command::Events { command } => match command {
+                EventsCommand::TestPattern { pattern, event } => Ok(commands::test_pattern(&pattern, &event)),
+                EventsCommand::Put {
+                    source,
+                    detail_type,
+                    detail,
+                    bus,
+                    resources,
+                    server,
+                } => commands::put_event(&server, &bus, &source, &detail_type, &detail, &resources).await,
+                EventsCommand::Replay {
+                    bus,
+                    from,
+                    to,
+                    rule,
+                    name,
+                    server,
+                } => commands::replay(&server, &bus, &from, to, rule, name).await,
+                EventsCommand::Buses { server } => commands::buses(&server).await,
+            },
         }
     });
     match result {

@@ -100,6 +100,7 @@ enum Op {
     },
     Peek {
         stream: String,
+        after: u64,
         max: usize,
     },
     Stats {
@@ -506,14 +507,14 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             }
             Ok(Reply::Count(n))
         }
-        Op::Peek { stream, max } => {
+        Op::Peek { stream, after, max } => {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 ORDER BY seq LIMIT ?2"
+                    "SELECT {MESSAGE_COLUMNS} FROM messages WHERE stream = ?1 AND seq > ?3 ORDER BY seq LIMIT ?2"
                 ))
                 .map_err(sql)?;
             let rows = stmt
-                .query_map(params![stream, *max as i64], message_from_row)
+                .query_map(params![stream, *max as i64, *after as i64], message_from_row)
                 .map_err(sql)?;
             Ok(Reply::Messages(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
         }
@@ -738,9 +739,14 @@ impl Streams for Embedded {
     }
 
     async fn peek(&self, stream: &str, max: usize) -> Result<Vec<Message>> {
+        self.read(stream, 0, max).await
+    }
+
+    async fn read(&self, stream: &str, after: u64, max: usize) -> Result<Vec<Message>> {
         match self
             .run(Op::Peek {
                 stream: stream.into(),
+                after,
                 max,
             })
             .await?

@@ -155,6 +155,9 @@ pub trait Streams: Send + Sync {
     ) -> Result<usize>;
     /// The oldest messages, without leasing them.
     async fn peek(&self, stream: &str, max: usize) -> Result<Vec<Message>>;
+    /// Up to `max` messages with a sequence number above `after`, oldest
+    /// first, without leasing them: a stream read as a log (archives).
+    async fn read(&self, stream: &str, after: u64, max: usize) -> Result<Vec<Message>>;
     async fn stats(&self, stream: &str) -> Result<StreamStats>;
     /// Deletes messages appended more than `age` ago; returns how many.
     async fn expire(&self, stream: &str, age: Duration) -> Result<usize>;

@@ -4,6 +4,7 @@
 mod support;
 
 mod asyncs;
+mod buses;
 mod cli;
 mod deploys;
 mod forwarding;

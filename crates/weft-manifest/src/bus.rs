@@ -1,0 +1,763 @@
+//! `[bus.NAME]` and `[rule.NAME]`: an event bus that routes events by
+//! content, as EventBridge does.
+//!
+//! A rule matches the events of one bus against an EventBridge pattern and
+//! sends each match to its targets: a function, a queue, a topic or another
+//! bus. A target may reshape the event first (`input`, `input_path`, or
+//! `input_paths` with `input_template`: EventBridge's input transformer);
+//! a function target retries on its own and may have a dead-letter queue.
+
+use std::time::Duration;
+
+use serde_json::Value;
+use toml_edit::{Item, Key, TableLike};
+
+use crate::parse::{Checker, closest, span_of};
+use crate::pattern::Pattern;
+
+/// The bus every app has, whether or not it is declared.
+pub const DEFAULT_BUS: &str = "default";
+/// `retries` of a function target when the manifest does not say (as EventBridge).
+pub const DEFAULT_RETRIES: u32 = 185;
+/// `max_event_age` of a function target when the manifest does not say (as EventBridge).
+pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(24 * 3600);
+
+const BUS_KEYS: &[&str] = &["archive"];
+const RULE_KEYS: &[&str] = &["bus", "pattern", "target", "enabled", "description"];
+const TARGET_KEYS: &[&str] = &[
+    "function",
+    "queue",
+    "topic",
+    "bus",
+    "input",
+    "input_path",
+    "input_paths",
+    "input_template",
+    "retries",
+    "max_event_age",
+    "backoff",
+    "dead_letter",
+];
+/// Placeholders every input template may use.
+const RESERVED: &[&str] = &[
+    "aws.events.rule-name",
+    "aws.events.rule-arn",
+    "aws.events.event",
+    "aws.events.event.json",
+    "aws.events.event.ingestion-time",
+];
+
+/// `[bus.NAME]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bus {
+    pub name: String,
+    /// Keep every event put on the bus this long, for replay.
+    pub archive: Option<Duration>,
+}
+
+/// `[rule.NAME]`: events on `bus` matching `pattern` go to every target.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub bus: String,
+    pub pattern: Pattern,
+    pub pattern_text: String,
+    pub enabled: bool,
+    pub targets: Vec<RuleTarget>,
+}
+
+/// `[[rule.NAME.target]]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuleTarget {
+    pub kind: TargetKind,
+    pub input: Input,
+    /// Function targets: attempts after the first failed one.
+    pub retries: u32,
+    /// Function targets: an event older than this is not tried again.
+    pub max_event_age: Duration,
+    /// Function targets: the first retry delay; it doubles.
+    pub backoff: Duration,
+    /// Function targets: a standard queue for events that could not be delivered.
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TargetKind {
+    Function(String),
+    Queue(String),
+    Topic(String),
+    Bus(String),
+}
+
+impl std::fmt::Display for TargetKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TargetKind::Function(n) => write!(f, "function:{n}"),
+            TargetKind::Queue(n) => write!(f, "queue:{n}"),
+            TargetKind::Topic(n) => write!(f, "topic:{n}"),
+            TargetKind::Bus(n) => write!(f, "bus:{n}"),
+        }
+    }
+}
+
+/// What a target is sent: the event, or something made from it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// The whole event.
+    Event,
+    /// This JSON text, whatever the event.
+    Constant(String),
+    /// The part of the event at this path.
+    Path(JsonPath),
+    /// EventBridge's input transformer: values picked by path, put into a template.
+    Template {
+        paths: Vec<(String, JsonPath)>,
+        template: String,
+    },
+}
+
+/// A JSONPath of the form EventBridge's input paths use: `$`, then
+/// `.name`, `['name']` or `[N]` steps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JsonPath {
+    pub text: String,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Step {
+    Field(String),
+    Index(usize),
+}
+
+impl JsonPath {
+    pub fn parse(text: &str) -> Result<JsonPath, String> {
+        let bad = |why: &str| format!("`{text}` is not a JSON path: {why}; write e.g. \"$.detail.amount\"");
+        let rest = text.strip_prefix('$').ok_or_else(|| bad("it must start with `$`"))?;
+        let mut steps = Vec::new();
+        let mut rest = rest;
+        while !rest.is_empty() {
+            if let Some(after) = rest.strip_prefix('.') {
+                let end = after.find(['.', '[']).unwrap_or(after.len());
+                let name = &after[..end];
+                if name.is_empty() || name == "*" {
+                    return Err(bad("a `.` must be followed by a field name"));
+                }
+                steps.push(Step::Field(name.to_string()));
+                rest = &after[end..];
+            } else if let Some(after) = rest.strip_prefix("['") {
+                let end = after.find("']").ok_or_else(|| bad("a `['` has no closing `']`"))?;
+                steps.push(Step::Field(after[..end].to_string()));
+                rest = &after[end + 2..];
+            } else if let Some(after) = rest.strip_prefix('[') {
+                let end = after.find(']').ok_or_else(|| bad("a `[` has no closing `]`"))?;
+                let n = after[..end]
+                    .parse()
+                    .map_err(|_| bad("only field names and array indexes are supported"))?;
+                steps.push(Step::Index(n));
+                rest = &after[end + 1..];
+            } else {
+                return Err(bad("expected `.`, `['` or `[` after the `$`"));
+            }
+        }
+        Ok(JsonPath {
+            text: text.to_string(),
+            steps,
+        })
+    }
+
+    /// The value at this path in `value`, if there is one.
+    pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
+        self.steps.iter().try_fold(value, |v, step| match step {
+            Step::Field(name) => v.get(name.as_str()),
+            Step::Index(n) => v.get(*n),
+        })
+    }
+}
+
+/// What a template placeholder stands for when the input is made.
+pub struct TemplateContext<'a> {
+    pub event: &'a Value,
+    pub rule: &'a str,
+    pub rule_arn: &'a str,
+    pub ingestion_time: &'a str,
+}
+
+impl Input {
+    /// The body a target is sent for `event`.
+    pub fn apply(&self, cx: &TemplateContext<'_>) -> Vec<u8> {
+        match self {
+            Input::Event => cx.event.to_string().into_bytes(),
+            Input::Constant(text) => text.clone().into_bytes(),
+            Input::Path(path) => path.get(cx.event).unwrap_or(&Value::Null).to_string().into_bytes(),
+            Input::Template { paths, template } => fill(template, |name| {
+                let value = match name {
+                    "aws.events.rule-name" => Value::from(cx.rule),
+                    "aws.events.rule-arn" => Value::from(cx.rule_arn),
+                    "aws.events.event" | "aws.events.event.json" => cx.event.clone(),
+                    "aws.events.event.ingestion-time" => Value::from(cx.ingestion_time),
+                    _ => {
+                        let (_, path) = paths.iter().find(|(n, _)| n == name)?;
+                        path.get(cx.event).cloned().unwrap_or(Value::Null)
+                    }
+                };
+                Some(value)
+            })
+            .into_bytes(),
+        }
+    }
+}
+
+/// Replaces each `<name>` of `template` for which `value` gives a value.
+/// Inside a JSON string, a string goes in as its escaped text and anything
+/// else as its escaped JSON; outside one, every value goes in as JSON.
+fn fill(template: &str, mut value: impl FnMut(&str) -> Option<Value>) -> String {
+    let mut out = String::with_capacity(template.len());
+    let (mut in_string, mut escaped) = (false, false);
+    let mut rest = template;
+    while let Some(c) = rest.chars().next() {
+        if c == '<'
+            && let Some(end) = rest[1..].find('>')
+            && let name = &rest[1..=end]
+            && is_placeholder_name(name)
+            && let Some(v) = value(name)
+        {
+            if in_string {
+                let text = match &v {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    other => other.to_string(),
+                };
+                let quoted = Value::from(text).to_string();
+                out.push_str(&quoted[1..quoted.len() - 1]);
+            } else {
+                out.push_str(&v.to_string());
+            }
+            rest = &rest[end + 2..];
+            continue;
+        }
+        match c {
+            '\\' if in_string => escaped = !escaped,
+            '"' if !escaped => in_string = !in_string,
+            _ => escaped = false,
+        }
+        if c != '\\' {
+            escaped = false;
+        }
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
+}
+
+fn is_placeholder_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+}
+
+/// Every `<name>` in a template.
+fn placeholders(template: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    fill(template, |name| {
+        names.push(name.to_string());
+        None
+    });
+    names
+}
+
+impl Checker {
+    pub(crate) fn buses(&mut self, key: &Key, item: &Item) -> Vec<Bus> {
+        let mut buses = Vec::new();
+        for b in self.named_tables(key, item, "bus", BUS_KEYS, "orders") {
+            if !b.name_ok {
+                continue;
+            }
+            let day = Duration::from_secs(86_400);
+            let archive = match b.table.contains_key("archive") {
+                true => {
+                    match self.duration_in(b.table, "archive", &b.place, day, (Duration::from_secs(60), 3650 * day)) {
+                        Some(d) => Some(d),
+                        None => continue,
+                    }
+                }
+                false => None,
+            };
+            buses.push(Bus {
+                name: b.name.to_string(),
+                archive,
+            });
+        }
+        buses
+    }
+
+    pub(crate) fn rules(&mut self, key: &Key, item: &Item, known: &Known<'_>) -> Vec<Rule> {
+        let mut rules = Vec::new();
+        for named in self.named_tables(key, item, "rule", RULE_KEYS, "big-orders") {
+            let (name, rkey, r, place) = (named.name, named.key, named.table, named.place);
+            let mut ok = named.name_ok;
+            let bus = match r.contains_key("bus") {
+                true => self.reference(r, "bus", &place, known.buses, "[bus.NAME]"),
+                false => Some(DEFAULT_BUS.to_string()),
+            };
+            let pattern = match self.string(r, "pattern", &place, "'{\"source\": [\"shop\"]}'") {
+                Some((text, span)) => match Pattern::parse(text) {
+                    Ok(p) => Some((p, text.to_string())),
+                    Err(why) => {
+                        self.error(
+                            span,
+                            format!("`pattern` of {place} is not a valid event pattern: {why}"),
+                            "write an EventBridge pattern as JSON, e.g. pattern = '{\"source\": [\"shop\"], \"detail-type\": [\"order.placed\"]}'",
+                        );
+                        None
+                    }
+                },
+                None => {
+                    if !r.contains_key("pattern") {
+                        self.error(
+                            rkey.span(),
+                            format!("{place} has no `pattern`"),
+                            "add e.g. pattern = '{\"source\": [\"shop\"]}' (an EventBridge event pattern)",
+                        );
+                    }
+                    None
+                }
+            };
+            let enabled = match r.get("enabled") {
+                None => Some(true),
+                Some(item) => match item.as_bool() {
+                    Some(b) => Some(b),
+                    None => {
+                        self.error(
+                            item.span(),
+                            format!("`enabled` of {place} must be true or false"),
+                            "write `enabled = false` to keep the rule without running it",
+                        );
+                        None
+                    }
+                },
+            };
+            if let Some(item) = r.get("description")
+                && !item.is_str()
+            {
+                self.error(
+                    item.span(),
+                    format!("`description` of {place} must be a string"),
+                    "write it in quotes",
+                );
+                ok = false;
+            }
+            let targets = match r.get_key_value("target") {
+                Some((tkey, titem)) => {
+                    let tables = self.array_of_tables(
+                        tkey,
+                        titem,
+                        &format!("rule.{name}.target"),
+                        &format!(
+                            "write each target as `[[rule.{name}.target]]` with `function`, `queue`, `topic` or `bus`"
+                        ),
+                    );
+                    let mut targets = Vec::new();
+                    for (n, t) in tables.into_iter().enumerate() {
+                        let place = format!("target #{} of [rule.{name}]", n + 1);
+                        match self.rule_target(t, &place, known) {
+                            Some(target) => targets.push(target),
+                            None => ok = false,
+                        }
+                    }
+                    targets
+                }
+                None => {
+                    self.error(
+                        rkey.span(),
+                        format!("{place} has no targets, so it would do nothing"),
+                        &format!("add a target:\n[[rule.{name}.target]]\nfunction = \"NAME\""),
+                    );
+                    ok = false;
+                    Vec::new()
+                }
+            };
+            if let (true, Some(bus), Some((pattern, pattern_text)), Some(enabled)) = (ok, bus, pattern, enabled) {
+                rules.push(Rule {
+                    name: name.to_string(),
+                    bus,
+                    pattern,
+                    pattern_text,
+                    enabled,
+                    targets,
+                });
+            }
+        }
+        self.bus_cycles(&rules);
+        rules
+    }
+
+    fn rule_target(&mut self, t: &dyn TableLike, place: &str, known: &Known<'_>) -> Option<RuleTarget> {
+        self.unknown_keys(t, TARGET_KEYS, place);
+        let given: Vec<&str> = ["function", "queue", "topic", "bus"]
+            .into_iter()
+            .filter(|k| t.contains_key(k))
+            .collect();
+        let kind = match given.as_slice() {
+            ["function"] => self
+                .reference(t, "function", place, known.functions, "[function.NAME]")
+                .map(TargetKind::Function),
+            ["queue"] => self
+                .reference(t, "queue", place, known.queues, "[queue.NAME]")
+                .map(TargetKind::Queue),
+            ["topic"] => self
+                .reference(t, "topic", place, known.topics, "[topic.NAME]")
+                .map(TargetKind::Topic),
+            ["bus"] => self
+                .reference(t, "bus", place, known.buses, "[bus.NAME]")
+                .map(TargetKind::Bus),
+            [] => {
+                self.error(
+                    None,
+                    format!("{place} names nothing to send to"),
+                    "add `function = \"NAME\"`, `queue = \"NAME\"`, `topic = \"NAME\"` or `bus = \"NAME\"`",
+                );
+                None
+            }
+            _ => {
+                self.error(
+                    None,
+                    format!("{place} has more than one of `function`, `queue`, `topic` and `bus`"),
+                    "a target sends to one place: give each its own [[rule.NAME.target]]",
+                );
+                None
+            }
+        };
+        if let Some(TargetKind::Queue(q)) = &kind
+            && known.fifo.contains(&q.as_str())
+        {
+            self.error(
+                None,
+                format!("{place} sends to FIFO queue `{q}`"),
+                "rules send to standard queues: target a queue without `fifo = true`",
+            );
+        }
+        let input = self.target_input(t, place);
+        if matches!(kind, Some(TargetKind::Bus(_))) && !matches!(input, Some(Input::Event)) {
+            self.error(
+                None,
+                format!("{place} sends to a bus and reshapes the event"),
+                "a bus takes whole events: remove `input`, `input_path` and `input_template` from this target",
+            );
+            return None;
+        }
+        let is_function = matches!(kind, Some(TargetKind::Function(_)));
+        if !is_function {
+            for key in ["retries", "max_event_age", "backoff", "dead_letter"] {
+                if let Some((k, item)) = t.get_key_value(key) {
+                    self.error(
+                        span_of(k, item),
+                        format!("{place} has `{key}`, but only function targets retry"),
+                        "a queue, topic or bus target is written when the event is put, or the put fails: remove it",
+                    );
+                }
+            }
+        }
+        let retries = self.integer_in(t, "retries", place, DEFAULT_RETRIES, (0, 185));
+        let max_event_age = self.duration_in(
+            t,
+            "max_event_age",
+            place,
+            DEFAULT_MAX_EVENT_AGE,
+            (Duration::from_secs(60), Duration::from_secs(24 * 3600)),
+        );
+        let backoff = self.duration_in(
+            t,
+            "backoff",
+            place,
+            Duration::from_secs(1),
+            (Duration::ZERO, Duration::from_secs(3600)),
+        );
+        let dead_letter = match self.string(t, "dead_letter", place, "\"failed-events\"") {
+            Some((d, _)) if known.queues.contains(&d) && !known.fifo.contains(&d) => Some(Some(d.to_string())),
+            Some((d, span)) => {
+                let help = match closest(d, known.queues) {
+                    _ if known.fifo.contains(&d) => format!("`{d}` is a FIFO queue: name a standard one"),
+                    Some(near) => format!("did you mean `{near}`?"),
+                    None => format!("declare a standard queue [queue.{d}]"),
+                };
+                self.out.push(
+                    crate::Diagnostic::new(
+                        span,
+                        format!("`dead_letter` of {place} is `{d}`, which is not a standard queue of this app"),
+                    )
+                    .with_help(help),
+                );
+                None
+            }
+            None if t.contains_key("dead_letter") => None,
+            None => Some(None),
+        };
+        let no_retry_keys_on_others = is_function
+            || !["retries", "max_event_age", "backoff", "dead_letter"]
+                .iter()
+                .any(|k| t.contains_key(k));
+        Some(RuleTarget {
+            kind: kind?,
+            input: input?,
+            retries: retries?,
+            max_event_age: max_event_age?,
+            backoff: backoff?,
+            dead_letter: dead_letter?,
+        })
+        .filter(|_| no_retry_keys_on_others)
+    }
+
+    fn target_input(&mut self, t: &dyn TableLike, place: &str) -> Option<Input> {
+        let given: Vec<&str> = ["input", "input_path", "input_template"]
+            .into_iter()
+            .filter(|k| t.contains_key(k))
+            .collect();
+        if given.len() > 1 {
+            self.error(
+                None,
+                format!("{place} has both `{}` and `{}`", given[0], given[1]),
+                "a target takes the whole event, `input` (fixed JSON), `input_path`, or `input_paths` with `input_template`: keep one",
+            );
+            return None;
+        }
+        if t.contains_key("input_paths") && !t.contains_key("input_template") {
+            self.error(
+                None,
+                format!("{place} has `input_paths` but no `input_template`"),
+                "add e.g. input_template = '{\"amount\": <amount>}' using the names of `input_paths`",
+            );
+            return None;
+        }
+        if let Some((text, span)) = self.string(t, "input", place, "'{\"fixed\": true}'") {
+            return match serde_json::from_str::<Value>(text) {
+                Ok(_) => Some(Input::Constant(text.to_string())),
+                Err(e) => {
+                    self.error(
+                        span,
+                        format!("`input` of {place} is not JSON: {e}"),
+                        "write the fixed input as JSON text, e.g. input = '{\"report\": \"daily\"}'",
+                    );
+                    None
+                }
+            };
+        }
+        if let Some((text, span)) = self.string(t, "input_path", place, "\"$.detail\"") {
+            return match JsonPath::parse(text) {
+                Ok(p) => Some(Input::Path(p)),
+                Err(why) => {
+                    self.error(
+                        span,
+                        format!("`input_path` of {place}: {why}"),
+                        "e.g. input_path = \"$.detail\"",
+                    );
+                    None
+                }
+            };
+        }
+        let Some((template, tspan)) = self.string(t, "input_template", place, "'{\"id\": <id>}'") else {
+            return (!given.iter().any(|k| t.contains_key(k))).then_some(Input::Event);
+        };
+        let mut paths = Vec::new();
+        let mut ok = true;
+        if let Some((pkey, pitem)) = t.get_key_value("input_paths") {
+            match pitem.as_table_like() {
+                Some(map) => {
+                    for (name, value) in map.iter() {
+                        let at = value.span().or_else(|| span_of(pkey, pitem));
+                        if name.starts_with("aws.") || !is_placeholder_name(name) {
+                            self.error(
+                                at,
+                                format!("`input_paths` of {place} has the name `{name}`"),
+                                "names use letters, digits, `_`, `-` and `.`, and may not start with `aws.` (kept for weft's own)",
+                            );
+                            ok = false;
+                            continue;
+                        }
+                        match value.as_str().map(JsonPath::parse) {
+                            Some(Ok(p)) => paths.push((name.to_string(), p)),
+                            Some(Err(why)) => {
+                                self.error(
+                                    at,
+                                    format!("`input_paths.{name}` of {place}: {why}"),
+                                    "e.g. \"$.detail.id\"",
+                                );
+                                ok = false;
+                            }
+                            None => {
+                                self.error(
+                                    at,
+                                    format!("`input_paths.{name}` of {place} must be a string"),
+                                    "write a JSON path in quotes, e.g. \"$.detail.id\"",
+                                );
+                                ok = false;
+                            }
+                        }
+                    }
+                }
+                None => {
+                    self.error(
+                        span_of(pkey, pitem),
+                        format!("`input_paths` of {place} must be a table of names to JSON paths"),
+                        "write e.g. input_paths = { amount = \"$.detail.amount\" }",
+                    );
+                    ok = false;
+                }
+            }
+        }
+        for name in placeholders(template) {
+            if !RESERVED.contains(&name.as_str()) && !paths.iter().any(|(n, _)| *n == name) {
+                let names: Vec<&str> = paths.iter().map(|(n, _)| n.as_str()).collect();
+                let help = match closest(&name, &names) {
+                    Some(near) => format!("did you mean `<{near}>`?"),
+                    None => format!(
+                        "add `{name} = \"$.detail.{name}\"` to `input_paths`, or use a reserved name such as <aws.events.rule-name>"
+                    ),
+                };
+                self.error(
+                    tspan.clone(),
+                    format!("`input_template` of {place} uses `<{name}>`, which `input_paths` does not define"),
+                    &help,
+                );
+                ok = false;
+            }
+        }
+        let trimmed = template.trim_start();
+        if ok && (trimmed.starts_with('{') || trimmed.starts_with('[')) {
+            let sample = fill(template, |_| Some(Value::Null));
+            if let Err(e) = serde_json::from_str::<Value>(&sample) {
+                self.error(
+                    tspan,
+                    format!("`input_template` of {place} does not make JSON: {e}"),
+                    "outside quotes a placeholder stands for a JSON value (`{\"n\": <n>}`); inside quotes for text (`{\"s\": \"id <id>\"}`)",
+                );
+                ok = false;
+            }
+        }
+        ok.then(|| Input::Template {
+            paths,
+            template: template.to_string(),
+        })
+    }
+
+    /// Refuses rules whose bus targets could send an event round in a circle.
+    fn bus_cycles(&mut self, rules: &[Rule]) {
+        let edges: Vec<(&str, &str, &str)> = rules
+            .iter()
+            .flat_map(|r| {
+                r.targets.iter().filter_map(move |t| match &t.kind {
+                    TargetKind::Bus(b) => Some((r.bus.as_str(), b.as_str(), r.name.as_str())),
+                    _ => None,
+                })
+            })
+            .collect();
+        for (from, to, rule) in &edges {
+            // Is `from` reachable again from `to`?
+            let mut path = vec![*from, *to];
+            let mut seen = vec![*to];
+            let mut stack = vec![(*to, path.clone())];
+            while let Some((at, trail)) = stack.pop() {
+                if at == *from {
+                    path = trail;
+                    self.error(
+                        None,
+                        format!(
+                            "rule `{rule}` sends events from bus `{from}` to bus `{to}`, and they can come back: {}",
+                            path.join(" → ")
+                        ),
+                        "bus targets must not form a loop: remove one of the bus targets, or send to a function or queue instead",
+                    );
+                    return;
+                }
+                for (f, t, _) in &edges {
+                    if *f == at && (!seen.contains(t) || *t == *from) {
+                        seen.push(t);
+                        let mut next = trail.clone();
+                        next.push(t);
+                        stack.push((t, next));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Names a rule may refer to.
+pub(crate) struct Known<'a> {
+    pub functions: &'a [&'a str],
+    pub queues: &'a [&'a str],
+    pub fifo: &'a [&'a str],
+    pub topics: &'a [&'a str],
+    pub buses: &'a [&'a str],
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cx(event: &Value) -> TemplateContext<'_> {
+        TemplateContext {
+            event,
+            rule: "big-orders",
+            rule_arn: "arn:weft:events:local:000000000000:rule/default/big-orders",
+            ingestion_time: "2026-11-23T10:00:00Z",
+        }
+    }
+
+    #[test]
+    fn paths_reach_fields_and_array_elements() {
+        let event = json!({"detail": {"items": [{"sku": "a"}, {"sku": "b"}], "odd key": 1}});
+        assert_eq!(JsonPath::parse("$").unwrap().get(&event), Some(&event));
+        assert_eq!(
+            JsonPath::parse("$.detail.items[1].sku").unwrap().get(&event),
+            Some(&json!("b"))
+        );
+        assert_eq!(
+            JsonPath::parse("$.detail['odd key']").unwrap().get(&event),
+            Some(&json!(1))
+        );
+        assert_eq!(JsonPath::parse("$.detail.missing").unwrap().get(&event), None);
+        for bad in ["detail", "$..x", "$.a[*]", "$.a[", "$x"] {
+            assert!(JsonPath::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn templates_put_json_outside_quotes_and_text_inside() {
+        let event = json!({"id": "e1", "detail": {"amount": 12.5, "who": "Ann \"A\"", "tags": ["x"]}});
+        let input = Input::Template {
+            paths: vec![
+                ("amount".into(), JsonPath::parse("$.detail.amount").unwrap()),
+                ("who".into(), JsonPath::parse("$.detail.who").unwrap()),
+                ("tags".into(), JsonPath::parse("$.detail.tags").unwrap()),
+                ("none".into(), JsonPath::parse("$.detail.none").unwrap()),
+            ],
+            template: r#"{"a": <amount>, "w": <who>, "text": "<who> paid <amount>", "t": <tags>, "n": <none>, "r": "<aws.events.rule-name>", "e": <aws.events.event>, "keep": "<b>"}"#.into(),
+        };
+        let out: Value = serde_json::from_slice(&input.apply(&cx(&event))).unwrap();
+        assert_eq!(
+            out,
+            json!({"a": 12.5, "w": "Ann \"A\"", "text": "Ann \"A\" paid 12.5", "t": ["x"], "n": null,
+                   "r": "big-orders", "e": event, "keep": "<b>"})
+        );
+    }
+
+    #[test]
+    fn text_templates_and_the_other_inputs() {
+        let event = json!({"source": "shop", "detail": {"n": 1}});
+        let text = Input::Template {
+            paths: vec![("s".into(), JsonPath::parse("$.source").unwrap())],
+            template: "event from <s> for <aws.events.rule-name>".into(),
+        };
+        assert_eq!(text.apply(&cx(&event)), b"event from \"shop\" for \"big-orders\"");
+        assert_eq!(Input::Event.apply(&cx(&event)), event.to_string().into_bytes());
+        assert_eq!(Input::Constant("[1]".into()).apply(&cx(&event)), b"[1]");
+        assert_eq!(
+            Input::Path(JsonPath::parse("$.detail").unwrap()).apply(&cx(&event)),
+            b"{\"n\":1}"
+        );
+    }
+}
