@@ -630,3 +630,140 @@ impl Buses {
         Ok(n)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn entries(body: Value) -> Result<Vec<Result<Entry, EntryError>>, String> {
+        put_entries(body.to_string().as_bytes(), "orders", || "id-1".to_string())
+    }
+
+    fn one(entry: Value) -> Result<Entry, EntryError> {
+        entries(json!({ "Entries": [entry] })).unwrap().remove(0)
+    }
+
+    #[test]
+    fn a_put_request_must_have_one_to_ten_entries() {
+        assert!(
+            put_entries(b"not json", "default", String::new)
+                .unwrap_err()
+                .contains("not JSON")
+        );
+        assert!(entries(json!({})).unwrap_err().contains("1 to 10 entries"));
+        assert!(
+            entries(json!({ "Entries": [] }))
+                .unwrap_err()
+                .contains("1 to 10 entries")
+        );
+        let eleven: Vec<Value> = (0..11).map(|_| json!({})).collect();
+        assert!(
+            entries(json!({ "Entries": eleven }))
+                .unwrap_err()
+                .contains("has 11 entries")
+        );
+    }
+
+    #[test]
+    fn entries_become_events_with_defaults() {
+        let (bus, event) =
+            one(json!({ "Source": "shop", "DetailType": "OrderPlaced", "Detail": "{\"n\": 1}" })).unwrap();
+        assert_eq!(bus, "orders", "the default bus is the caller's");
+        assert_eq!((event.id.as_str(), event.detail.clone()), ("id-1", json!({ "n": 1 })));
+        let envelope = event.envelope();
+        assert_eq!(envelope["version"], "0");
+        assert_eq!(envelope["account"], ACCOUNT);
+        assert_eq!(envelope["region"], REGION);
+        assert_eq!(envelope["resources"], json!([]));
+        assert!(envelope.get("extensions").is_none());
+
+        let (bus, event) = one(json!({
+            "Source": "shop", "DetailType": "T", "Detail": { "inline": true },
+            "EventBusName": "arn:aws:events:eu-west-1:123456789012:event-bus/billing",
+            "Time": 1_700_000_000, "Resources": ["r1"],
+        }))
+        .unwrap();
+        assert_eq!(bus, "billing");
+        assert_eq!(event.time, "2023-11-14T22:13:20Z");
+        assert_eq!(event.resources, ["r1"]);
+        assert_eq!(event.detail, json!({ "inline": true }));
+    }
+
+    #[test]
+    fn bad_entries_get_eventbridge_error_codes() {
+        let base = json!({ "Source": "shop", "DetailType": "T", "Detail": "{}" });
+        let with = |key: &str, value: Value| {
+            let mut e = base.clone();
+            e[key] = value;
+            one(e).unwrap_err()
+        };
+        let without = |key: &str| {
+            let mut e = base.clone();
+            e.as_object_mut().unwrap().remove(key);
+            one(e).unwrap_err()
+        };
+        assert_eq!(without("Source").message, "`Source` is required");
+        assert_eq!(without("DetailType").code, "InvalidArgument");
+        assert_eq!(without("Detail").message, "`Detail` is required");
+        assert!(with("Source", json!("x".repeat(257))).message.contains("1 to 256"));
+        assert!(with("DetailType", json!(5)).message.contains("must be a string"));
+        assert_eq!(with("Detail", json!("[1]")).code, "MalformedDetail");
+        assert_eq!(with("Detail", json!("{broken")).code, "MalformedDetail");
+        assert_eq!(with("Detail", json!(3)).code, "MalformedDetail");
+        assert!(with("Time", json!("yesterday")).message.contains("not an RFC 3339"));
+        assert!(with("Resources", json!("r1")).message.contains("list of strings"));
+        assert!(with("EventBusName", json!(1)).message.contains("must be a string"));
+        assert!(
+            with("Region", json!("x"))
+                .message
+                .contains("`Region` is not a PutEvents entry field")
+        );
+        assert!(
+            with("Detail", json!({ "big": "x".repeat(MAX_EVENT) }))
+                .message
+                .contains("over 256 KiB")
+        );
+        assert_eq!(
+            entries(json!({ "Entries": [5] })).unwrap()[0]
+                .as_ref()
+                .unwrap_err()
+                .code,
+            "InvalidArgument"
+        );
+    }
+
+    fn cloudevent(data: &[u8]) -> CloudEvent {
+        CloudEvent {
+            id: "c1".into(),
+            source: "tools".into(),
+            event_type: "Notice".into(),
+            time: Some("2026-11-23T10:00:00Z".into()),
+            content_type: Some("application/json".into()),
+            data: data.to_vec(),
+            extensions: BTreeMap::from([
+                ("subject".to_string(), "order/7".to_string()),
+                ("traceparent".to_string(), "00-ab".to_string()),
+            ]),
+        }
+    }
+
+    #[test]
+    fn cloudevents_map_onto_the_envelope() {
+        let event = BusEvent::from_cloudevent(cloudevent(br#"{"a": 1}"#)).unwrap();
+        let envelope = event.envelope();
+        assert_eq!(envelope["id"], "c1");
+        assert_eq!(envelope["source"], "tools");
+        assert_eq!(envelope["detail-type"], "Notice");
+        assert_eq!(envelope["time"], "2026-11-23T10:00:00Z");
+        assert_eq!(envelope["resources"], json!(["order/7"]));
+        assert_eq!(envelope["detail"], json!({ "a": 1 }));
+        assert_eq!(envelope["extensions"], json!({ "traceparent": "00-ab" }));
+        assert_eq!(BusEvent::from_cloudevent(cloudevent(b"")).unwrap().detail, json!({}));
+        for data in [&b"[1]"[..], b"text", b"42"] {
+            let why = BusEvent::from_cloudevent(cloudevent(data)).unwrap_err();
+            assert!(why.contains("must be a JSON object"), "{why}");
+        }
+    }
+}

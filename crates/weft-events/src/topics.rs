@@ -1,6 +1,7 @@
 //! Topics: publish once, deliver a copy to every matching subscription.
 //!
-//! Every subscription has a queue of its own: a queue subscription's
+//! A topic's filters are compiled into one [`PatternSet`]. Every
+//! subscription has a queue of its own: a queue subscription's
 //! target queue, or for a function subscription a hidden queue named
 //! `TOPIC#N` (the N-th subscription of the topic) with the subscription's
 //! retries and dead-letter queue, drained by a trigger. Publishing filters
@@ -13,7 +14,7 @@ use std::sync::RwLock;
 use std::time::Duration;
 
 use serde_json::{Map, Value};
-use weft_manifest::pattern::Pattern;
+use weft_manifest::pattern::{Pattern, PatternSet};
 use weft_manifest::{Endpoint, Manifest, Queue, Trigger};
 
 use crate::{Outgoing, QueueError, Queues};
@@ -74,15 +75,17 @@ pub struct Plan {
     pub urls: Vec<(String, String)>,
 }
 
-struct Route {
-    filter: Option<Pattern>,
-    queue: String,
+/// One topic's subscriptions: their filters compiled into one set, each
+/// standing for the index of its subscription's queue.
+struct Routes {
+    filters: PatternSet<usize>,
+    queues: Vec<String>,
 }
 
 /// The app's topics and where their events go.
 #[derive(Default)]
 pub struct Topics {
-    routes: RwLock<HashMap<String, Vec<Route>>>,
+    routes: RwLock<HashMap<String, Routes>>,
 }
 
 /// The hidden queue of the `n`-th (1-based) subscription of `topic`.
@@ -94,7 +97,7 @@ impl Topics {
     /// Takes the topics of a manifest; returns what its function and URL
     /// subscriptions need: hidden queues, triggers, and URL deliveries.
     pub fn configure(&self, manifest: &Manifest) -> Plan {
-        let mut routes: HashMap<String, Vec<Route>> =
+        let mut routes: HashMap<String, Vec<(Pattern, String)>> =
             manifest.topics.iter().map(|t| (t.name.clone(), Vec::new())).collect();
         let mut plan = Plan::default();
         for s in &manifest.subscriptions {
@@ -133,11 +136,18 @@ impl Topics {
                     hidden
                 }
             };
-            list.push(Route {
-                filter: s.filter.clone(),
-                queue,
-            });
+            // No filter: the empty pattern, which matches every event.
+            let filter = s.filter.clone().unwrap_or_else(Pattern::any);
+            list.push((filter, queue));
         }
+        let routes = routes
+            .into_iter()
+            .map(|(topic, list)| {
+                let queues = list.iter().map(|(_, q)| q.clone()).collect();
+                let filters = PatternSet::new(list.into_iter().enumerate().map(|(i, (p, _))| (p, i)));
+                (topic, Routes { filters, queues })
+            })
+            .collect();
         *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
         plan
     }
@@ -167,9 +177,10 @@ impl Topics {
                 .map(|e| {
                     let json = e.as_json();
                     routes
-                        .iter()
-                        .filter(|r| r.filter.as_ref().is_none_or(|p| p.matches(&json)))
-                        .map(|r| r.queue.clone())
+                        .filters
+                        .matching(&json)
+                        .into_iter()
+                        .map(|&i| routes.queues[i].clone())
                         .collect()
                 })
                 .collect()

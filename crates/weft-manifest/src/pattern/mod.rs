@@ -75,6 +75,13 @@ impl Pattern {
         Pattern::from_value(&value)
     }
 
+    /// The empty pattern `{}`: matches every event.
+    pub fn any() -> Pattern {
+        Pattern {
+            alternatives: vec![Vec::new()],
+        }
+    }
+
     /// Checks a pattern given as JSON.
     pub fn from_value(value: &Value) -> Result<Pattern, String> {
         let alternatives = alternatives(value, &[])?;
