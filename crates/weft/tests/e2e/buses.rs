@@ -28,6 +28,7 @@ on_failure = "bus:orders"
 [queue.eu-audit]
 [queue.notice-copies]
 [queue.async-failures]
+[queue.off-copies]
 
 [topic.notices]
 
@@ -74,6 +75,13 @@ pattern = '{"detail": {"region": [{"prefix": "eu-"}]}}'
 [[rule.eu-copy.target]]
 queue = "eu-audit"
 input_path = "$.detail"
+
+[rule.off]
+bus = "orders"
+enabled = false
+pattern = '{"source": ["shop"]}'
+[[rule.off.target]]
+queue = "off-copies"
 
 [rule.lambda-failures]
 bus = "orders"
@@ -234,6 +242,10 @@ async fn rules_route_put_events_by_content_to_every_kind_of_target() {
         (notice["source"].as_str(), notice["detail"]["text"].as_str()),
         (Some("tools.cli"), Some("hi"))
     );
+    // The same event again (a producer's retry): acknowledged, nothing stored twice.
+    let r = ce("n1", r#"{"text": "hi"}"#).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    assert_eq!(r.json()["events"][0]["deliveries"], 0, "{}", r.body);
     let r = ce("n2", "[1]").await;
     assert_eq!(r.status, 400);
     assert!(
@@ -264,7 +276,11 @@ async fn rules_route_put_events_by_content_to_every_kind_of_target() {
     assert_eq!(
         messages(&server, "notice-copies").await.len(),
         1,
-        "refused events are not kept"
+        "neither repeated nor refused events are kept"
+    );
+    assert!(
+        messages(&server, "off-copies").await.is_empty(),
+        "a disabled rule does nothing"
     );
 }
 
