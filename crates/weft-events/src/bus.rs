@@ -19,7 +19,8 @@
 //! Each delivery carries the id `EVENT/RULE/N` (plus `/replay/NAME` in a
 //! replay) as its deduplication id, so putting the same event again
 //! within five minutes (a producer's retry) stores nothing twice. A put is
-//! answered only when every copy is on disk.
+//! one write: the archive copy and every target's copy are committed
+//! together, with one fsync, before the put is answered.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +30,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use weft_manifest::pattern::PatternSet;
 use weft_manifest::{DEDUP_WINDOW, Input, Manifest, Queue, TargetKind, TemplateContext, Trigger};
-use weft_store::durable::{NewMessage, Storage};
+use weft_store::durable::{Append, NewMessage, Storage};
 
 use crate::{CloudEvent, Outgoing, QueueError, Queues, Topics};
 
@@ -317,6 +318,11 @@ pub struct Buses {
     ids: AtomicU64,
 }
 
+/// How many of the sent messages were stored (not duplicates).
+fn stored(sent: &[Vec<crate::Sent>]) -> usize {
+    sent.iter().flatten().filter(|s| !s.duplicate).count()
+}
+
 /// The hidden queue of the `n`-th (1-based) target of `rule`.
 pub fn target_queue(rule: &str, n: usize) -> String {
     format!("rule:{rule}#{n}")
@@ -432,7 +438,8 @@ impl Buses {
     }
 
     /// Puts events on `bus`: archived, matched, and stored for every
-    /// target of every matching rule. Durable when this returns.
+    /// target of every matching rule, all in one write: durable when this
+    /// returns, and on an error nothing of it is kept.
     pub async fn put(
         &self,
         queues: &Queues,
@@ -445,45 +452,59 @@ impl Buses {
             .buses
             .get(bus)
             .ok_or_else(|| QueueError::NoSuchBus(bus.to_string()))?;
-        if b.archive.is_some() {
-            let archived = events
-                .iter()
-                .map(|e| NewMessage {
-                    id: e.id.clone(),
-                    body: e.envelope().to_string().into_bytes(),
-                    ..Default::default()
-                })
-                .collect();
-            self.storage
-                .append(&archive_stream(bus), archived, DEDUP_WINDOW)
-                .await?;
-        }
-        let mut out = Vec::with_capacity(events.len());
-        for event in events {
+        let mut sends = Vec::new();
+        let mut spans = Vec::with_capacity(events.len());
+        let mut archived = Vec::new();
+        for event in &events {
             let envelope = event.envelope();
-            let (rules, deliveries) = Box::pin(self.route(&state, queues, topics, bus, &envelope, None, None)).await?;
-            out.push(Put {
+            let start = sends.len();
+            let rules = self.route(&state, topics, bus, &envelope, None, None, &mut sends)?;
+            spans.push((start, sends.len(), rules));
+            if b.archive.is_some() {
+                archived.push(NewMessage {
+                    id: event.id.clone(),
+                    body: envelope.to_string().into_bytes(),
+                    ..Default::default()
+                });
+            }
+        }
+        let archive = match archived.is_empty() {
+            true => Vec::new(),
+            false => vec![Append {
+                stream: archive_stream(bus),
+                messages: archived,
+                dedup_window: DEDUP_WINDOW,
+            }],
+        };
+        let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
+        let (sent, _) = queues.send_with(batches, archive).await?;
+        Ok(events
+            .into_iter()
+            .zip(spans)
+            .map(|(event, (start, end, rules))| Put {
                 id: event.id,
                 rules,
-                deliveries,
-            });
-        }
-        Ok(out)
+                deliveries: stored(&sent[start..end]),
+            })
+            .collect())
     }
 
-    /// Sends `envelope` to the targets of the rules of `bus` it matches
-    /// (only `only_rule`, if given). Returns (rules matched, copies stored).
+    /// Adds to `out` a (queue, message) for every copy of `envelope` the
+    /// rules of `bus` make (only `only_rule`'s, if given): for queue and
+    /// function targets directly, for topic targets one per matching
+    /// subscription, for bus targets those of that bus's rules. Returns how
+    /// many rules matched.
     #[allow(clippy::too_many_arguments)]
-    async fn route(
+    fn route(
         &self,
         state: &State,
-        queues: &Queues,
         topics: &Topics,
         bus: &str,
         envelope: &Value,
         replay: Option<&str>,
         only_rule: Option<&str>,
-    ) -> Result<(usize, usize), QueueError> {
+        out: &mut Vec<(String, Outgoing)>,
+    ) -> Result<usize, QueueError> {
         let Some(b) = state.buses.get(bus) else {
             return Err(QueueError::NoSuchBus(bus.to_string()));
         };
@@ -495,8 +516,8 @@ impl Buses {
             .filter(|r| only_rule.is_none_or(|only| only == r.name))
             .collect();
         let id = envelope["id"].as_str().unwrap_or_default();
+        let text = |field: &str| envelope[field].as_str().map(str::to_string);
         let ingestion_time = now_rfc3339();
-        let mut stored = 0;
         for rule in &matched {
             for (n, target) in rule.targets.iter().enumerate() {
                 let delivery_id = match replay {
@@ -509,48 +530,37 @@ impl Buses {
                     rule_arn: &rule.arn,
                     ingestion_time: &ingestion_time,
                 });
-                let source = envelope["source"].as_str().map(str::to_string);
-                let detail_type = envelope["detail-type"].as_str().map(str::to_string);
-                let time = envelope["time"].as_str().map(str::to_string);
-                let message = || Outgoing {
-                    id: Some(delivery_id.clone()),
-                    body: body.clone(),
-                    event_type: detail_type.clone(),
-                    source: source.clone(),
-                    time: time.clone(),
-                    ..Default::default()
-                };
                 match &target.to {
-                    To::Queue(q) | To::Function(q) => {
-                        let sent = queues.send(q, vec![message()]).await?;
-                        stored += sent.iter().filter(|s| !s.duplicate).count();
-                    }
+                    To::Queue(q) | To::Function(q) => out.push((
+                        q.clone(),
+                        Outgoing {
+                            id: Some(delivery_id),
+                            body,
+                            event_type: text("detail-type"),
+                            source: text("source"),
+                            time: text("time"),
+                            ..Default::default()
+                        },
+                    )),
                     To::Topic(t) => {
                         let event = CloudEvent {
-                            id: delivery_id.clone(),
-                            source: source.clone().unwrap_or_default(),
-                            event_type: detail_type.clone().unwrap_or_default(),
-                            time: time.clone(),
+                            id: delivery_id,
+                            source: text("source").unwrap_or_default(),
+                            event_type: text("detail-type").unwrap_or_default(),
+                            time: text("time"),
                             content_type: Some("application/json".into()),
-                            data: body.clone(),
+                            data: body,
                             extensions: BTreeMap::new(),
                         };
-                        let published = topics.publish(queues, t, vec![event]).await?;
-                        stored += published
-                            .iter()
-                            .filter(|p| !p.duplicate)
-                            .map(|p| p.delivered_to)
-                            .sum::<usize>();
+                        out.extend(topics.deliveries(t, &[event])?.into_iter().flatten());
                     }
                     To::Bus(next) => {
-                        let (_, copies) =
-                            Box::pin(self.route(state, queues, topics, next, envelope, replay, None)).await?;
-                        stored += copies;
+                        self.route(state, topics, next, envelope, replay, None, out)?;
                     }
                 }
             }
         }
-        Ok((matched.len(), stored))
+        Ok(matched.len())
     }
 
     /// Sends the events `bus` archived between `from_us` and `to_us`
@@ -588,6 +598,7 @@ impl Buses {
             let page = self.storage.read(&archive_stream(bus), after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
+            let mut sends = Vec::new();
             for m in page
                 .iter()
                 .filter(|m| m.appended_us >= from_us && m.appended_us < to_us)
@@ -597,13 +608,19 @@ impl Buses {
                     continue;
                 };
                 envelope.insert("replay-name".into(), name.into());
-                let envelope = Value::Object(envelope);
-                let (_, copies) = self
-                    .route(&state, queues, topics, bus, &envelope, Some(name), rule)
-                    .await?;
+                self.route(
+                    &state,
+                    topics,
+                    bus,
+                    &Value::Object(envelope),
+                    Some(name),
+                    rule,
+                    &mut sends,
+                )?;
                 events += 1;
-                deliveries += copies;
             }
+            let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
+            deliveries += stored(&queues.send_all(batches).await?);
         }
         Ok(Replayed {
             name: name.to_string(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use weft_manifest::{DEDUP_WINDOW, Queue};
-use weft_store::durable::{Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
+use weft_store::durable::{Append, Appended, Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
 
 /// The longest a retry waits, however often a message failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
@@ -150,6 +150,58 @@ impl Queues {
 
     /// Sends messages: durable (fsynced) when this returns.
     pub async fn send(&self, queue: &str, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
+        let mut sent = self.send_all(vec![(queue.to_string(), messages)]).await?;
+        Ok(sent.pop().unwrap_or_default())
+    }
+
+    /// Sends to several queues in one durable write: all of it is stored,
+    /// or (on an error) none. Results are in the order of `batches`.
+    pub async fn send_all(&self, batches: Vec<(String, Vec<Outgoing>)>) -> Result<Vec<Vec<Sent>>, QueueError> {
+        self.send_with(batches, Vec::new()).await.map(|(sent, _)| sent)
+    }
+
+    /// [`Queues::send_all`], with `others` (appends to streams that are not
+    /// queues, such as a bus's archive) in the same write.
+    pub async fn send_with(
+        &self,
+        batches: Vec<(String, Vec<Outgoing>)>,
+        others: Vec<Append>,
+    ) -> Result<(Vec<Vec<Sent>>, Vec<Vec<Appended>>), QueueError> {
+        let mut appends = Vec::with_capacity(batches.len() + others.len());
+        let mut ids = Vec::with_capacity(batches.len());
+        let mut names = Vec::with_capacity(batches.len());
+        for (queue, messages) in batches {
+            let append = self.prepare(&queue, messages)?;
+            ids.push(append.messages.iter().map(|m| m.id.clone()).collect::<Vec<_>>());
+            appends.push(append);
+            names.push(queue);
+        }
+        let queued = appends.len();
+        appends.extend(others);
+        let mut appended = self.storage.append_all(appends).await?;
+        let others = appended.split_off(queued);
+        for queue in &names {
+            self.waker(queue).notify_waiters();
+        }
+        let sent = ids
+            .into_iter()
+            .zip(appended)
+            .map(|(ids, appended)| {
+                ids.into_iter()
+                    .zip(appended)
+                    .map(|(id, a)| Sent {
+                        id,
+                        seq: a.seq,
+                        duplicate: a.duplicate,
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((sent, others))
+    }
+
+    /// Checks messages for `queue` and turns them into a stream append.
+    fn prepare(&self, queue: &str, messages: Vec<Outgoing>) -> Result<Append, QueueError> {
         let q = self.get(queue)?;
         let given_ids = messages.iter().any(|m| m.id.is_some());
         let mut batch = Vec::with_capacity(messages.len());
@@ -191,25 +243,18 @@ impl Queues {
                 delay,
             });
         }
-        let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
         // Ids weft generated cannot repeat: deduplicate only given ones (and
         // FIFO bodies).
-        let window = if q.fifo || given_ids {
+        let dedup_window = if q.fifo || given_ids {
             DEDUP_WINDOW
         } else {
             Duration::ZERO
         };
-        let appended = self.storage.append(&stream(queue), batch, window).await?;
-        self.waker(queue).notify_waiters();
-        Ok(ids
-            .into_iter()
-            .zip(appended)
-            .map(|(id, a)| Sent {
-                id,
-                seq: a.seq,
-                duplicate: a.duplicate,
-            })
-            .collect())
+        Ok(Append {
+            stream: stream(queue),
+            messages: batch,
+            dedup_window,
+        })
     }
 
     /// Receives up to `max` messages for `visibility` (the queue's own when

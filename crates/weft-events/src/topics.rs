@@ -159,54 +159,62 @@ impl Topics {
             .contains_key(topic)
     }
 
-    /// Stores a copy of each event for every subscription it matches;
-    /// durable when this returns.
+    /// The messages that publishing `events` stores: for each event, a
+    /// (queue, message) for every subscription it matches.
+    pub fn deliveries(&self, topic: &str, events: &[CloudEvent]) -> Result<Vec<Vec<(String, Outgoing)>>, QueueError> {
+        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+        let routes = routes
+            .get(topic)
+            .ok_or_else(|| QueueError::NoSuchTopic(topic.to_string()))?;
+        Ok(events
+            .iter()
+            .map(|event| {
+                routes
+                    .filters
+                    .matching(&event.as_json())
+                    .into_iter()
+                    .map(|&i| {
+                        let message = Outgoing {
+                            id: Some(event.id.clone()),
+                            body: event.data.clone(),
+                            content_type: event.content_type.clone(),
+                            event_type: Some(event.event_type.clone()),
+                            source: Some(event.source.clone()),
+                            time: event.time.clone(),
+                            ..Default::default()
+                        };
+                        (routes.queues[i].clone(), message)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
+    /// Stores a copy of each event for every subscription it matches, all
+    /// in one write; durable when this returns.
     pub async fn publish(
         &self,
         queues: &Queues,
         topic: &str,
         events: Vec<CloudEvent>,
     ) -> Result<Vec<Published>, QueueError> {
-        let targets: Vec<Vec<String>> = {
-            let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-            let routes = routes
-                .get(topic)
-                .ok_or_else(|| QueueError::NoSuchTopic(topic.to_string()))?;
-            events
-                .iter()
-                .map(|e| {
-                    let json = e.as_json();
-                    routes
-                        .filters
-                        .matching(&json)
-                        .into_iter()
-                        .map(|&i| routes.queues[i].clone())
-                        .collect()
-                })
-                .collect()
-        };
-        let mut out = Vec::with_capacity(events.len());
-        for (event, queues_for_event) in events.into_iter().zip(targets) {
-            let mut duplicates = 0;
-            for queue in &queues_for_event {
-                let message = Outgoing {
-                    id: Some(event.id.clone()),
-                    body: event.data.clone(),
-                    content_type: event.content_type.clone(),
-                    event_type: Some(event.event_type.clone()),
-                    source: Some(event.source.clone()),
-                    time: event.time.clone(),
-                    ..Default::default()
-                };
-                let sent = queues.send(queue, vec![message]).await?;
-                duplicates += usize::from(sent.first().is_some_and(|s| s.duplicate));
-            }
-            let n = queues_for_event.len();
-            out.push(Published {
-                delivered_to: n,
-                duplicate: n > 0 && duplicates == n,
-            });
-        }
-        Ok(out)
+        let per_event = self.deliveries(topic, &events)?;
+        let counts: Vec<usize> = per_event.iter().map(Vec::len).collect();
+        let batches = per_event.into_iter().flatten().map(|(q, m)| (q, vec![m])).collect();
+        let mut sent = queues.send_all(batches).await?.into_iter();
+        Ok(counts
+            .into_iter()
+            .map(|n| {
+                let duplicates = sent
+                    .by_ref()
+                    .take(n)
+                    .filter(|s| s.first().is_some_and(|s| s.duplicate))
+                    .count();
+                Published {
+                    delivered_to: n,
+                    duplicate: n > 0 && duplicates == n,
+                }
+            })
+            .collect())
     }
 }

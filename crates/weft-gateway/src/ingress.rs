@@ -259,19 +259,34 @@ pub(crate) async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>)
         Ok(e) => e,
         Err(why) => return (400, json!({ "error": why })),
     };
-    let mut results = Vec::with_capacity(entries.len());
-    for entry in entries {
-        let result = match entry {
-            Err(e) => Err(e),
-            Ok((bus, _)) if only_bus.is_some_and(|only| only != bus) => Err(EntryError {
-                code: "AccessDeniedException",
-                message: format!(
-                    "this address puts events on bus `{}` only; use http://{bus}.bus.weft.internal/ with \"bus:{bus}\" in `publish`",
-                    only_bus.unwrap_or_default()
-                ),
-            }),
-            Ok((bus, event)) => match node.buses.put(&node.queues, &node.topics, &bus, vec![event]).await {
-                Ok(mut put) => Ok(put.remove(0).id),
+    // The valid entries of each bus go in one put: one write for the lot.
+    let mut results: Vec<Result<String, EntryError>> = Vec::with_capacity(entries.len());
+    let mut by_bus: BTreeMap<String, Vec<(usize, BusEvent)>> = BTreeMap::new();
+    for (i, entry) in entries.into_iter().enumerate() {
+        results.push(Err(EntryError {
+            code: "InternalFailure",
+            message: "not put".into(),
+        }));
+        match entry {
+            Err(e) => results[i] = Err(e),
+            Ok((bus, _)) if only_bus.is_some_and(|only| only != bus) => {
+                results[i] = Err(EntryError {
+                    code: "AccessDeniedException",
+                    message: format!(
+                        "this address puts events on bus `{}` only; use http://{bus}.bus.weft.internal/ with \"bus:{bus}\" in `publish`",
+                        only_bus.unwrap_or_default()
+                    ),
+                })
+            }
+            Ok((bus, event)) => by_bus.entry(bus).or_default().push((i, event)),
+        }
+    }
+    for (bus, list) in by_bus {
+        let (places, events): (Vec<usize>, Vec<BusEvent>) = list.into_iter().unzip();
+        let outcome = node.buses.put(&node.queues, &node.topics, &bus, events).await;
+        for (n, i) in places.into_iter().enumerate() {
+            results[i] = match &outcome {
+                Ok(put) => Ok(put[n].id.clone()),
                 Err(weft_events::QueueError::NoSuchBus(b)) => Err(EntryError {
                     code: "InvalidArgument",
                     message: format!("no bus `{b}` is deployed; declare [bus.{b}] in weft.toml"),
@@ -280,9 +295,8 @@ pub(crate) async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>)
                     code: "InternalFailure",
                     message: e.to_string(),
                 }),
-            },
-        };
-        results.push(result);
+            };
+        }
     }
     let failed = results.iter().filter(|r| r.is_err()).count();
     let entries: Vec<Value> = results

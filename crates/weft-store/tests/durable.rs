@@ -169,6 +169,29 @@ async fn read_pages_through_a_stream_without_leasing(s: &dyn Storage) {
     assert_eq!(bodies(&s.lease("log", 10, LONG, false).await.unwrap()).len(), 5);
 }
 
+async fn append_all_writes_several_streams_at_once(s: &dyn Storage) {
+    use weft_store::durable::Append;
+    let append = |stream: &str, id: &str| Append {
+        stream: stream.into(),
+        messages: vec![msg(id, id)],
+        dedup_window: WINDOW,
+    };
+    let first = s
+        .append_all(vec![append("many-a", "1"), append("many-b", "2")])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|a| a.len() == 1 && !a[0].duplicate));
+    let again = s
+        .append_all(vec![append("many-b", "2"), append("many-a", "3")])
+        .await
+        .unwrap();
+    assert!(again[0][0].duplicate, "deduplication holds per stream");
+    assert!(!again[1][0].duplicate);
+    assert_eq!(bodies(&s.peek("many-a", 10).await.unwrap()), ["1", "3"]);
+    assert_eq!(bodies(&s.peek("many-b", 10).await.unwrap()), ["2"]);
+}
+
 async fn key_value_compare_and_set(s: &dyn Storage) {
     let r1 = s.create("kv", "k", b"1".to_vec()).await.unwrap();
     assert!(
@@ -237,6 +260,7 @@ async fn provider_embedded() {
     transfer_moves_atomically(&*s).await;
     expire_drops_old_messages(&*s).await;
     read_pages_through_a_stream_without_leasing(&*s).await;
+    append_all_writes_several_streams_at_once(&*s).await;
     key_value_compare_and_set(&*s).await;
     objects_round_trip(&*s).await;
     concurrent_writers_share_commits(s).await;

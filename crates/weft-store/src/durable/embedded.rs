@@ -22,7 +22,8 @@ use tokio::sync::oneshot;
 use crate::records::now_us;
 
 use super::{
-    Appended, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError, StreamStats, Streams,
+    Append, Appended, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError, StreamStats,
+    Streams,
 };
 
 const SCHEMA: &str = "
@@ -70,11 +71,7 @@ CREATE TABLE IF NOT EXISTS objects (
 
 /// What a caller asks of the writer thread.
 enum Op {
-    Append {
-        stream: String,
-        messages: Vec<NewMessage>,
-        window: Duration,
-    },
+    Append(Vec<Append>),
     Lease {
         stream: String,
         max: usize,
@@ -154,7 +151,7 @@ enum Expect {
 }
 
 enum Reply {
-    Appended(Vec<Appended>),
+    Appended(Vec<Vec<Appended>>),
     Messages(Vec<Message>),
     Count(usize),
     Flag(bool),
@@ -349,61 +346,70 @@ fn next_seq(tx: &Connection, table: &str, key: &str) -> rusqlite::Result<u64> {
     )
 }
 
+/// Appends one stream's messages (within the caller's transaction).
+fn append(tx: &Connection, a: &Append, now: i64) -> Result<Vec<Appended>> {
+    let Append {
+        stream,
+        messages,
+        dedup_window: window,
+    } = a;
+    let mut out = Vec::with_capacity(messages.len());
+    for m in messages {
+        // A zero window turns deduplication off for this append.
+        let seen: Option<u64> = if window.is_zero() {
+            None
+        } else {
+            query_row(
+                tx,
+                "SELECT seq FROM dedup WHERE stream = ?1 AND id = ?2 AND at_us >= ?3",
+                params![stream, m.id, now - micros(*window)],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(sql)?
+        };
+        if let Some(seq) = seen {
+            out.push(Appended { seq, duplicate: true });
+            continue;
+        }
+        let seq = next_seq(tx, "stream", stream).map_err(sql)?;
+        let attributes = serde_json::to_string(&m.attributes).map_err(|e| StorageError::Other(e.to_string()))?;
+        execute(
+            tx,
+            "INSERT INTO messages (stream, seq, id, grp, body, attributes, appended_us, visible_us)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            params![
+                stream,
+                seq,
+                m.id,
+                m.group,
+                m.body,
+                attributes,
+                now,
+                now + micros(m.delay)
+            ],
+        )
+        .map_err(sql)?;
+        if !window.is_zero() {
+            execute(
+                tx,
+                "INSERT OR REPLACE INTO dedup (stream, id, seq, at_us) VALUES (?1, ?2, ?3, ?4)",
+                params![stream, m.id, seq, now],
+            )
+            .map_err(sql)?;
+        }
+        out.push(Appended { seq, duplicate: false });
+    }
+    Ok(out)
+}
+
 fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<Reply> {
     let tx: &Connection = savepoint;
     match op {
-        Op::Append {
-            stream,
-            messages,
-            window,
-        } => {
-            let mut out = Vec::with_capacity(messages.len());
-            for m in messages {
-                // A zero window turns deduplication off for this append.
-                let seen: Option<u64> = if window.is_zero() {
-                    None
-                } else {
-                    query_row(
-                        tx,
-                        "SELECT seq FROM dedup WHERE stream = ?1 AND id = ?2 AND at_us >= ?3",
-                        params![stream, m.id, now - micros(*window)],
-                        |r| r.get(0),
-                    )
-                    .optional()
-                    .map_err(sql)?
-                };
-                if let Some(seq) = seen {
-                    out.push(Appended { seq, duplicate: true });
-                    continue;
-                }
-                let seq = next_seq(tx, "stream", stream).map_err(sql)?;
-                let attributes =
-                    serde_json::to_string(&m.attributes).map_err(|e| StorageError::Other(e.to_string()))?;
-                execute(
-                    tx,
-                    "INSERT INTO messages (stream, seq, id, grp, body, attributes, appended_us, visible_us)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        stream,
-                        seq,
-                        m.id,
-                        m.group,
-                        m.body,
-                        attributes,
-                        now,
-                        now + micros(m.delay)
-                    ],
-                )
-                .map_err(sql)?;
-                if !window.is_zero() {
-                    execute(
-                        tx,
-                        "INSERT OR REPLACE INTO dedup (stream, id, seq, at_us) VALUES (?1, ?2, ?3, ?4)",
-                        params![stream, m.id, seq, now],
-                    )
-                    .map_err(sql)?;
-                }
-                out.push(Appended { seq, duplicate: false });
+        Op::Append(appends) => {
+            let mut out = Vec::with_capacity(appends.len());
+            for a in appends {
+                out.push(append(tx, a, now)?);
             }
             Ok(Reply::Appended(out))
         }
@@ -661,14 +667,16 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
 #[async_trait::async_trait]
 impl Streams for Embedded {
     async fn append(&self, stream: &str, messages: Vec<NewMessage>, dedup_window: Duration) -> Result<Vec<Appended>> {
-        match self
-            .run(Op::Append {
-                stream: stream.into(),
-                messages,
-                window: dedup_window,
-            })
-            .await?
-        {
+        let one = Append {
+            stream: stream.into(),
+            messages,
+            dedup_window,
+        };
+        Ok(self.append_all(vec![one]).await?.pop().unwrap_or_default())
+    }
+
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<Vec<Appended>>> {
+        match self.run(Op::Append(appends)).await? {
             Reply::Appended(a) => Ok(a),
             _ => unexpected(),
         }

@@ -107,6 +107,15 @@ impl std::str::FromStr for Receipt {
     }
 }
 
+/// Messages for one stream, in an [`Streams::append_all`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Append {
+    pub stream: String,
+    pub messages: Vec<NewMessage>,
+    /// As in [`Streams::append`].
+    pub dedup_window: Duration,
+}
+
 /// The result of appending one message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Appended {
@@ -133,6 +142,9 @@ pub trait Streams: Send + Sync {
     /// `dedup_window` are acknowledged as duplicates and not stored; a zero
     /// window turns deduplication off.
     async fn append(&self, stream: &str, messages: Vec<NewMessage>, dedup_window: Duration) -> Result<Vec<Appended>>;
+    /// Appends to several streams in one durable write: all of it is kept,
+    /// or (on an error) none. Results are in the order of `appends`.
+    async fn append_all(&self, appends: Vec<Append>) -> Result<Vec<Vec<Appended>>>;
     /// Leases up to `max` deliverable messages for `visibility`, oldest
     /// first. With `fifo`, at most the oldest message of each group, and
     /// none of a group that has a message in flight.

@@ -45,6 +45,15 @@ fifo = true
 topic = "notices"
 queue = "manual"
 
+[bus.audit]
+archive = "1d"
+
+[rule.to-manual]
+bus = "audit"
+pattern = '{"source": ["test"]}'
+[[rule.to-manual.target]]
+queue = "manual"
+
 [[trigger]]
 queue = "jobs"
 function = "probe"
@@ -497,6 +506,19 @@ async fn a_full_disk_answers_503_and_loses_nothing_accepted() {
     ];
     let r = send(&c, "POST", &format!("{}/events/notices", server.public), "x", &event).await;
     assert_eq!(r.status, 503, "{}", r.body);
+    // So does a bus: the entry fails as retryable, and neither its archive
+    // copy nor its rule's copy is kept.
+    let entry =
+        json!({ "Entries": [{ "Source": "test", "DetailType": "t", "Detail": "{}", "EventBusName": "audit" }] });
+    let r = send(
+        &c,
+        "POST",
+        &format!("{}/events/put", server.public),
+        &entry.to_string(),
+        &[],
+    )
+    .await;
+    assert_eq!(r.json()["Entries"][0]["ErrorCode"], "InternalFailure", "{}", r.body);
 
     // Space again: sends succeed, and everything accepted is still there.
     std::fs::remove_file(&filler).unwrap();
@@ -516,6 +538,15 @@ async fn a_full_disk_answers_503_and_loses_nothing_accepted() {
         delivered.extend(messages.iter().map(|m| m["id"].as_str().unwrap().to_string()));
     }
     assert_eq!(delivered, accepted);
+    let buses = get(&format!("{}/v1/buses", server.admin)).await.json();
+    let audit = buses["buses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["name"] == "audit")
+        .unwrap()
+        .clone();
+    assert_eq!(audit["archived"], 0, "the refused put left nothing in the archive");
     drop(server);
     drop(tmpfs);
 }
