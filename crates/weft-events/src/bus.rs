@@ -13,7 +13,7 @@
 //! - a topic target: a CloudEvent published to the topic;
 //! - a bus target: the event, put on that bus;
 //! - a function target: a message on the target's hidden queue
-//!   `rule:RULE#N`, which a trigger delivers with the target's retries,
+//!   `rule:RULE#function:NAME`, which a trigger delivers with the target's retries,
 //!   event age limit and dead-letter queue.
 //!
 //! Each delivery carries the id `EVENT/RULE/N` (plus `/replay/NAME` in a
@@ -323,11 +323,6 @@ fn stored(sent: &[Vec<crate::Sent>]) -> usize {
     sent.iter().flatten().filter(|s| !s.duplicate).count()
 }
 
-/// The hidden queue of the `n`-th (1-based) target of `rule`.
-pub fn target_queue(rule: &str, n: usize) -> String {
-    format!("rule:{rule}#{n}")
-}
-
 fn archive_stream(bus: &str) -> String {
     format!("archive:{bus}")
 }
@@ -347,15 +342,17 @@ impl Buses {
         let mut plan = BusPlan::default();
         let mut rules = Vec::new();
         let mut patterns: HashMap<&str, Vec<_>> = HashMap::new();
+        let mut taken = std::collections::HashSet::new();
         for rule in manifest.rules.iter().filter(|r| r.enabled) {
             let mut targets = Vec::new();
-            for (n, t) in rule.targets.iter().enumerate() {
+            for t in &rule.targets {
                 let to = match &t.kind {
                     TargetKind::Queue(q) => To::Queue(q.clone()),
                     TargetKind::Topic(topic) => To::Topic(topic.clone()),
                     TargetKind::Bus(b) => To::Bus(b.clone()),
                     TargetKind::Function(f) => {
-                        let hidden = target_queue(&rule.name, n + 1);
+                        let hidden =
+                            crate::hidden_queue(&format!("rule:{}", rule.name), &t.kind.to_string(), &mut taken);
                         let timeout = manifest.function(f).map_or(Duration::from_secs(30), |f| f.timeout);
                         plan.queues.push(Queue {
                             name: hidden.clone(),

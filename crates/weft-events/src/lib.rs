@@ -16,5 +16,5 @@ pub mod cloudevents;
 mod queue;
 mod topics;
 
-pub use queue::{Outgoing, QueueError, Queues, Sent};
+pub use queue::{Outgoing, QueueError, Queues, Sent, hidden_queue};
 pub use topics::{CloudEvent, Plan, Published, Topics};

@@ -84,6 +84,22 @@ fn sniff(body: &[u8]) -> &'static str {
     }
 }
 
+/// The name of a hidden queue that delivers to `target` (`function:NAME`,
+/// `url:URL`) for `owner` (a topic, `rule:NAME`). Named by what it
+/// delivers to, not by position, so reordering the manifest never sends
+/// waiting messages elsewhere; a second queue of one owner for the same
+/// target gets `#2` (then `#3`, ...), tracked in `taken`.
+pub fn hidden_queue(owner: &str, target: &str, taken: &mut std::collections::HashSet<String>) -> String {
+    let base = format!("{owner}#{target}");
+    let mut name = base.clone();
+    let mut n = 1;
+    while !taken.insert(name.clone()) {
+        n += 1;
+        name = format!("{base}#{n}");
+    }
+    name
+}
+
 fn stream(queue: &str) -> String {
     format!("queue:{queue}")
 }

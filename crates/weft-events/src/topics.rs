@@ -2,9 +2,10 @@
 //!
 //! A topic's filters are compiled into one [`PatternSet`]. Every
 //! subscription has a queue of its own: a queue subscription's
-//! target queue, or for a function subscription a hidden queue named
-//! `TOPIC#N` (the N-th subscription of the topic) with the subscription's
-//! retries and dead-letter queue, drained by a trigger. Publishing filters
+//! target queue, or for a function or URL subscription a hidden queue
+//! named by what it delivers to (`TOPIC#function:NAME`, `TOPIC#url:URL`,
+//! see [`crate::hidden_queue`]) with the subscription's retries and
+//! dead-letter queue, drained by a trigger or a URL worker. Publishing filters
 //! the event against each subscription's pattern and sends it to the
 //! matching queues, with the event id as the deduplication id: an event
 //! published again within five minutes is acknowledged and not stored twice.
@@ -88,11 +89,6 @@ pub struct Topics {
     routes: RwLock<HashMap<String, Routes>>,
 }
 
-/// The hidden queue of the `n`-th (1-based) subscription of `topic`.
-pub fn subscription_queue(topic: &str, n: usize) -> String {
-    format!("{topic}#{n}")
-}
-
 impl Topics {
     /// Takes the topics of a manifest; returns what its function and URL
     /// subscriptions need: hidden queues, triggers, and URL deliveries.
@@ -100,45 +96,46 @@ impl Topics {
         let mut routes: HashMap<String, Vec<(Pattern, String)>> =
             manifest.topics.iter().map(|t| (t.name.clone(), Vec::new())).collect();
         let mut plan = Plan::default();
+        let mut taken = std::collections::HashSet::new();
         for s in &manifest.subscriptions {
             let list = routes.entry(s.topic.clone()).or_default();
-            let queue = match &s.target {
-                Endpoint::Queue(q) => q.clone(),
-                Endpoint::Function(_) | Endpoint::Url(_) => {
-                    let hidden = subscription_queue(&s.topic, list.len() + 1);
-                    let visibility = match &s.target {
-                        Endpoint::Function(f) => manifest
-                            .function(f)
-                            .map_or(Duration::from_secs(30), |f| f.timeout + Duration::from_secs(30)),
-                        _ => Duration::from_secs(60),
-                    };
-                    plan.queues.push(Queue {
-                        name: hidden.clone(),
-                        visibility_timeout: visibility,
-                        max_receives: s.max_receives,
-                        dead_letter: s.dead_letter.clone(),
-                        delay: Duration::ZERO,
-                        retention: Duration::from_secs(4 * 86_400),
-                        fifo: false,
-                        backoff: s.backoff,
-                        max_age: None,
-                    });
-                    match &s.target {
-                        Endpoint::Function(f) => plan.triggers.push(Trigger {
-                            queue: hidden.clone(),
-                            function: f.clone(),
-                            batch: 1,
-                            concurrency: 1,
-                        }),
-                        Endpoint::Url(u) => plan.urls.push((hidden.clone(), u.clone())),
-                        Endpoint::Queue(_) => {}
-                    }
-                    hidden
+            let (target, visibility) = match &s.target {
+                Endpoint::Queue(q) => {
+                    list.push((s.filter.clone().unwrap_or_else(Pattern::any), q.clone()));
+                    continue;
                 }
+                Endpoint::Function(f) => (
+                    format!("function:{f}"),
+                    manifest
+                        .function(f)
+                        .map_or(Duration::from_secs(30), |f| f.timeout + Duration::from_secs(30)),
+                ),
+                Endpoint::Url(u) => (format!("url:{u}"), Duration::from_secs(60)),
             };
+            let queue = crate::hidden_queue(&s.topic, &target, &mut taken);
+            plan.queues.push(Queue {
+                name: queue.clone(),
+                visibility_timeout: visibility,
+                max_receives: s.max_receives,
+                dead_letter: s.dead_letter.clone(),
+                delay: Duration::ZERO,
+                retention: Duration::from_secs(4 * 86_400),
+                fifo: false,
+                backoff: s.backoff,
+                max_age: None,
+            });
+            match &s.target {
+                Endpoint::Function(f) => plan.triggers.push(Trigger {
+                    queue: queue.clone(),
+                    function: f.clone(),
+                    batch: 1,
+                    concurrency: 1,
+                }),
+                Endpoint::Url(u) => plan.urls.push((queue.clone(), u.clone())),
+                Endpoint::Queue(_) => {}
+            }
             // No filter: the empty pattern, which matches every event.
-            let filter = s.filter.clone().unwrap_or_else(Pattern::any);
-            list.push((filter, queue));
+            list.push((s.filter.clone().unwrap_or_else(Pattern::any), queue));
         }
         let routes = routes
             .into_iter()
@@ -216,5 +213,47 @@ impl Topics {
                 }
             })
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hidden(manifest: &str) -> Vec<(String, String)> {
+        let m = Manifest::parse(manifest, "weft.toml").unwrap();
+        let plan = Topics::default().configure(&m);
+        let mut pairs: Vec<(String, String)> = plan
+            .triggers
+            .iter()
+            .map(|t| (t.queue.clone(), t.function.clone()))
+            .chain(plan.urls)
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
+    #[test]
+    fn hidden_queues_follow_their_target_when_the_manifest_is_reordered() {
+        let head =
+            "[app]\nname = \"a\"\n[function.a]\nsource = \"a.wasm\"\n[function.b]\nsource = \"b.wasm\"\n[topic.t]\n";
+        let a = "[[subscription]]\ntopic = \"t\"\nfunction = \"a\"\n";
+        let b = "[[subscription]]\ntopic = \"t\"\nfunction = \"b\"\n";
+        let url = "[[subscription]]\ntopic = \"t\"\nurl = \"http://example.com/hook\"\n";
+        let first = hidden(&format!("{head}{a}{b}{url}{a}"));
+        let second = hidden(&format!("{head}{url}{a}{b}{a}"));
+        assert_eq!(first, second);
+        assert_eq!(
+            first,
+            [
+                ("t#function:a".to_string(), "a".to_string()),
+                ("t#function:a#2".to_string(), "a".to_string()),
+                ("t#function:b".to_string(), "b".to_string()),
+                (
+                    "t#url:http://example.com/hook".to_string(),
+                    "http://example.com/hook".to_string()
+                ),
+            ]
+        );
     }
 }

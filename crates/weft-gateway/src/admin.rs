@@ -52,7 +52,14 @@ async fn route(node: Arc<Node>, request: hyper::Request<Incoming>) -> Reply {
     let method = request.method().clone();
     let path = request.uri().path().to_string();
     let query = parse_query(request.uri().query().unwrap_or(""));
-    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    // Split first, then decode, so a name may hold an encoded `/` (the
+    // hidden queue of a URL subscription) or `#`.
+    let decoded: Vec<String> = path
+        .trim_matches('/')
+        .split('/')
+        .map(crate::node::percent_decode)
+        .collect();
+    let segments: Vec<&str> = decoded.iter().map(String::as_str).collect();
     match (method.as_str(), segments.as_slice()) {
         ("GET", ["v1", "health"]) => ok(json!({ "status": "ok" })),
         ("GET", ["v1", "app"]) => ok(app(&node)),

@@ -295,8 +295,14 @@ async fn a_failing_function_target_retries_then_dead_letters() {
     .await;
     let id = answer["Entries"][0]["EventId"].as_str().unwrap().to_string();
     let failed = wait_for(&server, "failed", 1).await;
-    assert_eq!(failed[0]["attributes"]["dead-letter-source"], "rule:poison#1");
+    assert_eq!(
+        failed[0]["attributes"]["dead-letter-source"],
+        "rule:poison#function:probe"
+    );
     assert_eq!(failed[0]["body"], "fail", "the transformed input is what failed");
+    // The hidden queue is an ordinary queue to the CLI, by its full name.
+    let out = server.cli(&["queue", "stats", "rule:poison#function:probe"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines = probe_lines(&server).await;
     let tries: Vec<&String> = lines
         .iter()
