@@ -194,6 +194,10 @@ impl Queues {
         }
         let queued = appends.len();
         appends.extend(others);
+        if appends.is_empty() {
+            // Nothing to keep: no write, no fsync.
+            return Ok((Vec::new(), Vec::new()));
+        }
         let mut appended = self.storage.append_all(appends).await?;
         let others = appended.split_off(queued);
         for queue in &names {
