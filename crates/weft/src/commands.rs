@@ -93,6 +93,22 @@ pub fn check(app_dir: &Path) -> anyhow::Result<ExitCode> {
         manifest.functions.len(),
         manifest.routes.len()
     );
+    let counts = [
+        (manifest.queues.len(), "queue(s)"),
+        (manifest.topics.len(), "topic(s)"),
+        (manifest.subscriptions.len(), "subscription(s)"),
+        (manifest.rules.len(), "rule(s)"),
+        (manifest.schedules.len(), "schedule(s)"),
+    ];
+    let events: Vec<String> = counts
+        .iter()
+        .filter(|(n, _)| *n > 0)
+        .map(|(n, what)| format!("{n} {what}"))
+        .collect();
+    if !events.is_empty() {
+        let buses = manifest.all_buses().len();
+        println!("  events: {}; {buses} bus(es)", events.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -159,6 +159,13 @@ fn order(amount: u32, region: &str) -> Value {
 #[tokio::test(flavor = "multi_thread")]
 async fn rules_route_put_events_by_content_to_every_kind_of_target() {
     let app = App::new(APP);
+    let check = crate::support::weft().arg("check").arg(&app.dir).output().unwrap();
+    assert!(
+        crate::support::text(&check.stdout)
+            .contains("events: 7 queue(s), 1 topic(s), 1 subscription(s), 7 rule(s); 3 bus(es)"),
+        "{}",
+        crate::support::text(&check.stdout)
+    );
     let server = Server::start(&app);
     let answer = put(
         &server,
