@@ -1,4 +1,5 @@
-//! Durable events: what queues mean, built on the storage interface.
+//! Durable events: what queues, topics and buses mean, built on the
+//! storage interface.
 //!
 //! [`Queues`] gives each `[queue.NAME]` its SQS-like behaviour over a
 //! storage stream: delays, visibility timeouts, receive counts, retries
@@ -7,7 +8,10 @@
 //! CloudEvents 1.0 over HTTP (binary mode for one message, the batched
 //! content mode for several).
 //!
-//! [`bus::Buses`] routes events by content with EventBridge rules.
+//! [`Topics`] fan an event out to every subscription whose filter it
+//! matches; [`bus::Buses`] route events by content with EventBridge
+//! rules, reshape them for each target, archive and replay them. Both
+//! store every copy of one publish or put in one write.
 //!
 //! This crate must not know about HTTP servers, functions or wasmtime.
 
