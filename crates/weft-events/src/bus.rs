@@ -311,6 +311,9 @@ struct State {
     rules: Vec<RuleState>,
 }
 
+/// The buses and rules of a manifest, compiled, ready for [`Buses::install`].
+pub struct BusRouting(Arc<State>);
+
 /// The app's buses and rules.
 pub struct Buses {
     storage: Arc<dyn Storage>,
@@ -336,9 +339,10 @@ impl Buses {
         }
     }
 
-    /// Takes the buses and rules of a manifest; returns the hidden queues
-    /// and triggers its function targets need.
-    pub fn configure(&self, manifest: &Manifest) -> BusPlan {
+    /// Compiles the buses and rules of a manifest. Returns the hidden
+    /// queues and triggers its function targets need, which must exist
+    /// before the routing is installed.
+    pub fn plan(manifest: &Manifest) -> (BusPlan, BusRouting) {
         let mut plan = BusPlan::default();
         let mut rules = Vec::new();
         let mut patterns: HashMap<&str, Vec<_>> = HashMap::new();
@@ -403,8 +407,12 @@ impl Buses {
                 )
             })
             .collect();
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(State { buses, rules });
-        plan
+        (plan, BusRouting(Arc::new(State { buses, rules })))
+    }
+
+    /// Routes puts by `routing` from now on.
+    pub fn install(&self, routing: BusRouting) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = routing.0;
     }
 
     fn state(&self) -> Arc<State> {

@@ -120,6 +120,16 @@ impl Queues {
         *config = queues.iter().map(|q| (q.name.clone(), q.clone())).collect();
     }
 
+    /// Adds or updates queue settings, keeping the others: a deploy adds
+    /// its new hidden queues before anything routes to them, and drops the
+    /// old ones (with [`Queues::configure`]) once nothing does.
+    pub fn add(&self, queues: &[Queue]) {
+        let mut config = self.config.write().unwrap_or_else(|p| p.into_inner());
+        for q in queues {
+            config.insert(q.name.clone(), q.clone());
+        }
+    }
+
     pub fn get(&self, name: &str) -> Result<Queue, QueueError> {
         let config = self.config.read().unwrap_or_else(|p| p.into_inner());
         config

@@ -89,10 +89,14 @@ pub struct Topics {
     routes: RwLock<HashMap<String, Routes>>,
 }
 
+/// The topics of a manifest, compiled, ready for [`Topics::install`].
+pub struct TopicRouting(HashMap<String, Routes>);
+
 impl Topics {
-    /// Takes the topics of a manifest; returns what its function and URL
-    /// subscriptions need: hidden queues, triggers, and URL deliveries.
-    pub fn configure(&self, manifest: &Manifest) -> Plan {
+    /// Compiles the topics of a manifest. Returns what its function and
+    /// URL subscriptions need (hidden queues, triggers, URL deliveries),
+    /// which must exist before the routing is installed.
+    pub fn plan(manifest: &Manifest) -> (Plan, TopicRouting) {
         let mut routes: HashMap<String, Vec<(Pattern, String)>> =
             manifest.topics.iter().map(|t| (t.name.clone(), Vec::new())).collect();
         let mut plan = Plan::default();
@@ -145,8 +149,12 @@ impl Topics {
                 (topic, Routes { filters, queues })
             })
             .collect();
-        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routes;
-        plan
+        (plan, TopicRouting(routes))
+    }
+
+    /// Routes publishes by `routing` from now on.
+    pub fn install(&self, routing: TopicRouting) {
+        *self.routes.write().unwrap_or_else(|p| p.into_inner()) = routing.0;
     }
 
     pub fn exists(&self, topic: &str) -> bool {
@@ -222,7 +230,7 @@ mod tests {
 
     fn hidden(manifest: &str) -> Vec<(String, String)> {
         let m = Manifest::parse(manifest, "weft.toml").unwrap();
-        let plan = Topics::default().configure(&m);
+        let (plan, _) = Topics::plan(&m);
         let mut pairs: Vec<(String, String)> = plan
             .triggers
             .iter()

@@ -248,11 +248,15 @@ impl Node {
         };
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
         // Function and URL subscriptions of topics run on hidden queues.
-        // So do function targets of bus rules.
-        let plan = self.topics.configure(&manifest);
-        let bus_plan = self.buses.configure(&manifest);
-        self.queues
-            .configure(&[manifest.queues.clone(), plan.queues, bus_plan.queues].concat());
+        // So do function targets of bus rules. The new queues exist before
+        // the new routing sends to them; the old ones go once it is in.
+        let (plan, topic_routing) = weft_events::Topics::plan(&manifest);
+        let (bus_plan, bus_routing) = weft_events::bus::Buses::plan(&manifest);
+        let queues = [manifest.queues.clone(), plan.queues, bus_plan.queues].concat();
+        self.queues.add(&queues);
+        self.topics.install(topic_routing);
+        self.buses.install(bus_routing);
+        self.queues.configure(&queues);
         let triggers = [manifest.triggers.clone(), plan.triggers, bus_plan.triggers].concat();
         let urls = plan.urls;
         let schedules = manifest.schedules.clone();

@@ -515,3 +515,69 @@ queue = "ticks"
     assert_eq!(event["source"], "/weft/schedules/tick");
     assert_eq!(event["detail"], json!({ "kind": "tick" }));
 }
+
+/// A manifest whose one rule sends to `function`, through a hidden queue
+/// named after it: each redeploy below swaps the queue the rule fills.
+fn swapping(function: &str) -> String {
+    format!(
+        r#"
+[app]
+name = "swap"
+
+[function.one]
+source = "PROBE"
+
+[function.two]
+source = "PROBE"
+
+[rule.r]
+pattern = '{{"source": ["load"]}}'
+[[rule.r.target]]
+function = "{function}"
+"#
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn redeploying_rules_under_load_fails_no_put() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let app = App::new(&swapping("one"));
+    let server = Server::start(&app);
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (stop, url) = (stop.clone(), format!("{}/events/put", server.public));
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            let entry = json!({ "Entries": [{ "Source": "load", "DetailType": "t", "Detail": "{}" }] }).to_string();
+            let mut answers = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                answers.push(send(&c, "POST", &url, &entry, &[]).await.json());
+            }
+            answers
+        }));
+    }
+    for function in ["two", "one", "two", "one"] {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        app.write(&swapping(function));
+        // The puts keep running on the other worker threads meanwhile.
+        let out = tokio::task::block_in_place(|| crate::support::deploy(&app, &server));
+        assert!(out.status.success(), "{}", crate::support::text(&out.stderr));
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = Vec::new();
+    for w in workers {
+        answers.extend(w.await.unwrap());
+    }
+    let failed: Vec<&Value> = answers.iter().filter(|a| a["FailedEntryCount"] != 0).collect();
+    assert!(answers.len() > 50, "only {} puts ran", answers.len());
+    assert!(
+        failed.is_empty(),
+        "{} of {} puts failed: {:?}",
+        failed.len(),
+        answers.len(),
+        failed.first()
+    );
+}

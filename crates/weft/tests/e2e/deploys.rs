@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use crate::support::{App, Server, get, weft};
+use crate::support::{App, Server, deploy, get};
 
 fn manifest(version: &str) -> String {
     format!(
@@ -22,15 +22,6 @@ path = "/{{*rest}}"
 function = "probe"
 "#
     )
-}
-
-fn deploy(app: &App, server: &Server) -> std::process::Output {
-    weft()
-        .arg("deploy")
-        .arg(&app.dir)
-        .args(["--no-build", "--server", &server.admin])
-        .output()
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -53,19 +44,8 @@ async fn a_redeploy_under_load_fails_no_request() {
     }
     tokio::time::sleep(Duration::from_millis(800)).await;
     app.write(&manifest("b"));
-    let out = tokio::task::spawn_blocking({
-        let (dir, admin) = (app.dir.clone(), server.admin.clone());
-        move || {
-            weft()
-                .arg("deploy")
-                .arg(dir)
-                .args(["--no-build", "--server", &admin])
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    // The requests keep running on the other worker threads meanwhile.
+    let out = tokio::task::block_in_place(|| deploy(&app, &server));
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),

@@ -214,6 +214,16 @@ pub async fn send(
     }
 }
 
+/// `weft deploy APP_DIR --no-build` against `server`.
+pub fn deploy(app: &App, server: &Server) -> std::process::Output {
+    weft()
+        .arg("deploy")
+        .arg(&app.dir)
+        .args(["--no-build", "--server", &server.admin])
+        .output()
+        .unwrap()
+}
+
 pub async fn get(url: &str) -> Response {
     send(&client(), "GET", url, "", &[]).await
 }
