@@ -452,37 +452,42 @@ impl Buses {
         bus: &str,
         events: Vec<BusEvent>,
     ) -> Result<Vec<Put>, QueueError> {
-        let state = self.state();
-        let b = state
-            .buses
-            .get(bus)
-            .ok_or_else(|| QueueError::NoSuchBus(bus.to_string()))?;
-        let mut sends = Vec::new();
-        let mut spans = Vec::with_capacity(events.len());
-        let mut archived = Vec::new();
-        for event in &events {
-            let envelope = event.envelope();
-            let start = sends.len();
-            let rules = self.route(&state, topics, bus, &envelope, None, None, &mut sends)?;
-            spans.push((start, sends.len(), rules));
-            if b.archive.is_some() {
-                archived.push(NewMessage {
-                    id: event.id.clone(),
-                    body: envelope.to_string().into_bytes(),
-                    ..Default::default()
-                });
+        // The copies are checked against their queues while the routing
+        // that chose them is held, so a deploy cannot drop a queue between.
+        let (spans, prepared) = {
+            let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            let b = state
+                .buses
+                .get(bus)
+                .ok_or_else(|| QueueError::NoSuchBus(bus.to_string()))?;
+            let mut sends = Vec::new();
+            let mut spans = Vec::with_capacity(events.len());
+            let mut archived = Vec::new();
+            for event in &events {
+                let envelope = event.envelope();
+                let start = sends.len();
+                let rules = self.route(&state, topics, bus, &envelope, None, None, &mut sends)?;
+                spans.push((start, sends.len(), rules));
+                if b.archive.is_some() {
+                    archived.push(NewMessage {
+                        id: event.id.clone(),
+                        body: envelope.to_string().into_bytes(),
+                        ..Default::default()
+                    });
+                }
             }
-        }
-        let archive = match archived.is_empty() {
-            true => Vec::new(),
-            false => vec![Append {
-                stream: archive_stream(bus),
-                messages: archived,
-                dedup_window: DEDUP_WINDOW,
-            }],
+            let archive = match archived.is_empty() {
+                true => Vec::new(),
+                false => vec![Append {
+                    stream: archive_stream(bus),
+                    messages: archived,
+                    dedup_window: DEDUP_WINDOW,
+                }],
+            };
+            let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
+            (spans, queues.prepare_all(batches, archive)?)
         };
-        let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
-        let (sent, _) = queues.send_with(batches, archive).await?;
+        let (sent, _) = queues.commit(prepared).await?;
         Ok(events
             .into_iter()
             .zip(spans)
@@ -603,29 +608,26 @@ impl Buses {
             let page = self.storage.read(&archive_stream(bus), after, 500).await?;
             let Some(last) = page.last() else { break };
             after = last.seq;
-            let mut sends = Vec::new();
-            for m in page
-                .iter()
-                .filter(|m| m.appended_us >= from_us && m.appended_us < to_us)
-            {
-                let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(&m.body) else {
-                    tracing::warn!("archive of bus `{bus}`: message {} is not an envelope; skipped", m.seq);
-                    continue;
-                };
-                envelope.insert("replay-name".into(), name.into());
-                self.route(
-                    &state,
-                    topics,
-                    bus,
-                    &Value::Object(envelope),
-                    Some(name),
-                    rule,
-                    &mut sends,
-                )?;
-                events += 1;
-            }
-            let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
-            deliveries += stored(&queues.send_all(batches).await?);
+            let prepared = {
+                let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+                let mut sends = Vec::new();
+                for m in page
+                    .iter()
+                    .filter(|m| m.appended_us >= from_us && m.appended_us < to_us)
+                {
+                    let Ok(Value::Object(mut envelope)) = serde_json::from_slice::<Value>(&m.body) else {
+                        tracing::warn!("archive of bus `{bus}`: message {} is not an envelope; skipped", m.seq);
+                        continue;
+                    };
+                    envelope.insert("replay-name".into(), name.into());
+                    let envelope = Value::Object(envelope);
+                    self.route(&state, topics, bus, &envelope, Some(name), rule, &mut sends)?;
+                    events += 1;
+                }
+                let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
+                queues.prepare_all(batches, Vec::new())?
+            };
+            deliveries += stored(&queues.commit(prepared).await?.0);
         }
         Ok(Replayed {
             name: name.to_string(),

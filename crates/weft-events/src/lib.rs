@@ -20,5 +20,5 @@ pub mod cloudevents;
 mod queue;
 mod topics;
 
-pub use queue::{Outgoing, QueueError, Queues, Sent, hidden_queue};
+pub use queue::{Outgoing, Prepared, QueueError, Queues, Sent, hidden_queue};
 pub use topics::{CloudEvent, Plan, Published, Topics};

@@ -57,6 +57,14 @@ pub struct Outgoing {
     pub time: Option<String>,
 }
 
+/// Messages checked by [`Queues::prepare_all`], ready for [`Queues::commit`].
+pub struct Prepared {
+    appends: Vec<Append>,
+    /// The message ids of each queue's append (the first `ids.len()` appends).
+    ids: Vec<Vec<String>>,
+    names: Vec<String>,
+}
+
 /// What became of one sent message.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct Sent {
@@ -193,6 +201,18 @@ impl Queues {
         batches: Vec<(String, Vec<Outgoing>)>,
         others: Vec<Append>,
     ) -> Result<(Vec<Vec<Sent>>, Vec<Vec<Appended>>), QueueError> {
+        let prepared = self.prepare_all(batches, others)?;
+        self.commit(prepared).await
+    }
+
+    /// The checking half of [`Queues::send_with`]: every message is checked
+    /// against its queue's settings now, without waiting, so a caller can
+    /// do it while it holds the routing that chose those queues.
+    pub fn prepare_all(
+        &self,
+        batches: Vec<(String, Vec<Outgoing>)>,
+        others: Vec<Append>,
+    ) -> Result<Prepared, QueueError> {
         let mut appends = Vec::with_capacity(batches.len() + others.len());
         let mut ids = Vec::with_capacity(batches.len());
         let mut names = Vec::with_capacity(batches.len());
@@ -202,14 +222,19 @@ impl Queues {
             appends.push(append);
             names.push(queue);
         }
-        let queued = appends.len();
         appends.extend(others);
+        Ok(Prepared { appends, ids, names })
+    }
+
+    /// The writing half of [`Queues::send_with`]: one durable write.
+    pub async fn commit(&self, prepared: Prepared) -> Result<(Vec<Vec<Sent>>, Vec<Vec<Appended>>), QueueError> {
+        let Prepared { appends, ids, names } = prepared;
         if appends.is_empty() {
             // Nothing to keep: no write, no fsync.
             return Ok((Vec::new(), Vec::new()));
         }
         let mut appended = self.storage.append_all(appends).await?;
-        let others = appended.split_off(queued);
+        let others = appended.split_off(ids.len());
         for queue in &names {
             self.waker(queue).notify_waiters();
         }

@@ -167,32 +167,7 @@ impl Topics {
     /// The messages that publishing `events` stores: for each event, a
     /// (queue, message) for every subscription it matches.
     pub fn deliveries(&self, topic: &str, events: &[CloudEvent]) -> Result<Vec<Vec<(String, Outgoing)>>, QueueError> {
-        let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
-        let routes = routes
-            .get(topic)
-            .ok_or_else(|| QueueError::NoSuchTopic(topic.to_string()))?;
-        Ok(events
-            .iter()
-            .map(|event| {
-                routes
-                    .filters
-                    .matching(&event.as_json())
-                    .into_iter()
-                    .map(|&i| {
-                        let message = Outgoing {
-                            id: Some(event.id.clone()),
-                            body: event.data.clone(),
-                            content_type: event.content_type.clone(),
-                            event_type: Some(event.event_type.clone()),
-                            source: Some(event.source.clone()),
-                            time: event.time.clone(),
-                            ..Default::default()
-                        };
-                        (routes.queues[i].clone(), message)
-                    })
-                    .collect()
-            })
-            .collect())
+        deliveries(&self.routes.read().unwrap_or_else(|p| p.into_inner()), topic, events)
     }
 
     /// Stores a copy of each event for every subscription it matches, all
@@ -203,10 +178,16 @@ impl Topics {
         topic: &str,
         events: Vec<CloudEvent>,
     ) -> Result<Vec<Published>, QueueError> {
-        let per_event = self.deliveries(topic, &events)?;
-        let counts: Vec<usize> = per_event.iter().map(Vec::len).collect();
-        let batches = per_event.into_iter().flatten().map(|(q, m)| (q, vec![m])).collect();
-        let mut sent = queues.send_all(batches).await?.into_iter();
+        // The copies are checked against their queues while the routing
+        // that chose them is held, so a deploy cannot drop a queue between.
+        let (counts, prepared) = {
+            let routes = self.routes.read().unwrap_or_else(|p| p.into_inner());
+            let per_event = deliveries(&routes, topic, &events)?;
+            let counts: Vec<usize> = per_event.iter().map(Vec::len).collect();
+            let batches = per_event.into_iter().flatten().map(|(q, m)| (q, vec![m])).collect();
+            (counts, queues.prepare_all(batches, Vec::new())?)
+        };
+        let mut sent = queues.commit(prepared).await?.0.into_iter();
         Ok(counts
             .into_iter()
             .map(|n| {
@@ -222,6 +203,39 @@ impl Topics {
             })
             .collect())
     }
+}
+
+/// The copies of `events` that `topic`'s subscriptions in `routes` take.
+fn deliveries(
+    routes: &HashMap<String, Routes>,
+    topic: &str,
+    events: &[CloudEvent],
+) -> Result<Vec<Vec<(String, Outgoing)>>, QueueError> {
+    let routes = routes
+        .get(topic)
+        .ok_or_else(|| QueueError::NoSuchTopic(topic.to_string()))?;
+    Ok(events
+        .iter()
+        .map(|event| {
+            routes
+                .filters
+                .matching(&event.as_json())
+                .into_iter()
+                .map(|&i| {
+                    let message = Outgoing {
+                        id: Some(event.id.clone()),
+                        body: event.data.clone(),
+                        content_type: event.content_type.clone(),
+                        event_type: Some(event.event_type.clone()),
+                        source: Some(event.source.clone()),
+                        time: event.time.clone(),
+                        ..Default::default()
+                    };
+                    (routes.queues[i].clone(), message)
+                })
+                .collect()
+        })
+        .collect())
 }
 
 #[cfg(test)]
