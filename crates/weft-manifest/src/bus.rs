@@ -12,7 +12,7 @@ use std::time::Duration;
 use serde_json::Value;
 use toml_edit::{Item, Key, TableLike};
 
-use crate::parse::{Checker, closest, span_of};
+use crate::parse::{Checker, Kind, closest, span_of};
 use crate::pattern::Pattern;
 
 /// The bus every app has, whether or not it is declared.
@@ -22,8 +22,18 @@ pub const DEFAULT_RETRIES: u32 = 185;
 /// `max_event_age` of a function target when the manifest does not say (as EventBridge).
 pub const DEFAULT_MAX_EVENT_AGE: Duration = Duration::from_secs(24 * 3600);
 
-const BUS_KEYS: &[&str] = &["archive"];
-const RULE_KEYS: &[&str] = &["bus", "pattern", "target", "enabled", "description"];
+const BUS: Kind = Kind {
+    name: "bus",
+    keys: &["archive"],
+    example: "orders",
+    help: "write the bus as `[bus.NAME]`",
+};
+const RULE: Kind = Kind {
+    name: "rule",
+    keys: &["bus", "pattern", "target", "enabled", "description"],
+    example: "big-orders",
+    help: "write the rule as `[rule.NAME]`",
+};
 const TARGET_KEYS: &[&str] = &[
     "function",
     "queue",
@@ -269,8 +279,14 @@ fn placeholders(template: &str) -> Vec<String> {
 
 impl Checker {
     pub(crate) fn buses(&mut self, key: &Key, item: &Item) -> Vec<Bus> {
+        let Some(table) = self.kind_table(key, item, &BUS) else {
+            return Vec::new();
+        };
         let mut buses = Vec::new();
-        for b in self.named_tables(key, item, "bus", BUS_KEYS, "orders") {
+        for (name, item) in table.iter() {
+            let Some(b) = self.named(table, key, name, item, &BUS) else {
+                continue;
+            };
             if !b.name_ok {
                 continue;
             }
@@ -293,8 +309,14 @@ impl Checker {
     }
 
     pub(crate) fn rules(&mut self, key: &Key, item: &Item, known: &Known<'_>) -> Vec<Rule> {
+        let Some(table) = self.kind_table(key, item, &RULE) else {
+            return Vec::new();
+        };
         let mut rules = Vec::new();
-        for named in self.named_tables(key, item, "rule", RULE_KEYS, "big-orders") {
+        for (name, item) in table.iter() {
+            let Some(named) = self.named(table, key, name, item, &RULE) else {
+                continue;
+            };
             let (name, rkey, r, place) = (named.name, named.key, named.table, named.place);
             let mut ok = named.name_ok;
             let bus = match r.contains_key("bus") {

@@ -239,7 +239,18 @@ pub(crate) struct Checker {
     pub(crate) destinations: Vec<(String, crate::Destination, Option<Range<usize>>)>,
 }
 
-/// One `[KIND.NAME]` table, from [`Checker::named_tables`].
+/// A kind of `[KIND.NAME]` table: `queue`, `topic`, `bus`, ...
+pub(crate) struct Kind<'k> {
+    pub name: &'k str,
+    /// The keys its tables may have.
+    pub keys: &'k [&'k str],
+    /// A good name, for the help on a bad one.
+    pub example: &'k str,
+    /// What to write instead of a `[KIND.NAME]` that is not a table.
+    pub help: &'k str,
+}
+
+/// One `[KIND.NAME]` table, from [`Checker::named`].
 pub(crate) struct Named<'a> {
     pub name: &'a str,
     pub key: &'a Key,
@@ -286,58 +297,48 @@ impl Checker {
         table
     }
 
-    /// The `[KIND.NAME]` tables under `key`, each checked for being a
-    /// table, for unknown keys (against `keys`) and for a valid name
-    /// (`example` is a good one, for the help).
-    pub(crate) fn named_tables<'a>(
-        &mut self,
-        key: &'a Key,
-        item: &'a Item,
-        kind: &str,
-        keys: &[&str],
-        example: &str,
-    ) -> Vec<Named<'a>> {
-        let Some(table) = self.table(
+    /// The table of all `[KIND.NAME]` tables, if `item` is one.
+    pub(crate) fn kind_table<'a>(&mut self, key: &Key, item: &'a Item, kind: &Kind<'_>) -> Option<&'a dyn TableLike> {
+        self.table(
             key,
             item,
-            &format!("`{kind}`"),
-            &format!("write each {kind} as its own table: `[{kind}.NAME]`"),
-        ) else {
-            return Vec::new();
+            &format!("`{}`", kind.name),
+            &format!("write each {0} as its own table: `[{0}.NAME]`", kind.name),
+        )
+    }
+
+    /// One `[KIND.NAME]` table of `table` (found under `key`), checked for
+    /// being a table, for unknown keys and for a valid name.
+    pub(crate) fn named<'a>(
+        &mut self,
+        table: &'a dyn TableLike,
+        key: &'a Key,
+        name: &'a str,
+        item: &'a Item,
+        kind: &Kind<'_>,
+    ) -> Option<Named<'a>> {
+        let key = table.key(name).unwrap_or(key);
+        let place = format!("[{}.{name}]", kind.name);
+        let t = self.table(key, item, &format!("`{}.{name}`", kind.name), kind.help)?;
+        self.unknown_keys(t, kind.keys, &place);
+        let name_ok = match crate::check_name(name) {
+            Ok(()) => true,
+            Err(why) => {
+                self.error(
+                    key.span(),
+                    format!("{} name `{name}` {why}", kind.name),
+                    &format!("use lowercase letters, digits and `-`, like `{}`", kind.example),
+                );
+                false
+            }
         };
-        let mut out = Vec::new();
-        for (name, item) in table.iter() {
-            let key = table.key(name).unwrap_or(key);
-            let place = format!("[{kind}.{name}]");
-            let Some(t) = self.table(
-                key,
-                item,
-                &format!("`{kind}.{name}`"),
-                &format!("write the {kind} as `[{kind}.NAME]`"),
-            ) else {
-                continue;
-            };
-            self.unknown_keys(t, keys, &place);
-            let name_ok = match crate::check_name(name) {
-                Ok(()) => true,
-                Err(why) => {
-                    self.error(
-                        key.span(),
-                        format!("{kind} name `{name}` {why}"),
-                        &format!("use lowercase letters, digits and `-`, like `{example}`"),
-                    );
-                    false
-                }
-            };
-            out.push(Named {
-                name,
-                key,
-                table: t,
-                place,
-                name_ok,
-            });
-        }
-        out
+        Some(Named {
+            name,
+            key,
+            table: t,
+            place,
+            name_ok,
+        })
     }
 
     pub(crate) fn string<'a>(

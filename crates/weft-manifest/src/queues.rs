@@ -5,18 +5,23 @@ use std::time::Duration;
 
 use toml_edit::{Item, Key, TableLike};
 
-use crate::parse::{Checker, closest, span_of};
-use crate::{check_name, format_duration, parse_duration};
+use crate::parse::{Checker, Kind, closest, span_of};
+use crate::{format_duration, parse_duration};
 
-const QUEUE_KEYS: &[&str] = &[
-    "visibility_timeout",
-    "max_receives",
-    "dead_letter",
-    "delay",
-    "retention",
-    "fifo",
-    "backoff",
-];
+const QUEUE: Kind = Kind {
+    name: "queue",
+    keys: &[
+        "visibility_timeout",
+        "max_receives",
+        "dead_letter",
+        "delay",
+        "retention",
+        "fifo",
+        "backoff",
+    ],
+    example: "jobs",
+    help: "write the queue as `[queue.NAME]` with its settings",
+};
 const TRIGGER_KEYS: &[&str] = &["queue", "function", "batch", "concurrency"];
 const ASYNC_KEYS: &[&str] = &["retries", "max_event_age", "backoff", "on_success", "on_failure"];
 
@@ -201,37 +206,16 @@ impl Checker {
     }
 
     pub(crate) fn queues(&mut self, key: &Key, item: &Item) -> Vec<Queue> {
-        let Some(table) = self.table(
-            key,
-            item,
-            "`queue`",
-            "write each queue as its own table: `[queue.NAME]`",
-        ) else {
+        let Some(table) = self.kind_table(key, item, &QUEUE) else {
             return Vec::new();
         };
         let mut queues = Vec::new();
         let mut dead_letters: Vec<(String, String, Option<Range<usize>>)> = Vec::new();
         for (name, item) in table.iter() {
-            let qkey = table.key(name).unwrap_or(key);
-            let place = format!("[queue.{name}]");
-            let Some(q) = self.table(
-                qkey,
-                item,
-                &format!("`queue.{name}`"),
-                "write the queue as `[queue.NAME]` with its settings",
-            ) else {
+            let Some(named) = self.named(table, key, name, item, &QUEUE) else {
                 continue;
             };
-            self.unknown_keys(q, QUEUE_KEYS, &place);
-            let mut ok = true;
-            if let Err(why) = check_name(name) {
-                self.error(
-                    qkey.span(),
-                    format!("queue name `{name}` {why}"),
-                    "use lowercase letters, digits and `-`, like `jobs`",
-                );
-                ok = false;
-            }
+            let (q, place, mut ok) = (named.table, named.place, named.name_ok);
             let fifo = match q.get_key_value("fifo") {
                 None => false,
                 Some((k, v)) => match v.as_bool() {

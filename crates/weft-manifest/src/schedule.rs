@@ -286,16 +286,21 @@ pub enum Missed {
     FireOnce,
 }
 
-const SCHEDULE_KEYS: &[&str] = &[
-    "expression",
-    "timezone",
-    "function",
-    "queue",
-    "topic",
-    "bus",
-    "payload",
-    "missed",
-];
+const SCHEDULE: crate::parse::Kind = crate::parse::Kind {
+    name: "schedule",
+    keys: &[
+        "expression",
+        "timezone",
+        "function",
+        "queue",
+        "topic",
+        "bus",
+        "payload",
+        "missed",
+    ],
+    example: "nightly",
+    help: "write `[schedule.NAME]` with `expression` and a target",
+};
 
 impl crate::parse::Checker {
     pub(crate) fn schedules(
@@ -307,36 +312,15 @@ impl crate::parse::Checker {
         topics: &[&str],
         buses: &[&str],
     ) -> Vec<Schedule> {
-        let Some(table) = self.table(
-            key,
-            item,
-            "`schedule`",
-            "write each schedule as its own table: `[schedule.NAME]`",
-        ) else {
+        let Some(table) = self.kind_table(key, item, &SCHEDULE) else {
             return Vec::new();
         };
         let mut out = Vec::new();
         for (name, item) in table.iter() {
-            let skey = table.key(name).unwrap_or(key);
-            let place = format!("[schedule.{name}]");
-            let Some(s) = self.table(
-                skey,
-                item,
-                &format!("`schedule.{name}`"),
-                "write `[schedule.NAME]` with `expression` and a target",
-            ) else {
+            let Some(named) = self.named(table, key, name, item, &SCHEDULE) else {
                 continue;
             };
-            self.unknown_keys(s, SCHEDULE_KEYS, &place);
-            let mut ok = true;
-            if let Err(why) = crate::check_name(name) {
-                self.error(
-                    skey.span(),
-                    format!("schedule name `{name}` {why}"),
-                    "use lowercase letters, digits and `-`, like `nightly`",
-                );
-                ok = false;
-            }
+            let (skey, s, place, ok) = (named.key, named.table, named.place, named.name_ok);
             let expression = match self.string(s, "expression", &place, "\"rate(5 minutes)\"") {
                 Some((text, span)) => match Expression::parse(text) {
                     Ok(e) => Some((e, text.to_string())),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml_edit::{Item, Key};
 
-use crate::parse::{Checker, closest};
+use crate::parse::{Checker, Kind, closest};
 use crate::pattern::Pattern;
 
 const SUBSCRIPTION_KEYS: &[&str] = &[
@@ -51,10 +51,23 @@ pub struct Subscription {
     pub dead_letter: Option<String>,
 }
 
+const TOPIC: Kind = Kind {
+    name: "topic",
+    keys: &[],
+    example: "orders",
+    help: "write the topic as `[topic.NAME]`",
+};
+
 impl Checker {
     pub(crate) fn topics(&mut self, key: &Key, item: &Item) -> Vec<Topic> {
+        let Some(table) = self.kind_table(key, item, &TOPIC) else {
+            return Vec::new();
+        };
         let mut topics = Vec::new();
-        for t in self.named_tables(key, item, "topic", &[], "orders") {
+        for (name, item) in table.iter() {
+            let Some(t) = self.named(table, key, name, item, &TOPIC) else {
+                continue;
+            };
             if !t.name_ok {
                 continue;
             }
