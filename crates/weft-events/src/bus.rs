@@ -23,7 +23,6 @@
 //! together, with one fsync, before the put is answered.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -99,17 +98,12 @@ impl BusEvent {
             id: event.id,
             source: event.source,
             detail_type: event.event_type,
-            time: event.time.unwrap_or_else(now_rfc3339),
+            time: event.time.unwrap_or_else(crate::cloudevents::now),
             resources,
             detail,
             extensions,
         })
     }
-}
-
-/// Now, as an envelope's `time`.
-fn now_rfc3339() -> String {
-    crate::cloudevents::rfc3339(weft_store::now_us())
 }
 
 /// Why one PutEvents entry was refused.
@@ -197,7 +191,7 @@ fn entry(e: &Value, default_bus: &str, new_id: &impl Fn() -> String) -> Result<E
         Some(_) => return Err(invalid("`EventBusName` must be a string".into())),
     };
     let time = match e.get("Time") {
-        None => now_rfc3339(),
+        None => crate::cloudevents::now(),
         Some(Value::String(t)) => match t.parse::<jiff::Timestamp>() {
             Ok(ts) => ts.to_string(),
             Err(_) => return Err(invalid(format!("`Time` is `{t}`, not an RFC 3339 timestamp"))),
@@ -318,7 +312,6 @@ pub struct BusRouting(Arc<State>);
 pub struct Buses {
     storage: Arc<dyn Storage>,
     state: RwLock<Arc<State>>,
-    ids: AtomicU64,
 }
 
 /// How many of the sent messages were stored (not duplicates).
@@ -335,7 +328,6 @@ impl Buses {
         Buses {
             storage,
             state: RwLock::default(),
-            ids: AtomicU64::new(0),
         }
     }
 
@@ -435,13 +427,6 @@ impl Buses {
         list
     }
 
-    /// A new event id.
-    pub fn new_id(&self) -> String {
-        let now = weft_store::now_us();
-        let n = self.ids.fetch_add(1, Ordering::Relaxed);
-        format!("{now:x}-{:x}-{n:x}", std::process::id())
-    }
-
     /// Puts events on `bus`: archived, matched, and stored for every
     /// target of every matching rule, all in one write: durable when this
     /// returns, and on an error nothing of it is kept.
@@ -527,7 +512,7 @@ impl Buses {
             .collect();
         let id = envelope["id"].as_str().unwrap_or_default();
         let text = |field: &str| envelope[field].as_str().map(str::to_string);
-        let ingestion_time = now_rfc3339();
+        let ingestion_time = crate::cloudevents::now();
         for rule in &matched {
             for (n, target) in rule.targets.iter().enumerate() {
                 let delivery_id = match replay {

@@ -33,6 +33,11 @@ pub fn rfc3339(us: i64) -> String {
     )
 }
 
+/// Now, in the form of [`rfc3339`].
+pub fn now() -> String {
+    rfc3339(weft_store::now_us())
+}
+
 /// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
 fn civil_from_days(z: i64) -> (i64, u32, u32) {
     let z = z + 719_468;

@@ -171,10 +171,10 @@ impl Queues {
             .clone()
     }
 
-    fn new_id(&self) -> String {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros());
+    /// A new id for a message or event: the time, the process and a
+    /// counter, so it repeats neither within a run nor across restarts.
+    pub fn new_id(&self) -> String {
+        let now = weft_store::now_us();
         format!(
             "{now:x}-{:x}-{:x}",
             std::process::id(),

@@ -332,7 +332,7 @@ async fn finish(
                 id: format!("{}/{}", message.id, outcome.condition),
                 source: "lambda".into(),
                 detail_type: format!("Lambda Function Invocation Result - {result}"),
-                time: weft_events::cloudevents::rfc3339(weft_store::now_us()),
+                time: weft_events::cloudevents::now(),
                 resources: vec![format!("/weft/functions/{}", deployed.name)],
                 detail: serde_json::from_str(&body).unwrap_or_default(),
                 extensions: Default::default(),

@@ -255,7 +255,7 @@ pub(crate) fn cloudevents_of(headers: &http::HeaderMap, bytes: Bytes) -> Result<
 /// (a function's grant), entries for other buses are refused.
 pub(crate) async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>) -> (u16, Value) {
     let default_bus = only_bus.unwrap_or(weft_manifest::DEFAULT_BUS);
-    let entries = match weft_events::bus::put_entries(body, default_bus, || node.buses.new_id()) {
+    let entries = match weft_events::bus::put_entries(body, default_bus, || node.queues.new_id()) {
         Ok(e) => e,
         Err(why) => return (400, json!({ "error": why })),
     };

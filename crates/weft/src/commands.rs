@@ -638,7 +638,7 @@ pub async fn replay(
     rule: Option<String>,
     name: Option<String>,
 ) -> anyhow::Result<ExitCode> {
-    let to = to.unwrap_or_else(|| weft_events::cloudevents::rfc3339(weft_store::now_us()));
+    let to = to.unwrap_or_else(weft_events::cloudevents::now);
     let client = Client::new(server)?;
     let (status, answer) = client
         .post_json(

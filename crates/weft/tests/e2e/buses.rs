@@ -339,7 +339,7 @@ async fn an_archive_replays_a_window_to_one_rule_or_all() {
     put(&server, json!([order(7, "us-east")])).await;
     wait_for(&server, "audit", 2).await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    let between = weft_events::cloudevents::rfc3339(weft_store::now_us());
+    let between = weft_events::cloudevents::now();
     tokio::time::sleep(Duration::from_millis(50)).await;
     put(&server, json!([order(500, "eu-north")])).await;
     wait_for(&server, "audit", 3).await;
