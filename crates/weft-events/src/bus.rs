@@ -472,7 +472,7 @@ impl Buses {
             let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
             (spans, queues.prepare_all(batches, archive)?)
         };
-        let (sent, _) = queues.commit(prepared).await?;
+        let sent = queues.commit(prepared).await?;
         Ok(events
             .into_iter()
             .zip(spans)
@@ -612,7 +612,7 @@ impl Buses {
                 let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
                 queues.prepare_all(batches, Vec::new())?
             };
-            deliveries += stored(&queues.commit(prepared).await?.0);
+            deliveries += stored(&queues.commit(prepared).await?);
         }
         Ok(Replayed {
             name: name.to_string(),

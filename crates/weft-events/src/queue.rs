@@ -8,7 +8,7 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use tokio::sync::Notify;
 use weft_manifest::{DEDUP_WINDOW, Queue};
-use weft_store::durable::{Append, Appended, Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
+use weft_store::durable::{Append, Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
 
 /// The longest a retry waits, however often a message failed.
 const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
@@ -184,30 +184,14 @@ impl Queues {
 
     /// Sends messages: durable (fsynced) when this returns.
     pub async fn send(&self, queue: &str, messages: Vec<Outgoing>) -> Result<Vec<Sent>, QueueError> {
-        let mut sent = self.send_all(vec![(queue.to_string(), messages)]).await?;
-        Ok(sent.pop().unwrap_or_default())
+        let prepared = self.prepare_all(vec![(queue.to_string(), messages)], Vec::new())?;
+        Ok(self.commit(prepared).await?.pop().unwrap_or_default())
     }
 
-    /// Sends to several queues in one durable write: all of it is stored,
-    /// or (on an error) none. Results are in the order of `batches`.
-    pub async fn send_all(&self, batches: Vec<(String, Vec<Outgoing>)>) -> Result<Vec<Vec<Sent>>, QueueError> {
-        self.send_with(batches, Vec::new()).await.map(|(sent, _)| sent)
-    }
-
-    /// [`Queues::send_all`], with `others` (appends to streams that are not
-    /// queues, such as a bus's archive) in the same write.
-    pub async fn send_with(
-        &self,
-        batches: Vec<(String, Vec<Outgoing>)>,
-        others: Vec<Append>,
-    ) -> Result<(Vec<Vec<Sent>>, Vec<Vec<Appended>>), QueueError> {
-        let prepared = self.prepare_all(batches, others)?;
-        self.commit(prepared).await
-    }
-
-    /// The checking half of [`Queues::send_with`]: every message is checked
-    /// against its queue's settings now, without waiting, so a caller can
-    /// do it while it holds the routing that chose those queues.
+    /// Checks messages for several queues, plus `others` (appends to
+    /// streams that are not queues, such as a bus's archive), for one
+    /// [`Queues::commit`]. It does not wait, so a caller can check while
+    /// it holds the routing that chose those queues.
     pub fn prepare_all(
         &self,
         batches: Vec<(String, Vec<Outgoing>)>,
@@ -226,19 +210,20 @@ impl Queues {
         Ok(Prepared { appends, ids, names })
     }
 
-    /// The writing half of [`Queues::send_with`]: one durable write.
-    pub async fn commit(&self, prepared: Prepared) -> Result<(Vec<Vec<Sent>>, Vec<Vec<Appended>>), QueueError> {
+    /// Stores what [`Queues::prepare_all`] checked, in one durable write:
+    /// all of it, or (on an error) none. Returns what became of each
+    /// queue's messages, in the order they were given.
+    pub async fn commit(&self, prepared: Prepared) -> Result<Vec<Vec<Sent>>, QueueError> {
         let Prepared { appends, ids, names } = prepared;
         if appends.is_empty() {
             // Nothing to keep: no write, no fsync.
-            return Ok((Vec::new(), Vec::new()));
+            return Ok(Vec::new());
         }
-        let mut appended = self.storage.append_all(appends).await?;
-        let others = appended.split_off(ids.len());
+        let appended = self.storage.append_all(appends).await?;
         for queue in &names {
             self.waker(queue).notify_waiters();
         }
-        let sent = ids
+        Ok(ids
             .into_iter()
             .zip(appended)
             .map(|(ids, appended)| {
@@ -251,8 +236,7 @@ impl Queues {
                     })
                     .collect()
             })
-            .collect();
-        Ok((sent, others))
+            .collect())
     }
 
     /// Checks messages for `queue` and turns them into a stream append.

@@ -187,7 +187,7 @@ impl Topics {
             let batches = per_event.into_iter().flatten().map(|(q, m)| (q, vec![m])).collect();
             (counts, queues.prepare_all(batches, Vec::new())?)
         };
-        let mut sent = queues.commit(prepared).await?.0.into_iter();
+        let mut sent = queues.commit(prepared).await?.into_iter();
         Ok(counts
             .into_iter()
             .map(|n| {
