@@ -469,8 +469,8 @@ impl Checker {
             );
             return None;
         }
-        let is_function = matches!(kind, Some(TargetKind::Function(_)));
-        if !is_function {
+        let mut retry_keys_ok = true;
+        if !matches!(kind, Some(TargetKind::Function(_))) {
             for key in ["retries", "max_event_age", "backoff", "dead_letter"] {
                 if let Some((k, item)) = t.get_key_value(key) {
                     self.error(
@@ -478,6 +478,7 @@ impl Checker {
                         format!("{place} has `{key}`, but only function targets retry"),
                         "a queue, topic or bus target is written when the event is put, or the put fails: remove it",
                     );
+                    retry_keys_ok = false;
                 }
             }
         }
@@ -496,30 +497,9 @@ impl Checker {
             Duration::from_secs(1),
             (Duration::ZERO, Duration::from_secs(3600)),
         );
-        let dead_letter = match self.string(t, "dead_letter", place, "\"failed-events\"") {
-            Some((d, _)) if known.queues.contains(&d) && !known.fifo.contains(&d) => Some(Some(d.to_string())),
-            Some((d, span)) => {
-                let help = match closest(d, known.queues) {
-                    _ if known.fifo.contains(&d) => format!("`{d}` is a FIFO queue: name a standard one"),
-                    Some(near) => format!("did you mean `{near}`?"),
-                    None => format!("declare a standard queue [queue.{d}]"),
-                };
-                self.out.push(
-                    crate::Diagnostic::new(
-                        span,
-                        format!("`dead_letter` of {place} is `{d}`, which is not a standard queue of this app"),
-                    )
-                    .with_help(help),
-                );
-                None
-            }
-            None if t.contains_key("dead_letter") => None,
-            None => Some(None),
-        };
-        let no_retry_keys_on_others = is_function
-            || !["retries", "max_event_age", "backoff", "dead_letter"]
-                .iter()
-                .any(|k| t.contains_key(k));
+        let dead_letter = self
+            .dead_letter(t, place, "\"failed-events\"", known.queues, known.fifo)
+            .ok();
         Some(RuleTarget {
             kind: kind?,
             input: input?,
@@ -528,7 +508,7 @@ impl Checker {
             backoff: backoff?,
             dead_letter: dead_letter?,
         })
-        .filter(|_| no_retry_keys_on_others)
+        .filter(|_| retry_keys_ok)
     }
 
     fn target_input(&mut self, t: &dyn TableLike, place: &str) -> Option<Input> {

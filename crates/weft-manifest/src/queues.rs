@@ -356,6 +356,39 @@ impl Checker {
         triggers
     }
 
+    /// `dead_letter` of `table`, which must name a standard (not FIFO) queue
+    /// of the app: `Ok(None)` when absent, `Err(())` once reported.
+    pub(crate) fn dead_letter(
+        &mut self,
+        table: &dyn TableLike,
+        place: &str,
+        example: &str,
+        queues: &[&str],
+        fifo: &[&str],
+    ) -> Result<Option<String>, ()> {
+        match self.string(table, "dead_letter", place, example) {
+            Some((d, _)) if queues.contains(&d) && !fifo.contains(&d) => Ok(Some(d.to_string())),
+            Some((d, span)) => {
+                let help = match closest(d, queues) {
+                    _ if fifo.contains(&d) => format!("`{d}` is a FIFO queue: name a standard one"),
+                    Some(near) if !fifo.contains(&near) => format!("did you mean `{near}`?"),
+                    _ => format!("declare a standard queue [queue.{d}]"),
+                };
+                self.out.push(
+                    crate::Diagnostic::new(
+                        span,
+                        format!("`dead_letter` of {place} is `{d}`, which is not a standard queue of this app"),
+                    )
+                    .with_help(help),
+                );
+                Err(())
+            }
+            // A value of the wrong type was reported by `string`.
+            None if table.contains_key("dead_letter") => Err(()),
+            None => Ok(None),
+        }
+    }
+
     /// A required string naming something declared elsewhere in the manifest.
     pub(crate) fn reference(
         &mut self,

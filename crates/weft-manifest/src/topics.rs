@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use toml_edit::{Item, Key};
 
-use crate::parse::{Checker, Kind, closest};
+use crate::parse::{Checker, Kind};
 use crate::pattern::Pattern;
 
 const SUBSCRIPTION_KEYS: &[&str] = &[
@@ -189,29 +189,12 @@ impl Checker {
                 Duration::from_secs(1),
                 (Duration::ZERO, Duration::from_secs(12 * 3600)),
             );
-            let dead_letter = match self.string(table, "dead_letter", &place, "\"orders-dlq\"") {
-                Some((d, _)) if queues.contains(&d) && !fifo.contains(&d) => Some(d.to_string()),
-                Some((d, span)) => {
-                    let help = match closest(d, queues) {
-                        _ if fifo.contains(&d) => format!("`{d}` is a FIFO queue: name a standard one"),
-                        Some(near) if !fifo.contains(&near) => format!("did you mean `{near}`?"),
-                        _ => format!("declare a standard queue [queue.{d}]"),
-                    };
-                    self.out.push(
-                        crate::Diagnostic::new(
-                            span,
-                            format!("`dead_letter` of {place} is `{d}`, which is not a standard queue of this app"),
-                        )
-                        .with_help(help),
-                    );
+            let dead_letter = self
+                .dead_letter(table, &place, "\"orders-dlq\"", queues, fifo)
+                .unwrap_or_else(|()| {
                     ok = false;
                     None
-                }
-                None => {
-                    ok &= !table.contains_key("dead_letter");
-                    None
-                }
-            };
+                });
             if let (true, Some(topic), Some(target), Some(max_receives), Some(backoff)) =
                 (ok, topic, target, max_receives, backoff)
             {
