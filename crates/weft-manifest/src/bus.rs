@@ -246,12 +246,12 @@ fn fill(template: &str, mut value: impl FnMut(&str) -> Option<Value>) -> String 
             rest = &rest[end + 2..];
             continue;
         }
-        match c {
-            '\\' if in_string => escaped = !escaped,
-            '"' if !escaped => in_string = !in_string,
-            _ => escaped = false,
-        }
-        if c != '\\' {
+        if c == '\\' && in_string {
+            escaped = !escaped;
+        } else {
+            if c == '"' && !escaped {
+                in_string = !in_string;
+            }
             escaped = false;
         }
         out.push(c);
@@ -745,6 +745,17 @@ mod tests {
             json!({"a": 12.5, "w": "Ann \"A\"", "text": "Ann \"A\" paid 12.5", "t": ["x"], "n": null,
                    "r": "big-orders", "e": event, "keep": "<b>"})
         );
+    }
+
+    #[test]
+    fn escaped_quotes_do_not_end_a_string() {
+        let event = json!({ "n": 7 });
+        let input = Input::Template {
+            paths: vec![("n".into(), JsonPath::parse("$.n").unwrap())],
+            template: r#"{"a": "say \"<n>\"", "b": "\\", "c": <n>}"#.into(),
+        };
+        let out: Value = serde_json::from_slice(&input.apply(&cx(&event))).unwrap();
+        assert_eq!(out, json!({ "a": "say \"7\"", "b": "\\", "c": 7 }));
     }
 
     #[test]
