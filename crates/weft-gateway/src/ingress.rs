@@ -260,32 +260,31 @@ pub(crate) async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>)
         Err(why) => return (400, json!({ "error": why })),
     };
     // The valid entries of each bus go in one put: one write for the lot.
-    let mut results: Vec<Result<String, EntryError>> = Vec::with_capacity(entries.len());
+    // Until then their results are `None`.
     let mut by_bus: BTreeMap<String, Vec<(usize, BusEvent)>> = BTreeMap::new();
-    for (i, entry) in entries.into_iter().enumerate() {
-        results.push(Err(EntryError {
-            code: "InternalFailure",
-            message: "not put".into(),
-        }));
-        match entry {
-            Err(e) => results[i] = Err(e),
-            Ok((bus, _)) if only_bus.is_some_and(|only| only != bus) => {
-                results[i] = Err(EntryError {
-                    code: "AccessDeniedException",
-                    message: format!(
-                        "this address puts events on bus `{}` only; use http://{bus}.bus.weft.internal/ with \"bus:{bus}\" in `publish`",
-                        only_bus.unwrap_or_default()
-                    ),
-                })
+    let mut results: Vec<Option<Result<String, EntryError>>> = entries
+        .into_iter()
+        .enumerate()
+        .map(|(i, entry)| match entry {
+            Err(e) => Some(Err(e)),
+            Ok((bus, _)) if only_bus.is_some_and(|only| only != bus) => Some(Err(EntryError {
+                code: "AccessDeniedException",
+                message: format!(
+                    "this address puts events on bus `{}` only; use http://{bus}.bus.weft.internal/ with \"bus:{bus}\" in `publish`",
+                    only_bus.unwrap_or_default()
+                ),
+            })),
+            Ok((bus, event)) => {
+                by_bus.entry(bus).or_default().push((i, event));
+                None
             }
-            Ok((bus, event)) => by_bus.entry(bus).or_default().push((i, event)),
-        }
-    }
+        })
+        .collect();
     for (bus, list) in by_bus {
         let (places, events): (Vec<usize>, Vec<BusEvent>) = list.into_iter().unzip();
         let outcome = node.buses.put(&node.queues, &node.topics, &bus, events).await;
         for (n, i) in places.into_iter().enumerate() {
-            results[i] = match &outcome {
+            results[i] = Some(match &outcome {
                 Ok(put) => Ok(put[n].id.clone()),
                 Err(weft_events::QueueError::NoSuchBus(b)) => Err(EntryError {
                     code: "InvalidArgument",
@@ -295,9 +294,10 @@ pub(crate) async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>)
                     code: "InternalFailure",
                     message: e.to_string(),
                 }),
-            };
+            });
         }
     }
+    let results: Vec<Result<String, EntryError>> = results.into_iter().flatten().collect();
     let failed = results.iter().filter(|r| r.is_err()).count();
     let entries: Vec<Value> = results
         .into_iter()
