@@ -14,6 +14,7 @@ use toml_edit::{Item, Key, TableLike};
 
 use crate::parse::{Checker, Kind, closest, span_of};
 use crate::pattern::Pattern;
+use crate::{Retry, Target};
 
 /// The bus every app has, whether or not it is declared.
 pub const DEFAULT_BUS: &str = "default";
@@ -79,35 +80,15 @@ pub struct Rule {
 /// `[[rule.NAME.target]]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuleTarget {
-    pub kind: TargetKind,
+    /// A function, queue, topic or bus.
+    pub target: Target,
     pub input: Input,
-    /// Function targets: attempts after the first failed one.
-    pub retries: u32,
-    /// Function targets: an event older than this is not tried again.
-    pub max_event_age: Duration,
-    /// Function targets: the first retry delay; it doubles.
-    pub backoff: Duration,
+    /// Function targets: `retries` + 1 attempts, the first retry delay
+    /// `backoff` (doubling), and `max_event_age` (always set), past which an
+    /// event is not tried again.
+    pub retry: Retry,
     /// Function targets: a standard queue for events that could not be delivered.
     pub dead_letter: Option<String>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TargetKind {
-    Function(String),
-    Queue(String),
-    Topic(String),
-    Bus(String),
-}
-
-impl std::fmt::Display for TargetKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            TargetKind::Function(n) => write!(f, "function:{n}"),
-            TargetKind::Queue(n) => write!(f, "queue:{n}"),
-            TargetKind::Topic(n) => write!(f, "topic:{n}"),
-            TargetKind::Bus(n) => write!(f, "bus:{n}"),
-        }
-    }
 }
 
 /// What a target is sent: the event, or something made from it.
@@ -424,16 +405,16 @@ impl Checker {
         let kind = match given.as_slice() {
             ["function"] => self
                 .reference(t, "function", place, known.functions, "[function.NAME]")
-                .map(TargetKind::Function),
+                .map(Target::Function),
             ["queue"] => self
                 .reference(t, "queue", place, known.queues, "[queue.NAME]")
-                .map(TargetKind::Queue),
+                .map(Target::Queue),
             ["topic"] => self
                 .reference(t, "topic", place, known.topics, "[topic.NAME]")
-                .map(TargetKind::Topic),
+                .map(Target::Topic),
             ["bus"] => self
                 .reference(t, "bus", place, known.buses, "[bus.NAME]")
-                .map(TargetKind::Bus),
+                .map(Target::Bus),
             [] => {
                 self.error(
                     None,
@@ -451,7 +432,7 @@ impl Checker {
                 None
             }
         };
-        if let Some(TargetKind::Queue(q)) = &kind
+        if let Some(Target::Queue(q)) = &kind
             && known.fifo.contains(&q.as_str())
         {
             self.error(
@@ -461,7 +442,7 @@ impl Checker {
             );
         }
         let input = self.target_input(t, place);
-        if matches!(kind, Some(TargetKind::Bus(_))) && !matches!(input, Some(Input::Event)) {
+        if matches!(kind, Some(Target::Bus(_))) && !matches!(input, Some(Input::Event)) {
             self.error(
                 None,
                 format!("{place} sends to a bus and reshapes the event"),
@@ -470,7 +451,7 @@ impl Checker {
             return None;
         }
         let mut retry_keys_ok = true;
-        if !matches!(kind, Some(TargetKind::Function(_))) {
+        if !matches!(kind, Some(Target::Function(_))) {
             for key in ["retries", "max_event_age", "backoff", "dead_letter"] {
                 if let Some((k, item)) = t.get_key_value(key) {
                     self.error(
@@ -501,11 +482,13 @@ impl Checker {
             .dead_letter(t, place, "\"failed-events\"", known.queues, known.fifo)
             .ok();
         Some(RuleTarget {
-            kind: kind?,
+            target: kind?,
             input: input?,
-            retries: retries?,
-            max_event_age: max_event_age?,
-            backoff: backoff?,
+            retry: Retry {
+                max_attempts: retries? + 1,
+                backoff: backoff?,
+                max_age: Some(max_event_age?),
+            },
             dead_letter: dead_letter?,
         })
         .filter(|_| retry_keys_ok)
@@ -648,8 +631,8 @@ impl Checker {
         let edges: Vec<(&str, &str, &str)> = rules
             .iter()
             .flat_map(|r| {
-                r.targets.iter().filter_map(move |t| match &t.kind {
-                    TargetKind::Bus(b) => Some((r.bus.as_str(), b.as_str(), r.name.as_str())),
+                r.targets.iter().filter_map(move |t| match &t.target {
+                    Target::Bus(b) => Some((r.bus.as_str(), b.as_str(), r.name.as_str())),
                     _ => None,
                 })
             })

@@ -33,22 +33,25 @@ mod hosts;
 mod parse;
 pub mod pattern;
 mod queues;
+mod retry;
 mod route;
 mod schedule;
+mod target;
 mod topics;
 mod units;
 
 pub use bus::{
-    Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Input, JsonPath, Rule, RuleTarget, TargetKind,
-    TemplateContext,
+    Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Input, JsonPath, Rule, RuleTarget, TemplateContext,
 };
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use hosts::HostPattern;
 pub use parse::check_name;
 pub use queues::{DEDUP_WINDOW, Queue, Trigger};
+pub use retry::{MAX_BACKOFF, Retry};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use schedule::{Cron, Expression, Missed, Schedule};
-pub use topics::{Endpoint, Subscription, Topic};
+pub use target::{Target, TargetKind};
+pub use topics::{Subscription, Topic};
 pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
 use std::path::{Path, PathBuf};
@@ -93,7 +96,7 @@ pub struct Function {
     /// Outbound HTTP destinations; empty means none.
     pub allowed_hosts: Vec<HostPattern>,
     /// Queues, topics and buses the function may send events to.
-    pub publish: Vec<Grant>,
+    pub publish: Vec<Target>,
     /// `[function.NAME.async]`: how asynchronous invocations are retried and
     /// where their results go.
     pub async_invoke: AsyncInvoke,
@@ -102,71 +105,26 @@ pub struct Function {
 /// Retries and destinations of asynchronous invocations (as Lambda's).
 #[derive(Debug, Clone, PartialEq)]
 pub struct AsyncInvoke {
-    /// Attempts after the first failed one (0 to 2).
-    pub retries: u32,
-    /// An event older than this is not tried again.
-    pub max_event_age: Duration,
-    /// The wait before the first retry; it doubles for the next.
-    pub backoff: Duration,
-    pub on_success: Option<Destination>,
-    pub on_failure: Option<Destination>,
+    /// `retries` (0 to 2) + 1 attempts, `backoff`, and `max_event_age`
+    /// (always set).
+    pub retry: Retry,
+    /// A function, queue, topic or bus; a bus is put an event with
+    /// EventBridge's Lambda destination shape.
+    pub on_success: Option<Target>,
+    pub on_failure: Option<Target>,
 }
 
 impl Default for AsyncInvoke {
     fn default() -> Self {
         AsyncInvoke {
-            retries: 2,
-            max_event_age: Duration::from_secs(6 * 3600),
-            backoff: Duration::from_secs(60),
+            retry: Retry {
+                max_attempts: 3,
+                backoff: Duration::from_secs(60),
+                max_age: Some(Duration::from_secs(6 * 3600)),
+            },
             on_success: None,
             on_failure: None,
         }
-    }
-}
-
-/// Where the result of an asynchronous invocation goes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Destination {
-    Queue(String),
-    Function(String),
-    Topic(String),
-    /// Put on a bus as an event with EventBridge's Lambda destination shape.
-    Bus(String),
-}
-
-impl std::fmt::Display for Destination {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Destination::Queue(q) => write!(f, "queue:{q}"),
-            Destination::Function(n) => write!(f, "function:{n}"),
-            Destination::Topic(t) => write!(f, "topic:{t}"),
-            Destination::Bus(b) => write!(f, "bus:{b}"),
-        }
-    }
-}
-
-/// A `publish` entry: `queue:NAME`, `topic:NAME` or `bus:NAME`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    pub kind: GrantKind,
-    pub name: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GrantKind {
-    Queue,
-    Topic,
-    Bus,
-}
-
-impl std::fmt::Display for Grant {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match self.kind {
-            GrantKind::Queue => "queue",
-            GrantKind::Topic => "topic",
-            GrantKind::Bus => "bus",
-        };
-        write!(f, "{kind}:{}", self.name)
     }
 }
 

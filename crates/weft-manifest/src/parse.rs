@@ -9,8 +9,8 @@ use toml_edit::{Document, Item, Key, TableLike, Value};
 
 use crate::route::{RoutePath, RouteTable};
 use crate::{
-    Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function, Grant, GrantKind, HostPattern,
-    MAX_MEMORY, MAX_TIMEOUT, Manifest, Method, Route, parse_duration, parse_size,
+    Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function, HostPattern, MAX_MEMORY,
+    MAX_TIMEOUT, Manifest, Method, Route, Target, TargetKind, parse_duration, parse_size,
 };
 
 const TOP_KEYS: &[&str] = &[
@@ -150,36 +150,39 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         None => Vec::new(),
     };
     for (function, grant, span) in std::mem::take(&mut c.grants) {
-        let (known, what) = match grant.kind {
-            GrantKind::Queue => (&queue_names, "queue"),
-            GrantKind::Topic => (&topic_names, "topic"),
-            GrantKind::Bus => (&bus_names, "bus"),
+        let what = grant.kind().as_str();
+        let known = match grant.kind() {
+            TargetKind::Queue => &queue_names,
+            TargetKind::Topic => &topic_names,
+            TargetKind::Bus => &bus_names,
+            TargetKind::Function | TargetKind::Url => continue,
         };
-        if !known.contains(&grant.name.as_str()) {
-            let help = match closest(&grant.name, known) {
+        let name = grant.name();
+        if !known.contains(&name) {
+            let help = match closest(name, known) {
                 Some(near) => format!("did you mean `{what}:{near}`?"),
-                None => format!("declare it as [{what}.{}], or remove the entry", grant.name),
+                None => format!("declare it as [{what}.{name}], or remove the entry"),
             };
             c.out.push(
                 Diagnostic::new(
                     span,
-                    format!(
-                        "[function.{function}] may publish to `{grant}`, but no {what} `{}` is declared",
-                        grant.name
-                    ),
+                    format!("[function.{function}] may publish to `{grant}`, but no {what} `{name}` is declared"),
                 )
                 .with_help(help),
             );
         }
     }
     for (function, destination, span) in std::mem::take(&mut c.destinations) {
-        let (what, name, known) = match &destination {
-            crate::Destination::Queue(q) => ("queue", q, &queue_names),
-            crate::Destination::Function(f) => ("function", f, &names),
-            crate::Destination::Topic(t) => ("topic", t, &topic_names),
-            crate::Destination::Bus(b) => ("bus", b, &bus_names),
+        let what = destination.kind().as_str();
+        let known = match destination.kind() {
+            TargetKind::Queue => &queue_names,
+            TargetKind::Function => &names,
+            TargetKind::Topic => &topic_names,
+            TargetKind::Bus => &bus_names,
+            TargetKind::Url => continue,
         };
-        if !known.contains(&name.as_str()) {
+        let name = destination.name();
+        if !known.contains(&name) {
             let help = match closest(name, known) {
                 Some(near) => format!("did you mean `{what}:{near}`?"),
                 None => format!("declare it as [{what}.{name}]"),
@@ -234,9 +237,9 @@ pub(crate) fn source_spans(text: &str) -> HashMap<String, Range<usize>> {
 pub(crate) struct Checker {
     pub(crate) out: Diagnostics,
     /// `publish` entries, checked once every queue and topic is known.
-    grants: Vec<(String, Grant, Option<Range<usize>>)>,
+    grants: Vec<(String, Target, Option<Range<usize>>)>,
     /// Async destinations, checked once every function and queue is known.
-    pub(crate) destinations: Vec<(String, crate::Destination, Option<Range<usize>>)>,
+    pub(crate) destinations: Vec<(String, Target, Option<Range<usize>>)>,
 }
 
 /// A kind of `[KIND.NAME]` table: `queue`, `topic`, `bus`, ...
@@ -582,19 +585,8 @@ impl Checker {
                     for value in array.iter() {
                         let parsed = value
                             .as_str()
-                            .and_then(|s| s.split_once(':'))
-                            .and_then(|(kind, target)| {
-                                let kind = match kind {
-                                    "queue" => GrantKind::Queue,
-                                    "topic" => GrantKind::Topic,
-                                    "bus" => GrantKind::Bus,
-                                    _ => return None,
-                                };
-                                Some(Grant {
-                                    kind,
-                                    name: target.to_string(),
-                                })
-                            });
+                            .and_then(Target::parse)
+                            .filter(|t| matches!(t.kind(), TargetKind::Queue | TargetKind::Topic | TargetKind::Bus));
                         match parsed {
                             Some(grant) => {
                                 self.grants.push((name.to_string(), grant.clone(), value.span()));

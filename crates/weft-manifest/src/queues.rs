@@ -6,7 +6,7 @@ use std::time::Duration;
 use toml_edit::{Item, Key, TableLike};
 
 use crate::parse::{Checker, Kind, closest, span_of};
-use crate::{format_duration, parse_duration};
+use crate::{Retry, Target, TargetKind, format_duration, parse_duration};
 
 const QUEUE: Kind = Kind {
     name: "queue",
@@ -31,9 +31,15 @@ pub struct Queue {
     pub name: String,
     /// How long a received message stays hidden before it is delivered again.
     pub visibility_timeout: Duration,
-    /// Receives after which a message goes to the dead-letter queue. Without
-    /// one it stays, and is retried until `retention`, unless `max_age` is set.
-    pub max_receives: u32,
+    /// `max_receives` (receives after which a message goes to the
+    /// dead-letter queue; without one it stays, and is retried until
+    /// `retention`, unless `max_age` is set) and `backoff` (the first retry
+    /// delay after a failed delivery, doubling). `max_age` is for event
+    /// delivery (the hidden queues of rule targets): a message that failed
+    /// and is older than this, or has had `max_receives` tries, goes to the
+    /// dead-letter queue or, without one, is dropped. Queues the app
+    /// declares have none.
+    pub retry: Retry,
     pub dead_letter: Option<String>,
     /// Every message waits this long before its first delivery.
     pub delay: Duration,
@@ -41,13 +47,6 @@ pub struct Queue {
     pub retention: Duration,
     /// Ordering per message group, and deduplication by message id.
     pub fifo: bool,
-    /// The first retry delay after a failed delivery; it doubles each time.
-    pub backoff: Duration,
-    /// Event delivery (the hidden queues of rule targets): a message that
-    /// failed and is older than this, or has had `max_receives` tries, goes
-    /// to the dead-letter queue or, without one, is dropped. Queues the app
-    /// declares have none.
-    pub max_age: Option<Duration>,
 }
 
 /// `[[trigger]]`: a queue's messages are delivered to a function.
@@ -145,31 +144,25 @@ impl Checker {
         )?;
         self.unknown_keys(table, ASYNC_KEYS, &place);
         let defaults = crate::AsyncInvoke::default();
-        let retries = self.integer_in(table, "retries", &place, defaults.retries, (0, 2));
+        let retries = self.integer_in(table, "retries", &place, defaults.retry.retries(), (0, 2));
         let age = self.duration_in(
             table,
             "max_event_age",
             &place,
-            defaults.max_event_age,
+            defaults.retry.max_age.unwrap_or(Duration::from_secs(6 * 3600)),
             (Duration::from_secs(60), Duration::from_secs(6 * 3600)),
         );
         let backoff = self.duration_in(
             table,
             "backoff",
             &place,
-            defaults.backoff,
+            defaults.retry.backoff,
             (Duration::ZERO, Duration::from_secs(3600)),
         );
         let mut ok = true;
-        let mut destination = |c: &mut Checker, name: &str| -> Option<crate::Destination> {
+        let mut destination = |c: &mut Checker, name: &str| -> Option<Target> {
             let (text, span) = c.string(table, name, &place, "\"queue:failed\"")?;
-            let parsed = match text.split_once(':') {
-                Some(("queue", q)) if !q.is_empty() => Some(crate::Destination::Queue(q.to_string())),
-                Some(("function", f)) if !f.is_empty() => Some(crate::Destination::Function(f.to_string())),
-                Some(("topic", t)) if !t.is_empty() => Some(crate::Destination::Topic(t.to_string())),
-                Some(("bus", b)) if !b.is_empty() => Some(crate::Destination::Bus(b.to_string())),
-                _ => None,
-            };
+            let parsed = Target::parse(text).filter(|t| t.kind() != TargetKind::Url);
             match parsed {
                 Some(d) => {
                     c.destinations.push((function.to_string(), d.clone(), span));
@@ -189,15 +182,17 @@ impl Checker {
         let on_success = destination(self, "on_success");
         let on_failure = destination(self, "on_failure");
         // A destination of the wrong type was reported by `string`.
-        let unusable = |key: &str, value: &Option<crate::Destination>| table.contains_key(key) && value.is_none();
+        let unusable = |key: &str, value: &Option<Target>| table.contains_key(key) && value.is_none();
         if unusable("on_success", &on_success) || unusable("on_failure", &on_failure) {
             ok = false;
         }
         match (ok, retries, age, backoff) {
             (true, Some(retries), Some(max_event_age), Some(backoff)) => Some(crate::AsyncInvoke {
-                retries,
-                max_event_age,
-                backoff,
+                retry: Retry {
+                    max_attempts: retries + 1,
+                    backoff,
+                    max_age: Some(max_event_age),
+                },
                 on_success,
                 on_failure,
             }),
@@ -266,13 +261,15 @@ impl Checker {
                 queues.push(Queue {
                     name: name.to_string(),
                     visibility_timeout,
-                    max_receives,
+                    retry: Retry {
+                        max_attempts: max_receives,
+                        backoff,
+                        max_age: None,
+                    },
                     dead_letter,
                     delay,
                     retention,
                     fifo,
-                    backoff,
-                    max_age: None,
                 });
             }
         }

@@ -271,7 +271,7 @@ pub struct Schedule {
     pub expression_text: String,
     /// IANA time zone name of cron expressions.
     pub timezone: String,
-    pub target: crate::Destination,
+    pub target: crate::Target,
     /// The fixed body each fire sends.
     pub payload: String,
     /// What to do, on start, with fires missed while weft was down.
@@ -378,16 +378,14 @@ impl crate::parse::Checker {
                 }
                 (Some((f, span)), _, _, _) => self
                     .declared(f, span, functions, "function", &place)
-                    .map(crate::Destination::Function),
+                    .map(crate::Target::Function),
                 (_, Some((q, span)), _, _) => self
                     .declared(q, span, queues, "queue", &place)
-                    .map(crate::Destination::Queue),
+                    .map(crate::Target::Queue),
                 (_, _, Some((t, span)), _) => self
                     .declared(t, span, topics, "topic", &place)
-                    .map(crate::Destination::Topic),
-                (_, _, _, Some((b, span))) => self
-                    .declared(b, span, buses, "bus", &place)
-                    .map(crate::Destination::Bus),
+                    .map(crate::Target::Topic),
+                (_, _, _, Some((b, span))) => self.declared(b, span, buses, "bus", &place).map(crate::Target::Bus),
                 (None, None, None, None) => {
                     if !["function", "queue", "topic", "bus"].iter().any(|k| s.contains_key(k)) {
                         self.error(
@@ -404,7 +402,7 @@ impl crate::parse::Checker {
                 None if s.contains_key("payload") => None,
                 None => Some(String::new()),
             };
-            if let (Some(crate::Destination::Bus(b)), Some(p)) = (&target, &payload)
+            if let (Some(crate::Target::Bus(b)), Some(p)) = (&target, &payload)
                 && !p.is_empty()
                 && !serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| v.is_object())
             {

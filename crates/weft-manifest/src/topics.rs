@@ -7,6 +7,7 @@ use toml_edit::{Item, Key};
 
 use crate::parse::{Checker, Kind};
 use crate::pattern::Pattern;
+use crate::{Retry, Target};
 
 const SUBSCRIPTION_KEYS: &[&str] = &[
     "topic",
@@ -19,15 +20,6 @@ const SUBSCRIPTION_KEYS: &[&str] = &[
     "dead_letter",
 ];
 
-/// Where a subscription delivers.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Endpoint {
-    Function(String),
-    Queue(String),
-    /// An HTTP(S) endpoint, sent each event as a CloudEvent in binary mode.
-    Url(String),
-}
-
 /// `[topic.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Topic {
@@ -38,15 +30,16 @@ pub struct Topic {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Subscription {
     pub topic: String,
-    pub target: Endpoint,
+    /// A function, a queue, or an HTTP(S) endpoint sent each event as a
+    /// CloudEvent in binary mode.
+    pub target: Target,
     /// An EventBridge pattern matched against the event in CloudEvents
     /// structured form (`type`, `source`, `id`, `time`, `data`, ...).
     pub filter: Option<Pattern>,
     pub filter_text: Option<String>,
-    /// Function subscriptions: deliveries before the dead-letter queue.
-    pub max_receives: u32,
-    /// Function subscriptions: the first retry delay; it doubles.
-    pub backoff: Duration,
+    /// Function subscriptions: `max_receives` deliveries before the
+    /// dead-letter queue, the first retry delay `backoff` (doubling).
+    pub retry: Retry,
     /// Function subscriptions: a standard queue for events that keep failing.
     pub dead_letter: Option<String>,
 }
@@ -116,14 +109,14 @@ impl Checker {
             let target = match given.as_slice() {
                 ["function"] => self
                     .reference(table, "function", &place, functions, "[function.NAME]")
-                    .map(Endpoint::Function),
+                    .map(Target::Function),
                 ["queue"] => self
                     .reference(table, "queue", &place, queues, "[queue.NAME]")
-                    .map(Endpoint::Queue),
+                    .map(Target::Queue),
                 ["url"] => match self.string(table, "url", &place, "\"https://example.com/hook\"") {
                     Some((u, span)) => match u.parse::<http::Uri>() {
                         Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
-                            Some(Endpoint::Url(u.to_string()))
+                            Some(Target::Url(u.to_string()))
                         }
                         _ => {
                             self.error(
@@ -153,7 +146,7 @@ impl Checker {
                     None
                 }
             };
-            if let Some(Endpoint::Queue(q)) = &target
+            if let Some(Target::Queue(q)) = &target
                 && fifo.contains(&q.as_str())
             {
                 self.error(
@@ -204,8 +197,11 @@ impl Checker {
                     target,
                     filter,
                     filter_text,
-                    max_receives,
-                    backoff,
+                    retry: Retry {
+                        max_attempts: max_receives,
+                        backoff,
+                        max_age: None,
+                    },
                     dead_letter,
                 });
             }
