@@ -7,12 +7,13 @@
 //! not undo the others), commits with `synchronous = FULL` (one fsync for
 //! the whole group), and only then answers each caller. Throughput grows
 //! with the number of concurrent writers while each write still waits for
-//! exactly one fsync.
+//! exactly one fsync. [`Embedded::commit_stats`] shows how much the
+//! groups share.
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -172,6 +173,24 @@ struct Job {
 pub struct Embedded {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    commits: Arc<Commits>,
+}
+
+/// How much group commit shared, since the provider was opened: see
+/// [`Embedded::commit_stats`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CommitStats {
+    /// Transactions committed (one fsync each).
+    pub commits: u64,
+    /// Operations those transactions carried, reads included.
+    pub operations: u64,
+}
+
+/// The writer thread's counts behind [`CommitStats`].
+#[derive(Default)]
+struct Commits {
+    commits: AtomicU64,
+    operations: AtomicU64,
 }
 
 fn micros(d: Duration) -> i64 {
@@ -202,14 +221,28 @@ impl Embedded {
         conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
         let (tx, rx) = mpsc::channel();
+        let commits = Arc::new(Commits::default());
+        let counts = commits.clone();
         let thread = std::thread::Builder::new()
             .name("weft-durable-writer".into())
-            .spawn(move || write_loop(conn, rx))
+            .spawn(move || write_loop(conn, rx, &counts))
             .map_err(|e| StorageError::Other(format!("cannot start the storage writer: {e}")))?;
         Ok(Embedded {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            commits,
         })
+    }
+
+    /// How many transactions the writer committed and how many operations
+    /// they carried. Under concurrent load there are far fewer commits
+    /// than operations; one commit per operation means group commit is
+    /// not sharing fsyncs.
+    pub fn commit_stats(&self) -> CommitStats {
+        CommitStats {
+            commits: self.commits.commits.load(Ordering::Relaxed),
+            operations: self.commits.operations.load(Ordering::Relaxed),
+        }
     }
 
     async fn run(&self, op: Op) -> Result<Reply> {
@@ -249,7 +282,7 @@ fn unexpected<T>() -> Result<T> {
     ))
 }
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &Commits) {
     const GROUP: usize = 4096;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -259,7 +292,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
                 Err(_) => break,
             }
         }
-        let results = run_group(&mut conn, &jobs);
+        let results = run_group(&mut conn, &jobs, commits);
         for (job, result) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
@@ -267,7 +300,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>) {
 }
 
 /// Runs a group of operations in one transaction and one fsync.
-fn run_group(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Reply>> {
+fn run_group(conn: &mut Connection, jobs: &[Job], commits: &Commits) -> Vec<Result<Reply>> {
     let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -292,6 +325,8 @@ fn run_group(conn: &mut Connection, jobs: &[Job]) -> Vec<Result<Reply>> {
         let e = classify(e);
         return jobs.iter().map(|_| Err(e.clone())).collect();
     }
+    commits.commits.fetch_add(1, Ordering::Relaxed);
+    commits.operations.fetch_add(jobs.len() as u64, Ordering::Relaxed);
     results
 }
 

@@ -19,7 +19,7 @@
 
 mod embedded;
 
-pub use embedded::Embedded;
+pub use embedded::{CommitStats, Embedded};
 
 use std::collections::BTreeMap;
 use std::time::Duration;
