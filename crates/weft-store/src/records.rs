@@ -6,6 +6,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
@@ -38,6 +39,16 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order they are documented.
+    pub const ALL: [Outcome; 5] = [
+        Outcome::Success,
+        Outcome::Trap,
+        Outcome::Timeout,
+        Outcome::MemoryLimit,
+        Outcome::Failed,
+    ];
+
+    /// The text form, as stored and as serialized.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Success => "success",
@@ -47,16 +58,35 @@ impl Outcome {
             Outcome::Failed => "failed",
         }
     }
+}
 
-    fn parse(s: &str) -> Outcome {
-        match s {
-            "success" => Outcome::Success,
-            "trap" => Outcome::Trap,
-            "timeout" => Outcome::Timeout,
-            "memory_limit" => Outcome::MemoryLimit,
-            _ => Outcome::Failed,
-        }
+impl std::str::FromStr for Outcome {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Outcome, UnknownName> {
+        Outcome::ALL
+            .into_iter()
+            .find(|o| o.as_str() == s)
+            .ok_or_else(|| UnknownName::Outcome(s.into()))
     }
+}
+
+impl FromSql for Outcome {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Outcome> {
+        value.as_str()?.parse().map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
+/// A text form that names none of an enum's values: read back from the
+/// database (written by another version of weft, or by hand) or sent by a
+/// client. Refused rather than guessed, so a record never says what did
+/// not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnknownName {
+    #[error(
+        "`{0}` is not an invocation outcome: the outcomes are {known}",
+        known = Outcome::ALL.map(Outcome::as_str).join(", ")
+    )]
+    Outcome(String),
 }
 
 /// What one invocation leaves behind: the unit of billing and debugging.
@@ -374,7 +404,6 @@ fn version_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FunctionVersion> 
 }
 
 fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> {
-    let outcome: String = r.get(8)?;
     Ok(InvocationRecord {
         request_id: r.get(0)?,
         function: r.get(1)?,
@@ -384,7 +413,7 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> 
         duration_us: r.get(5)?,
         cold: r.get(6)?,
         peak_memory_bytes: r.get(7)?,
-        outcome: Outcome::parse(&outcome),
+        outcome: r.get(8)?,
         status: r.get(9)?,
         error: r.get(10)?,
         parent_request_id: r.get(11)?,
@@ -527,11 +556,58 @@ mod tests {
         }
     }
 
-    #[test]
-    fn old_records_and_logs_are_pruned() {
-        let dir = std::env::temp_dir().join(format!("weft-store-prune-{}", std::process::id()));
+    fn temp(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("weft-store-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn outcomes_read_as_they_are_written() {
+        for outcome in Outcome::ALL {
+            assert_eq!(outcome.as_str().parse(), Ok(outcome));
+            let json = serde_json::to_string(&outcome).unwrap();
+            assert_eq!(json, format!("\"{}\"", outcome.as_str()), "serialized as stored");
+            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+        }
+    }
+
+    #[test]
+    fn an_unknown_outcome_is_refused_not_taken_for_failed() {
+        let refused = "crashed".parse::<Outcome>().unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "`crashed` is not an invocation outcome: the outcomes are success, trap, timeout, memory_limit, failed"
+        );
+        let json = serde_json::from_str::<Outcome>("\"crashed\"").unwrap_err().to_string();
+        assert!(json.contains("`crashed`"), "{json}");
+    }
+
+    #[test]
+    fn a_stored_record_with_an_unknown_outcome_is_an_error_naming_it() {
+        let dir = temp("unknown-outcome");
+        let store = Store::open(&dir.join("weft.db")).unwrap();
+        store.record(record("a", "f", 1));
+        store.flush().unwrap();
+        store
+            .conn()
+            .execute("UPDATE invocations SET outcome = 'crashed' WHERE request_id = 'a'", [])
+            .unwrap();
+        let all = store.records(&RecordQuery {
+            function: None,
+            limit: 10,
+        });
+        let error = all.unwrap_err().to_string();
+        assert!(error.contains("`crashed` is not an invocation outcome"), "{error}");
+        let one = store.record_by_id("a").unwrap_err().to_string();
+        assert_eq!(one, error);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn old_records_and_logs_are_pruned() {
+        let dir = temp("prune");
         let store = Store::open(&dir.join("weft.db")).unwrap();
         store.record(record("old", "f", 1_000));
         store.record(record("new", "f", now_us()));
@@ -550,9 +626,7 @@ mod tests {
 
     #[test]
     fn records_and_logs_survive_reopening() {
-        let dir = std::env::temp_dir().join(format!("weft-store-test-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = temp("reopen");
         let db = dir.join("weft.db");
         {
             let store = Store::open(&db).unwrap();
