@@ -17,5 +17,5 @@ mod records;
 pub use artifacts::{ArtifactError, Artifacts, Digest};
 pub use records::{
     DEFAULT_RETENTION, FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, RecordQuery, Store, StoreError,
-    UnknownName, now_us,
+    Trigger, UnknownName, now_us,
 };

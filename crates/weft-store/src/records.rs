@@ -76,6 +76,68 @@ impl FromSql for Outcome {
     }
 }
 
+/// What started an invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Trigger {
+    /// A request to one of the app's routes.
+    Http,
+    /// The admin API (`weft invoke`).
+    Invoke,
+    /// Another function, through its internal address.
+    Internal,
+    /// A message (or batch) from a queue.
+    Queue,
+    /// An asynchronous invocation.
+    Event,
+    /// Another function handed the request on.
+    Forward,
+    /// A schedule came due.
+    Schedule,
+}
+
+impl Trigger {
+    /// Every trigger, in the order they are documented.
+    pub const ALL: [Trigger; 7] = [
+        Trigger::Http,
+        Trigger::Invoke,
+        Trigger::Internal,
+        Trigger::Queue,
+        Trigger::Event,
+        Trigger::Forward,
+        Trigger::Schedule,
+    ];
+
+    /// The text form, as stored and as serialized.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Http => "http",
+            Trigger::Invoke => "invoke",
+            Trigger::Internal => "internal",
+            Trigger::Queue => "queue",
+            Trigger::Event => "event",
+            Trigger::Forward => "forward",
+            Trigger::Schedule => "schedule",
+        }
+    }
+}
+
+impl std::str::FromStr for Trigger {
+    type Err = UnknownName;
+    fn from_str(s: &str) -> Result<Trigger, UnknownName> {
+        Trigger::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| UnknownName::Trigger(s.into()))
+    }
+}
+
+impl FromSql for Trigger {
+    fn column_result(value: ValueRef<'_>) -> FromSqlResult<Trigger> {
+        value.as_str()?.parse().map_err(|e| FromSqlError::Other(Box::new(e)))
+    }
+}
+
 /// A text form that names none of an enum's values: read back from the
 /// database (written by another version of weft, or by hand) or sent by a
 /// client. Refused rather than guessed, so a record never says what did
@@ -87,6 +149,11 @@ pub enum UnknownName {
         known = Outcome::ALL.map(Outcome::as_str).join(", ")
     )]
     Outcome(String),
+    #[error(
+        "`{0}` is not an invocation trigger: the triggers are {known}",
+        known = Trigger::ALL.map(Trigger::as_str).join(", ")
+    )]
+    Trigger(String),
 }
 
 /// What one invocation leaves behind: the unit of billing and debugging.
@@ -95,8 +162,7 @@ pub struct InvocationRecord {
     pub request_id: String,
     pub function: String,
     pub version: u64,
-    /// `http`, `invoke` (admin API) or `internal` (another function).
-    pub trigger: String,
+    pub trigger: Trigger,
     /// Microseconds since the Unix epoch.
     pub start_us: i64,
     pub duration_us: u64,
@@ -512,7 +578,7 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                         r.request_id,
                         r.function,
                         r.version,
-                        r.trigger,
+                        r.trigger.as_str(),
                         r.start_us,
                         r.duration_us,
                         r.cold,
@@ -544,7 +610,7 @@ mod tests {
             request_id: id.into(),
             function: function.into(),
             version: 1,
-            trigger: "http".into(),
+            trigger: Trigger::Http,
             start_us: start,
             duration_us: 10,
             cold: false,
@@ -563,46 +629,75 @@ mod tests {
         dir
     }
 
-    #[test]
-    fn outcomes_read_as_they_are_written() {
-        for outcome in Outcome::ALL {
-            assert_eq!(outcome.as_str().parse(), Ok(outcome));
-            let json = serde_json::to_string(&outcome).unwrap();
-            assert_eq!(json, format!("\"{}\"", outcome.as_str()), "serialized as stored");
-            assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+    /// Every name parses back and serializes as it is stored.
+    fn read_as_written<T>(all: &[T], as_str: fn(&T) -> &'static str)
+    where
+        T: std::str::FromStr<Err = UnknownName> + Serialize + serde::de::DeserializeOwned + PartialEq + std::fmt::Debug,
+    {
+        for value in all {
+            let name = as_str(value);
+            assert_eq!(&name.parse::<T>().unwrap(), value);
+            let json = serde_json::to_string(value).unwrap();
+            assert_eq!(json, format!("\"{name}\""), "serialized as stored");
+            assert_eq!(&serde_json::from_str::<T>(&json).unwrap(), value);
         }
     }
 
     #[test]
-    fn an_unknown_outcome_is_refused_not_taken_for_failed() {
-        let refused = "crashed".parse::<Outcome>().unwrap_err();
+    fn outcomes_and_triggers_read_as_they_are_written() {
+        read_as_written(&Outcome::ALL, |o| o.as_str());
+        read_as_written(&Trigger::ALL, |t| t.as_str());
+        let names = Trigger::ALL.map(Trigger::as_str);
         assert_eq!(
-            refused.to_string(),
-            "`crashed` is not an invocation outcome: the outcomes are success, trap, timeout, memory_limit, failed"
+            names,
+            ["http", "invoke", "internal", "queue", "event", "forward", "schedule"]
         );
-        let json = serde_json::from_str::<Outcome>("\"crashed\"").unwrap_err().to_string();
-        assert!(json.contains("`crashed`"), "{json}");
     }
 
     #[test]
-    fn a_stored_record_with_an_unknown_outcome_is_an_error_naming_it() {
-        let dir = temp("unknown-outcome");
+    fn unknown_outcomes_and_triggers_are_refused() {
+        assert_eq!(
+            "crashed".parse::<Outcome>().unwrap_err().to_string(),
+            "`crashed` is not an invocation outcome: the outcomes are success, trap, timeout, memory_limit, failed"
+        );
+        assert_eq!(
+            "cron".parse::<Trigger>().unwrap_err().to_string(),
+            "`cron` is not an invocation trigger: the triggers are http, invoke, internal, queue, event, forward, schedule"
+        );
+        assert!("HTTP".parse::<Trigger>().is_err(), "names are lowercase");
+        let json = serde_json::from_str::<Outcome>("\"crashed\"").unwrap_err().to_string();
+        assert!(json.contains("`crashed`"), "{json}");
+        let json = serde_json::from_str::<Trigger>("\"cron\"").unwrap_err().to_string();
+        assert!(json.contains("`cron`"), "{json}");
+    }
+
+    /// A row read back with a name this version does not know is an error
+    /// that names it, from both ways of reading records.
+    fn unreadable(column: &str, value: &str) -> String {
+        let dir = temp(&format!("unknown-{column}"));
         let store = Store::open(&dir.join("weft.db")).unwrap();
         store.record(record("a", "f", 1));
         store.flush().unwrap();
         store
             .conn()
-            .execute("UPDATE invocations SET outcome = 'crashed' WHERE request_id = 'a'", [])
+            .execute(&format!("UPDATE invocations SET {column} = ?1"), [value])
             .unwrap();
         let all = store.records(&RecordQuery {
             function: None,
             limit: 10,
         });
         let error = all.unwrap_err().to_string();
-        assert!(error.contains("`crashed` is not an invocation outcome"), "{error}");
-        let one = store.record_by_id("a").unwrap_err().to_string();
-        assert_eq!(one, error);
+        assert_eq!(store.record_by_id("a").unwrap_err().to_string(), error);
         let _ = std::fs::remove_dir_all(&dir);
+        error
+    }
+
+    #[test]
+    fn a_stored_record_with_an_unknown_outcome_or_trigger_is_an_error_naming_it() {
+        let error = unreadable("outcome", "crashed");
+        assert!(error.contains("`crashed` is not an invocation outcome"), "{error}");
+        let error = unreadable("trigger", "cron");
+        assert!(error.contains("`cron` is not an invocation trigger"), "{error}");
     }
 
     #[test]
