@@ -10,7 +10,7 @@ use wasmtime::{Config, Enabled, Engine, InstanceAllocationStrategy, PoolingAlloc
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 
 use crate::cache::{ArtifactCache, Source};
-use crate::invoke::Host;
+use crate::host::{self, Host};
 
 /// How the runtime is set up.
 #[derive(Debug, Clone)]
@@ -111,8 +111,7 @@ impl Runtime {
             .map_err(engine_err)?;
 
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(engine_err)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker).map_err(engine_err)?;
+        host::add_to_linker(&mut linker).map_err(engine_err)?;
 
         let cache = ArtifactCache::open(&engine, &config.cache_dir).map_err(|source| RuntimeError::Cache {
             path: config.cache_dir.display().to_string(),

@@ -7,46 +7,16 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::oneshot;
-use wasmtime::component::ResourceTable;
 use wasmtime::{Store, Trap, UpdateDeadline};
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::WasiHttpView;
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
-use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use crate::engine::root_message;
+use crate::host::Host;
 use crate::logs::{OutputCapture, OutputLine, now_us};
-use crate::meter::MemoryMeter;
-use crate::outbound::{Hooks, Outbound};
+use crate::outbound::Outbound;
 use crate::{FunctionImage, Runtime};
-
-/// The state of one instance's store.
-pub(crate) struct Host {
-    wasi: WasiCtx,
-    http: WasiHttpCtx,
-    table: ResourceTable,
-    hooks: Hooks,
-    meter: MemoryMeter,
-}
-
-impl WasiView for Host {
-    fn ctx(&mut self) -> WasiCtxView<'_> {
-        WasiCtxView {
-            ctx: &mut self.wasi,
-            table: &mut self.table,
-        }
-    }
-}
-
-impl WasiHttpView for Host {
-    fn http(&mut self) -> WasiHttpCtxView<'_> {
-        WasiHttpCtxView {
-            ctx: &mut self.http,
-            table: &mut self.table,
-            hooks: &mut self.hooks,
-        }
-    }
-}
 
 /// Called with the completion of an invocation, on its own task.
 pub type OnComplete = Box<dyn FnOnce(&Completion) + Send>;
@@ -118,14 +88,14 @@ impl Runtime {
         &self,
         image: Arc<FunctionImage>,
         request: hyper::Request<B>,
-        ctx: InvocationContext,
+        mut ctx: InvocationContext,
     ) -> Invocation
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let (done_tx, done_rx) = oneshot::channel();
-        let mut on_complete = ctx.on_complete;
+        let mut on_complete = ctx.on_complete.take();
         let finish = move |completion: Completion, on_complete: Option<OnComplete>| {
             if let Some(f) = on_complete {
                 f(&completion);
@@ -151,15 +121,7 @@ impl Runtime {
         };
 
         let output = OutputCapture::default();
-        let mut wasi = WasiCtx::builder();
-        wasi.envs(&image.env).stdout(output.stream(0)).stderr(output.stream(1));
-        let host = Host {
-            wasi: wasi.build(),
-            http: WasiHttpCtx::new(),
-            table: ResourceTable::new(),
-            hooks: Hooks { outbound: ctx.outbound },
-            meter: MemoryMeter::new(image.limits.memory),
-        };
+        let host = Host::new(&image, &output, &ctx);
         let mut store = Store::new(&self.engine, host);
         store.limiter(|h| &mut h.meter);
         let timeout = image.limits.timeout;

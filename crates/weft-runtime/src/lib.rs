@@ -15,6 +15,7 @@
 
 mod cache;
 mod engine;
+mod host;
 mod invoke;
 mod logs;
 mod meter;
