@@ -14,8 +14,8 @@ use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 
 use crate::engine::root_message;
 use crate::host::Host;
+use crate::host::http::Outbound;
 use crate::logs::{OutputCapture, OutputLine, now_us};
-use crate::outbound::Outbound;
 use crate::{FunctionImage, Runtime};
 
 /// Called with the completion of an invocation, on its own task.
@@ -24,7 +24,9 @@ pub type OnComplete = Box<dyn FnOnce(&Completion) + Send>;
 /// What the caller supplies for one invocation.
 pub struct InvocationContext {
     pub request_id: String,
-    /// Where the function's outbound HTTP requests go.
+    /// Where the function's outbound HTTP requests go: the policy of
+    /// outgoing wasi:http. Each interface a function may be granted has
+    /// its policy here, one field each.
     pub outbound: Arc<dyn Outbound>,
     /// Called from another function: runs without taking a top-level slot.
     pub nested: bool,

@@ -10,8 +10,11 @@
 //! image under its memory limit and deadline and reports how it ended.
 //!
 //! Policy comes in from outside: what a function may reach over HTTP is
-//! decided by the [`Outbound`] the caller passes with each invocation. This
-//! crate knows nothing of manifests, routes or storage.
+//! decided by the [`Outbound`] the caller passes with each invocation. Each
+//! interface a function may be granted is one module under `host/`, with
+//! its policy trait, its per-invocation state and its linker hook; the
+//! `host` module's docs say how to add one. This crate knows nothing of
+//! manifests, routes or storage.
 
 mod cache;
 mod engine;
@@ -19,11 +22,10 @@ mod host;
 mod invoke;
 mod logs;
 mod meter;
-mod outbound;
 
 pub use engine::{FunctionImage, Limits, PrepareError, Runtime, RuntimeConfig, RuntimeError};
+pub use host::http::{Outbound, OutboundFuture, send_direct};
 pub use invoke::{Answer, Completion, Exit, Invocation, InvocationContext, OnComplete};
 pub use logs::OutputLine;
-pub use outbound::{Outbound, OutboundFuture, send_direct};
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
 pub use wasmtime_wasi_http::{Error as HttpError, RequestOptions, WasiBody};
