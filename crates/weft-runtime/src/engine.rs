@@ -56,9 +56,7 @@ pub enum RuntimeError {
 pub enum PrepareError {
     #[error("not a valid WebAssembly component: {0}")]
     Invalid(String),
-    #[error(
-        "the component cannot be linked: {0}. weft provides WASI 0.2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets) and wasi:http"
-    )]
+    #[error("the component cannot be linked: {0}. weft provides {provided}", provided = host::PROVIDED)]
     Link(String),
     #[error("the component does not export wasi:http/incoming-handler: {0}. Build it for the wasi:http/proxy world")]
     NotProxy(String),

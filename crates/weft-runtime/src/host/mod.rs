@@ -38,7 +38,8 @@
 //!    add_to_linker`, and the view of `Host` its host traits need;
 //! 2. one field in [`Host`], `config: config::State`, and its
 //!    `config::State::new(ctx)` in [`Host::new`];
-//! 3. one line in [`add_to_linker`], `config::add_to_linker(linker)?`.
+//! 3. one line in [`add_to_linker`], `config::add_to_linker(linker)?`,
+//!    with the interface's name added to [`PROVIDED`] beside it.
 //!
 //! The policy reaches the runtime as a field of the `InvocationContext`,
 //! `config: Arc<dyn Config>`, next to `outbound`, with `Config` re-exported
@@ -78,6 +79,11 @@ impl Host {
         }
     }
 }
+
+/// What [`add_to_linker`] provides, named to a user whose component imports
+/// something else. An interface added there is named here too.
+pub(crate) const PROVIDED: &str =
+    "WASI 0.2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets) and wasi:http";
 
 /// Adds every interface a component may import to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
