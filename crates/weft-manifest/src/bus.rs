@@ -12,9 +12,10 @@ use std::time::Duration;
 use serde_json::Value;
 use toml_edit::{Item, Key, TableLike};
 
+use crate::names::{FIFO, TargetChoice};
 use crate::parse::{Checker, Kind, closest, span_of};
 use crate::pattern::Pattern;
-use crate::{Retry, Target};
+use crate::{Retry, Target, TargetKind};
 
 /// The bus every app has, whether or not it is declared.
 pub const DEFAULT_BUS: &str = "default";
@@ -289,7 +290,7 @@ impl Checker {
         buses
     }
 
-    pub(crate) fn rules(&mut self, key: &Key, item: &Item, known: &Known<'_>) -> Vec<Rule> {
+    pub(crate) fn rules(&mut self, key: &Key, item: &Item) -> Vec<Rule> {
         let Some(table) = self.kind_table(key, item, &RULE) else {
             return Vec::new();
         };
@@ -301,10 +302,17 @@ impl Checker {
             let (name, rkey, r, place) = (named.name, named.key, named.table, named.place);
             let mut ok = named.name_ok;
             let bus = match r.contains_key("bus") {
-                true => self.reference(r, "bus", &place, known.buses, "[bus.NAME]"),
+                true => self.reference(r, "bus", &place, "bus"),
                 false => Some(DEFAULT_BUS.to_string()),
             };
-            let pattern = match self.string(r, "pattern", &place, "'{\"source\": [\"shop\"]}'") {
+            let pattern = match self.required(
+                r,
+                "pattern",
+                &place,
+                "'{\"source\": [\"shop\"]}'",
+                rkey.span(),
+                "add e.g. pattern = '{\"source\": [\"shop\"]}' (an EventBridge event pattern)",
+            ) {
                 Some((text, span)) => match Pattern::parse(text) {
                     Ok(p) => Some((p, text.to_string())),
                     Err(why) => {
@@ -316,16 +324,7 @@ impl Checker {
                         None
                     }
                 },
-                None => {
-                    if !r.contains_key("pattern") {
-                        self.error(
-                            rkey.span(),
-                            format!("{place} has no `pattern`"),
-                            "add e.g. pattern = '{\"source\": [\"shop\"]}' (an EventBridge event pattern)",
-                        );
-                    }
-                    None
-                }
+                None => None,
             };
             let enabled = match r.get("enabled") {
                 None => Some(true),
@@ -364,7 +363,7 @@ impl Checker {
                     let mut targets = Vec::new();
                     for (n, t) in tables.into_iter().enumerate() {
                         let place = format!("target #{} of [rule.{name}]", n + 1);
-                        match self.rule_target(t, &place, known) {
+                        match self.rule_target(t, &place) {
                             Some(target) => targets.push(target),
                             None => ok = false,
                         }
@@ -375,7 +374,7 @@ impl Checker {
                     self.error(
                         rkey.span(),
                         format!("{place} has no targets, so it would do nothing"),
-                        &format!("add a target:\n[[rule.{name}.target]]\nfunction = \"NAME\""),
+                        format!("add a target:\n[[rule.{name}.target]]\nfunction = \"NAME\""),
                     );
                     ok = false;
                     Vec::new()
@@ -396,44 +395,26 @@ impl Checker {
         rules
     }
 
-    fn rule_target(&mut self, t: &dyn TableLike, place: &str, known: &Known<'_>) -> Option<RuleTarget> {
+    fn rule_target(&mut self, t: &dyn TableLike, place: &str) -> Option<RuleTarget> {
         self.unknown_keys(t, TARGET_KEYS, place);
-        let given: Vec<&str> = ["function", "queue", "topic", "bus"]
-            .into_iter()
-            .filter(|k| t.contains_key(k))
-            .collect();
-        let kind = match given.as_slice() {
-            ["function"] => self
-                .reference(t, "function", place, known.functions, "[function.NAME]")
-                .map(Target::Function),
-            ["queue"] => self
-                .reference(t, "queue", place, known.queues, "[queue.NAME]")
-                .map(Target::Queue),
-            ["topic"] => self
-                .reference(t, "topic", place, known.topics, "[topic.NAME]")
-                .map(Target::Topic),
-            ["bus"] => self
-                .reference(t, "bus", place, known.buses, "[bus.NAME]")
-                .map(Target::Bus),
-            [] => {
-                self.error(
-                    None,
-                    format!("{place} names nothing to send to"),
-                    "add `function = \"NAME\"`, `queue = \"NAME\"`, `topic = \"NAME\"` or `bus = \"NAME\"`",
-                );
-                None
-            }
-            _ => {
-                self.error(
-                    None,
-                    format!("{place} has more than one of `function`, `queue`, `topic` and `bus`"),
-                    "a target sends to one place: give each its own [[rule.NAME.target]]",
-                );
-                None
-            }
-        };
+        let kind = self.target(
+            t,
+            &TargetChoice {
+                kinds: &[
+                    (TargetKind::Function, "\"NAME\""),
+                    (TargetKind::Queue, "\"NAME\""),
+                    (TargetKind::Topic, "\"NAME\""),
+                    (TargetKind::Bus, "\"NAME\""),
+                ],
+                place,
+                span: None,
+                missing: "names nothing to send to",
+                one: "a target sends to one place: give each its own [[rule.NAME.target]]",
+                verb: "names",
+            },
+        );
         if let Some(Target::Queue(q)) = &kind
-            && known.fifo.contains(&q.as_str())
+            && self.names().has_tag("queue", q, FIFO)
         {
             self.error(
                 None,
@@ -478,9 +459,7 @@ impl Checker {
             Duration::from_secs(1),
             (Duration::ZERO, Duration::from_secs(3600)),
         );
-        let dead_letter = self
-            .dead_letter(t, place, "\"failed-events\"", known.queues, known.fifo)
-            .ok();
+        let dead_letter = self.dead_letter(t, place, "\"failed-events\"").ok();
         Some(RuleTarget {
             target: kind?,
             input: input?,
@@ -666,15 +645,6 @@ impl Checker {
             }
         }
     }
-}
-
-/// Names a rule may refer to.
-pub(crate) struct Known<'a> {
-    pub functions: &'a [&'a str],
-    pub queues: &'a [&'a str],
-    pub fifo: &'a [&'a str],
-    pub topics: &'a [&'a str],
-    pub buses: &'a [&'a str],
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@
 mod bus;
 mod diagnostic;
 mod hosts;
+mod names;
 mod parse;
 pub mod pattern;
 mod queues;

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use toml_edit::{Document, Item, Key, TableLike, Value};
 
+use crate::names::{FIFO, Names, Wording};
 use crate::route::{RoutePath, RouteTable};
 use crate::{
     Build, ByteSize, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Diagnostic, Diagnostics, Function, HostPattern, MAX_MEMORY,
@@ -53,12 +54,12 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
             ));
         }
     };
+    let root = doc.as_table();
     let mut c = Checker {
         out: Diagnostics::new(file, text),
-        grants: Vec::new(),
-        destinations: Vec::new(),
+        last: Vec::new(),
+        names: declare(root),
     };
-    let root = doc.as_table();
     c.unknown_keys(root, TOP_KEYS, "the top level");
 
     let app = match root.get_key_value("app") {
@@ -66,7 +67,7 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         None => {
             c.error(
                 None,
-                "the manifest has no [app] table".into(),
+                "the manifest has no [app] table",
                 "add `[app]` with `name = \"my-app\"` at the top of the file",
             );
             None
@@ -91,18 +92,8 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
             ),
         }
     }
-    // References are checked against every declared name, so a function or
-    // queue with its own mistakes is not also reported as missing.
-    let declared = |table: &str| -> Vec<&str> {
-        root.get(table)
-            .and_then(Item::as_table_like)
-            .map(|t| t.iter().map(|(k, _)| k).collect())
-            .unwrap_or_default()
-    };
-    let names = declared("function");
-    let queue_names = declared("queue");
     let routes = match root.get_key_value("route") {
-        Some((key, item)) => c.routes(key, item, &names),
+        Some((key, item)) => c.routes(key, item),
         None => Vec::new(),
     };
     let queues = match root.get_key_value("queue") {
@@ -110,92 +101,31 @@ pub(crate) fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
         None => Vec::new(),
     };
     let triggers = match root.get_key_value("trigger") {
-        Some((key, item)) => c.triggers(key, item, &names, &queue_names),
+        Some((key, item)) => c.triggers(key, item),
         None => Vec::new(),
     };
     let topics = match root.get_key_value("topic") {
         Some((key, item)) => c.topics(key, item),
         None => Vec::new(),
     };
-    let topic_names = declared("topic");
-    let fifo_names: Vec<&str> = queues.iter().filter(|q| q.fifo).map(|q| q.name.as_str()).collect();
     let subscriptions = match root.get_key_value("subscription") {
-        Some((key, item)) => c.subscriptions(key, item, &topic_names, &names, &queue_names, &fifo_names),
+        Some((key, item)) => c.subscriptions(key, item),
         None => Vec::new(),
     };
     let buses = match root.get_key_value("bus") {
         Some((key, item)) => c.buses(key, item),
         None => Vec::new(),
     };
-    let mut bus_names = declared("bus");
-    if !bus_names.contains(&crate::DEFAULT_BUS) {
-        bus_names.push(crate::DEFAULT_BUS);
-    }
     let rules = match root.get_key_value("rule") {
-        Some((key, item)) => c.rules(
-            key,
-            item,
-            &crate::bus::Known {
-                functions: &names,
-                queues: &queue_names,
-                fifo: &fifo_names,
-                topics: &topic_names,
-                buses: &bus_names,
-            },
-        ),
+        Some((key, item)) => c.rules(key, item),
         None => Vec::new(),
     };
     let schedules = match root.get_key_value("schedule") {
-        Some((key, item)) => c.schedules(key, item, &names, &queue_names, &topic_names, &bus_names),
+        Some((key, item)) => c.schedules(key, item),
         None => Vec::new(),
     };
-    for (function, grant, span) in std::mem::take(&mut c.grants) {
-        let what = grant.kind().as_str();
-        let known = match grant.kind() {
-            TargetKind::Queue => &queue_names,
-            TargetKind::Topic => &topic_names,
-            TargetKind::Bus => &bus_names,
-            TargetKind::Function | TargetKind::Url => continue,
-        };
-        let name = grant.name();
-        if !known.contains(&name) {
-            let help = match closest(name, known) {
-                Some(near) => format!("did you mean `{what}:{near}`?"),
-                None => format!("declare it as [{what}.{name}], or remove the entry"),
-            };
-            c.out.push(
-                Diagnostic::new(
-                    span,
-                    format!("[function.{function}] may publish to `{grant}`, but no {what} `{name}` is declared"),
-                )
-                .with_help(help),
-            );
-        }
-    }
-    for (function, destination, span) in std::mem::take(&mut c.destinations) {
-        let what = destination.kind().as_str();
-        let known = match destination.kind() {
-            TargetKind::Queue => &queue_names,
-            TargetKind::Function => &names,
-            TargetKind::Topic => &topic_names,
-            TargetKind::Bus => &bus_names,
-            TargetKind::Url => continue,
-        };
-        let name = destination.name();
-        if !known.contains(&name) {
-            let help = match closest(name, known) {
-                Some(near) => format!("did you mean `{what}:{near}`?"),
-                None => format!("declare it as [{what}.{name}]"),
-            };
-            c.out.push(
-                Diagnostic::new(
-                    span,
-                    format!("[function.{function}.async] sends to `{destination}`, but no {what} `{name}` is declared"),
-                )
-                .with_help(help),
-            );
-        }
-    }
+    let last = std::mem::take(&mut c.last);
+    c.out.items.extend(last);
     let manifest = Manifest {
         app: app.unwrap_or_default(),
         functions,
@@ -234,12 +164,31 @@ pub(crate) fn source_spans(text: &str) -> HashMap<String, Range<usize>> {
     spans
 }
 
-pub(crate) struct Checker {
+/// Checks the tables of a manifest and collects every mistake.
+pub struct Checker {
     pub(crate) out: Diagnostics,
-    /// `publish` entries, checked once every queue and topic is known.
-    grants: Vec<(String, Target, Option<Range<usize>>)>,
-    /// Async destinations, checked once every function and queue is known.
-    pub(crate) destinations: Vec<(String, Target, Option<Range<usize>>)>,
+    /// Mistakes shown after every section's own; see [`Checker::report_last`].
+    last: Vec<Diagnostic>,
+    pub(crate) names: Names,
+}
+
+/// Every name the manifest declares, read before any table is checked.
+fn declare(root: &dyn TableLike) -> Names {
+    let mut names = Names::default();
+    for kind in ["function", "queue", "topic", "bus", "schedule", "rule"] {
+        let Some(table) = root.get(kind).and_then(Item::as_table_like) else {
+            continue;
+        };
+        for (name, item) in table.iter() {
+            names.declare(kind, name);
+            let fifo = item.get("fifo").and_then(Item::as_bool);
+            if kind == "queue" && fifo == Some(true) {
+                names.tag(kind, name, FIFO);
+            }
+        }
+    }
+    names.declare("bus", crate::DEFAULT_BUS);
+    names
 }
 
 /// A kind of `[KIND.NAME]` table: `queue`, `topic`, `bus`, ...
@@ -269,8 +218,42 @@ pub(crate) fn span_of(key: &Key, item: &Item) -> Option<Range<usize>> {
 }
 
 impl Checker {
-    pub(crate) fn error(&mut self, span: Option<Range<usize>>, message: String, help: &str) {
+    /// Reports a mistake at `span`, with how to fix it.
+    pub fn error(&mut self, span: Option<Range<usize>>, message: impl Into<String>, help: impl Into<String>) {
         self.out.push(Diagnostic::new(span, message).with_help(help));
+    }
+
+    pub fn push(&mut self, diagnostic: Diagnostic) {
+        self.out.push(diagnostic);
+    }
+
+    /// Runs `check`, showing what it reports after every section's own
+    /// mistakes: references to what a function may publish to and where
+    /// its results go read best once the tables they name are checked.
+    pub fn report_last<R>(&mut self, check: impl FnOnce(&mut Checker) -> R) -> R {
+        let mark = self.out.items.len();
+        let result = check(self);
+        let moved: Vec<Diagnostic> = self.out.items.drain(mark..).collect();
+        self.last.extend(moved);
+        result
+    }
+
+    /// A required string: `None` once reported missing (at `missing_span`,
+    /// with `help`) or not a string.
+    pub fn required<'a>(
+        &mut self,
+        table: &'a dyn TableLike,
+        key: &str,
+        place: &str,
+        example: &str,
+        missing_span: Option<Range<usize>>,
+        help: &str,
+    ) -> Option<(&'a str, Option<Range<usize>>)> {
+        if !table.contains_key(key) {
+            self.error(missing_span, format!("{place} has no `{key}`"), help);
+            return None;
+        }
+        self.string(table, key, place, example)
     }
 
     pub(crate) fn unknown_keys(&mut self, table: &dyn TableLike, known: &[&str], place: &str) {
@@ -330,7 +313,7 @@ impl Checker {
                 self.error(
                     key.span(),
                     format!("{} name `{name}` {why}", kind.name),
-                    &format!("use lowercase letters, digits and `-`, like `{}`", kind.example),
+                    format!("use lowercase letters, digits and `-`, like `{}`", kind.example),
                 );
                 false
             }
@@ -358,7 +341,7 @@ impl Checker {
                 self.error(
                     span_of(key, item),
                     format!("`{name}` in {place} must be a string, found {}", item.type_name()),
-                    &format!("write it in quotes, e.g. `{name} = {example}`"),
+                    format!("write it in quotes, e.g. `{name} = {example}`"),
                 );
                 None
             }
@@ -368,7 +351,14 @@ impl Checker {
     fn app(&mut self, key: &Key, item: &Item) -> Option<String> {
         let table = self.table(key, item, "`app`", "write `[app]` followed by `name = \"my-app\"`")?;
         self.unknown_keys(table, APP_KEYS, "[app]");
-        match self.string(table, "name", "[app]", "\"my-app\"") {
+        match self.required(
+            table,
+            "name",
+            "[app]",
+            "\"my-app\"",
+            key.span(),
+            "add `name = \"my-app\"` under [app]",
+        ) {
             Some((name, span)) => {
                 if let Err(why) = check_name(name) {
                     self.error(
@@ -379,16 +369,7 @@ impl Checker {
                 }
                 Some(name.to_string())
             }
-            None => {
-                if !table.contains_key("name") {
-                    self.error(
-                        key.span(),
-                        "[app] has no `name`".into(),
-                        "add `name = \"my-app\"` under [app]",
-                    );
-                }
-                None
-            }
+            None => None,
         }
     }
 
@@ -411,7 +392,12 @@ impl Checker {
             ok = false;
         }
 
-        let source = match self.string(table, "source", &place, "\"target/wasm32-wasip2/release/app.wasm\"") {
+        let source_help = match table.contains_key("build") {
+            true => "add `source = \"...\"`: the path of the .wasm file the build command writes",
+            false => "add `source = \"path/to/component.wasm\"`",
+        };
+        let example = "\"target/wasm32-wasip2/release/app.wasm\"";
+        let source = match self.required(table, "source", &place, example, key.span(), source_help) {
             Some((s, span)) => {
                 if s.is_empty() {
                     self.error(
@@ -424,14 +410,6 @@ impl Checker {
                 Some(PathBuf::from(s))
             }
             None => {
-                if !table.contains_key("source") {
-                    let help = if table.contains_key("build") {
-                        "add `source = \"...\"`: the path of the .wasm file the build command writes"
-                    } else {
-                        "add `source = \"path/to/component.wasm\"`"
-                    };
-                    self.error(key.span(), format!("{place} has no `source`"), help);
-                }
                 ok = false;
                 None
             }
@@ -519,7 +497,7 @@ impl Checker {
                                         "env value `{var}` in {place} must be a string, number or boolean, found {}",
                                         value.type_name()
                                     ),
-                                    &format!("write it as `{var} = \"value\"`"),
+                                    format!("write it as `{var} = \"value\"`"),
                                 );
                                 ok = false;
                             }
@@ -589,7 +567,13 @@ impl Checker {
                             .filter(|t| matches!(t.kind(), TargetKind::Queue | TargetKind::Topic | TargetKind::Bus));
                         match parsed {
                             Some(grant) => {
-                                self.grants.push((name.to_string(), grant.clone(), value.span()));
+                                let (what, granted) = (grant.kind(), grant.name());
+                                let wording = Wording::new(format!(
+                                    "{place} may publish to `{grant}`, but no {what} `{granted}` is declared"
+                                ))
+                                .qualified()
+                                .otherwise(format!("declare it as [{what}.{granted}], or remove the entry"));
+                                self.report_last(|c| c.declared(what.as_str(), granted, value.span(), wording));
                                 publish.push(grant);
                             }
                             None => {
@@ -652,24 +636,16 @@ impl Checker {
         };
         let bplace = format!("`build` of {place}");
         self.unknown_keys(table, BUILD_KEYS, &bplace);
-        let command = match self.string(
-            table,
-            "command",
-            &bplace,
-            "\"cargo build --target wasm32-wasip2 --release\"",
-        ) {
-            Some((c, span)) => self.build_command(place, c, span),
-            None => {
-                if !table.contains_key("command") {
-                    self.error(
-                        span_of(key, item),
-                        format!("{bplace} has no `command`"),
-                        "add `command = \"...\"`, the shell command that builds the component",
-                    );
-                }
-                None
-            }
-        };
+        let command = self
+            .required(
+                table,
+                "command",
+                &bplace,
+                "\"cargo build --target wasm32-wasip2 --release\"",
+                span_of(key, item),
+                "add `command = \"...\"`, the shell command that builds the component",
+            )
+            .and_then(|(c, span)| self.build_command(place, c, span));
         let workdir = match self.string(table, "workdir", &bplace, "\".\"") {
             Some((w, _)) => PathBuf::from(w),
             None if table.contains_key("workdir") => return None,
@@ -718,7 +694,7 @@ impl Checker {
         }
     }
 
-    fn routes(&mut self, key: &Key, item: &Item, functions: &[&str]) -> Vec<Route> {
+    fn routes(&mut self, key: &Key, item: &Item) -> Vec<Route> {
         let tables = self.array_of_tables(
             key,
             item,
@@ -745,61 +721,47 @@ impl Checker {
                 None if table.contains_key("method") => continue,
                 None => None,
             };
-            let path = match self.string(table, "path", &place, "\"/users/{id}\"") {
-                Some((p, span)) => match RoutePath::parse(p) {
+            let path = self
+                .required(
+                    table,
+                    "path",
+                    &place,
+                    "\"/users/{id}\"",
+                    None,
+                    "add `path = \"/...\"` to the [[route]]",
+                )
+                .and_then(|(p, span)| match RoutePath::parse(p) {
                     Ok(p) => Some((p, span)),
                     Err(e) => {
                         self.error(span, format!("{place}: {}", e.message), &e.help);
                         None
                     }
-                },
-                None => {
-                    if !table.contains_key("path") {
-                        self.error(
-                            None,
-                            format!("{place} has no `path`"),
-                            "add `path = \"/...\"` to the [[route]]",
-                        );
-                    }
-                    None
-                }
-            };
-            let function = match self.string(table, "function", &place, "\"my-function\"") {
-                Some((f, span)) => {
-                    if functions.contains(&f) {
-                        Some(f.to_string())
-                    } else {
-                        let help = match closest(f, functions) {
-                            Some(near) => format!("did you mean `{near}`? Functions are declared as [function.NAME]"),
-                            None if functions.is_empty() => {
-                                "declare it with `[function.NAME]` and a `source`".to_string()
-                            }
-                            None => format!(
-                                "declare it with [function.{f}], or use one of: {}",
-                                functions.join(", ")
-                            ),
-                        };
-                        self.out.push(
-                            Diagnostic::new(
-                                span,
-                                format!("{place} sends requests to `{f}`, which is not a function of this app"),
-                            )
-                            .with_help(help),
-                        );
-                        None
-                    }
-                }
-                None => {
-                    if !table.contains_key("function") {
-                        self.error(
-                            None,
-                            format!("{place} has no `function`"),
-                            "add `function = \"NAME\"` naming a [function.NAME]",
-                        );
-                    }
-                    None
-                }
-            };
+                });
+            let function = self
+                .required(
+                    table,
+                    "function",
+                    &place,
+                    "\"my-function\"",
+                    None,
+                    "add `function = \"NAME\"` naming a [function.NAME]",
+                )
+                .and_then(|(f, span)| {
+                    let functions = self.names.of("function");
+                    let otherwise = match functions.is_empty() {
+                        true => "declare it with `[function.NAME]` and a `source`".to_string(),
+                        false => format!(
+                            "declare it with [function.{f}], or use one of: {}",
+                            functions.join(", ")
+                        ),
+                    };
+                    let wording = Wording::new(format!(
+                        "{place} sends requests to `{f}`, which is not a function of this app"
+                    ))
+                    .after_near(" Functions are declared as [function.NAME]")
+                    .otherwise(otherwise);
+                    self.declared("function", f, span, wording).then(|| f.to_string())
+                });
             if let Some((p, span)) = &path
                 && (p.as_str() == "/events" || p.as_str().starts_with("/events/"))
             {

@@ -5,7 +5,8 @@ use std::time::Duration;
 
 use toml_edit::{Item, Key, TableLike};
 
-use crate::parse::{Checker, Kind, closest, span_of};
+use crate::names::Wording;
+use crate::parse::{Checker, Kind, span_of};
 use crate::{Retry, Target, TargetKind, format_duration, parse_duration};
 
 const QUEUE: Kind = Kind {
@@ -82,7 +83,7 @@ impl Checker {
                 self.error(
                     span,
                     format!("`{key}` in {place} is `{text}`, outside the allowed range"),
-                    &format!(
+                    format!(
                         "use a duration from {} to {}",
                         format_duration(range.0),
                         format_duration(range.1)
@@ -118,7 +119,7 @@ impl Checker {
                 self.error(
                     span_of(k, item),
                     format!("`{key}` in {place} is {n}, outside the allowed range"),
-                    &format!("use a whole number from {} to {}", range.0, range.1),
+                    format!("use a whole number from {} to {}", range.0, range.1),
                 );
                 None
             }
@@ -126,7 +127,7 @@ impl Checker {
                 self.error(
                     span_of(k, item),
                     format!("`{key}` in {place} must be a whole number, found {}", item.type_name()),
-                    &format!("write it without quotes, e.g. `{key} = {default}`"),
+                    format!("write it without quotes, e.g. `{key} = {default}`"),
                 );
                 None
             }
@@ -165,7 +166,10 @@ impl Checker {
             let parsed = Target::parse(text).filter(|t| t.kind() != TargetKind::Url);
             match parsed {
                 Some(d) => {
-                    c.destinations.push((function.to_string(), d.clone(), span));
+                    let (what, named) = (d.kind(), d.name());
+                    let wording = Wording::new(format!("{place} sends to `{d}`, but no {what} `{named}` is declared"))
+                        .qualified();
+                    c.report_last(|c| c.declared(what.as_str(), named, span, wording));
                     Some(d)
                 }
                 None => {
@@ -273,9 +277,6 @@ impl Checker {
                 });
             }
         }
-        // Check references against every declared queue, so a queue with
-        // its own mistakes is not also reported as missing.
-        let names: Vec<&str> = table.iter().map(|(name, _)| name).collect();
         for (queue, target, span) in &dead_letters {
             if queue == target {
                 self.error(
@@ -285,18 +286,12 @@ impl Checker {
                 );
                 continue;
             }
-            if !names.contains(&target.as_str()) {
-                let help = match closest(target, &names) {
-                    Some(near) => format!("did you mean `{near}`? Declare dead-letter queues as [queue.NAME] too"),
-                    None => format!("declare it: add a [queue.{target}] table"),
-                };
-                self.out.push(
-                    crate::Diagnostic::new(
-                        span.clone(),
-                        format!("[queue.{queue}] sends dead letters to `{target}`, which is not a queue of this app"),
-                    )
-                    .with_help(help),
-                );
+            let wording = Wording::new(format!(
+                "[queue.{queue}] sends dead letters to `{target}`, which is not a queue of this app"
+            ))
+            .after_near(" Declare dead-letter queues as [queue.NAME] too")
+            .otherwise(format!("declare it: add a [queue.{target}] table"));
+            if !self.declared("queue", target, span.clone(), wording) {
                 continue;
             }
             let Some(dlq) = queues.iter().find(|q| q.name == *target) else {
@@ -319,13 +314,7 @@ impl Checker {
         queues
     }
 
-    pub(crate) fn triggers(
-        &mut self,
-        key: &Key,
-        item: &Item,
-        functions: &[&str],
-        queue_names: &[&str],
-    ) -> Vec<Trigger> {
+    pub(crate) fn triggers(&mut self, key: &Key, item: &Item) -> Vec<Trigger> {
         let tables = self.array_of_tables(
             key,
             item,
@@ -336,8 +325,8 @@ impl Checker {
         for (n, table) in tables.into_iter().enumerate() {
             let place = format!("trigger #{}", n + 1);
             self.unknown_keys(table, TRIGGER_KEYS, &format!("[[trigger]] ({place})"));
-            let queue = self.reference(table, "queue", &place, queue_names, "[queue.NAME]");
-            let function = self.reference(table, "function", &place, functions, "[function.NAME]");
+            let queue = self.reference(table, "queue", &place, "queue");
+            let function = self.reference(table, "function", &place, "function");
             let batch = self.integer_in(table, "batch", &place, 1, (1, 100));
             let concurrency = self.integer_in(table, "concurrency", &place, 1, (1, 100));
             if let (Some(queue), Some(function), Some(batch), Some(concurrency)) = (queue, function, batch, concurrency)
@@ -351,74 +340,5 @@ impl Checker {
             }
         }
         triggers
-    }
-
-    /// `dead_letter` of `table`, which must name a standard (not FIFO) queue
-    /// of the app: `Ok(None)` when absent, `Err(())` once reported.
-    pub(crate) fn dead_letter(
-        &mut self,
-        table: &dyn TableLike,
-        place: &str,
-        example: &str,
-        queues: &[&str],
-        fifo: &[&str],
-    ) -> Result<Option<String>, ()> {
-        match self.string(table, "dead_letter", place, example) {
-            Some((d, _)) if queues.contains(&d) && !fifo.contains(&d) => Ok(Some(d.to_string())),
-            Some((d, span)) => {
-                let help = match closest(d, queues) {
-                    _ if fifo.contains(&d) => format!("`{d}` is a FIFO queue: name a standard one"),
-                    Some(near) if !fifo.contains(&near) => format!("did you mean `{near}`?"),
-                    _ => format!("declare a standard queue [queue.{d}]"),
-                };
-                self.out.push(
-                    crate::Diagnostic::new(
-                        span,
-                        format!("`dead_letter` of {place} is `{d}`, which is not a standard queue of this app"),
-                    )
-                    .with_help(help),
-                );
-                Err(())
-            }
-            // A value of the wrong type was reported by `string`.
-            None if table.contains_key("dead_letter") => Err(()),
-            None => Ok(None),
-        }
-    }
-
-    /// A required string naming something declared elsewhere in the manifest.
-    pub(crate) fn reference(
-        &mut self,
-        table: &dyn TableLike,
-        key: &str,
-        place: &str,
-        known: &[&str],
-        declared_as: &str,
-    ) -> Option<String> {
-        let Some((value, span)) = self.string(table, key, place, "\"NAME\"") else {
-            if !table.contains_key(key) {
-                self.error(
-                    None,
-                    format!("{place} has no `{key}`"),
-                    &format!("add `{key} = \"NAME\"` naming a {declared_as}"),
-                );
-            }
-            return None;
-        };
-        if known.contains(&value) {
-            return Some(value.to_string());
-        }
-        let help = match closest(value, known) {
-            Some(near) => format!("did you mean `{near}`?"),
-            None => format!("declare it as {}", declared_as.replace("NAME", value)),
-        };
-        self.out.push(
-            crate::Diagnostic::new(
-                span,
-                format!("{place} names {key} `{value}`, which is not declared in this app"),
-            )
-            .with_help(help),
-        );
-        None
     }
 }

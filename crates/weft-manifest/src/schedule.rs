@@ -303,15 +303,7 @@ const SCHEDULE: crate::parse::Kind = crate::parse::Kind {
 };
 
 impl crate::parse::Checker {
-    pub(crate) fn schedules(
-        &mut self,
-        key: &toml_edit::Key,
-        item: &toml_edit::Item,
-        functions: &[&str],
-        queues: &[&str],
-        topics: &[&str],
-        buses: &[&str],
-    ) -> Vec<Schedule> {
+    pub(crate) fn schedules(&mut self, key: &toml_edit::Key, item: &toml_edit::Item) -> Vec<Schedule> {
         let Some(table) = self.kind_table(key, item, &SCHEDULE) else {
             return Vec::new();
         };
@@ -321,7 +313,14 @@ impl crate::parse::Checker {
                 continue;
             };
             let (skey, s, place, ok) = (named.key, named.table, named.place, named.name_ok);
-            let expression = match self.string(s, "expression", &place, "\"rate(5 minutes)\"") {
+            let expression = match self.required(
+                s,
+                "expression",
+                &place,
+                "\"rate(5 minutes)\"",
+                skey.span(),
+                "add `expression = \"rate(5 minutes)\"` or a `cron(...)`",
+            ) {
                 Some((text, span)) => match Expression::parse(text) {
                     Ok(e) => Some((e, text.to_string())),
                     Err(why) => {
@@ -333,16 +332,7 @@ impl crate::parse::Checker {
                         None
                     }
                 },
-                None => {
-                    if !s.contains_key("expression") {
-                        self.error(
-                            skey.span(),
-                            format!("{place} has no `expression`"),
-                            "add `expression = \"rate(5 minutes)\"` or a `cron(...)`",
-                        );
-                    }
-                    None
-                }
+                None => None,
             };
             let timezone = match self.string(s, "timezone", &place, "\"Europe/Paris\"") {
                 Some((tz, span)) => match TimeZone::get(tz) {
@@ -359,44 +349,22 @@ impl crate::parse::Checker {
                 None if s.contains_key("timezone") => None,
                 None => Some("UTC".to_string()),
             };
-            let function = self.string(s, "function", &place, "\"report\"");
-            let queue = self.string(s, "queue", &place, "\"jobs\"");
-            let topic = self.string(s, "topic", &place, "\"orders\"");
-            let bus = self.string(s, "bus", &place, "\"default\"");
-            let given = [function.is_some(), queue.is_some(), topic.is_some(), bus.is_some()]
-                .iter()
-                .filter(|g| **g)
-                .count();
-            let target = match (function, queue, topic, bus) {
-                _ if given > 1 => {
-                    self.error(
-                        skey.span(),
-                        format!("{place} has more than one of `function`, `queue`, `topic` and `bus`"),
-                        "a schedule fires one target: keep one of them",
-                    );
-                    None
-                }
-                (Some((f, span)), _, _, _) => self
-                    .declared(f, span, functions, "function", &place)
-                    .map(crate::Target::Function),
-                (_, Some((q, span)), _, _) => self
-                    .declared(q, span, queues, "queue", &place)
-                    .map(crate::Target::Queue),
-                (_, _, Some((t, span)), _) => self
-                    .declared(t, span, topics, "topic", &place)
-                    .map(crate::Target::Topic),
-                (_, _, _, Some((b, span))) => self.declared(b, span, buses, "bus", &place).map(crate::Target::Bus),
-                (None, None, None, None) => {
-                    if !["function", "queue", "topic", "bus"].iter().any(|k| s.contains_key(k)) {
-                        self.error(
-                            skey.span(),
-                            format!("{place} has no target"),
-                            "add `function = \"NAME\"`, `queue = \"NAME\"`, `topic = \"NAME\"` or `bus = \"NAME\"`",
-                        );
-                    }
-                    None
-                }
-            };
+            let target = self.target(
+                s,
+                &crate::names::TargetChoice {
+                    kinds: &[
+                        (crate::TargetKind::Function, "\"report\""),
+                        (crate::TargetKind::Queue, "\"jobs\""),
+                        (crate::TargetKind::Topic, "\"orders\""),
+                        (crate::TargetKind::Bus, "\"default\""),
+                    ],
+                    place: &place,
+                    span: skey.span(),
+                    missing: "has no target",
+                    one: "a schedule fires one target: keep one of them",
+                    verb: "fires",
+                },
+            );
             let payload = match self.string(s, "payload", &place, "\"{\\\"kind\\\":\\\"nightly\\\"}\"") {
                 Some((p, _)) => Some(p.to_string()),
                 None if s.contains_key("payload") => None,
@@ -447,30 +415,5 @@ impl crate::parse::Checker {
             }
         }
         out
-    }
-
-    fn declared(
-        &mut self,
-        name: &str,
-        span: Option<std::ops::Range<usize>>,
-        known: &[&str],
-        what: &str,
-        place: &str,
-    ) -> Option<String> {
-        if known.contains(&name) {
-            return Some(name.to_string());
-        }
-        let help = match crate::parse::closest(name, known) {
-            Some(near) => format!("did you mean `{near}`?"),
-            None => format!("declare it as [{what}.{name}]"),
-        };
-        self.out.push(
-            crate::Diagnostic::new(
-                span,
-                format!("{place} fires {what} `{name}`, which is not declared in this app"),
-            )
-            .with_help(help),
-        );
-        None
     }
 }

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use toml_edit::{Item, Key};
 
+use crate::names::{FIFO, TargetChoice};
 use crate::parse::{Checker, Kind};
 use crate::pattern::Pattern;
-use crate::{Retry, Target};
+use crate::{Retry, Target, TargetKind};
 
 const SUBSCRIPTION_KEYS: &[&str] = &[
     "topic",
@@ -82,15 +83,7 @@ impl Checker {
         topics
     }
 
-    pub(crate) fn subscriptions(
-        &mut self,
-        key: &Key,
-        item: &Item,
-        topics: &[&str],
-        functions: &[&str],
-        queues: &[&str],
-        fifo: &[&str],
-    ) -> Vec<Subscription> {
+    pub(crate) fn subscriptions(&mut self, key: &Key, item: &Item) -> Vec<Subscription> {
         let tables = self.array_of_tables(
             key,
             item,
@@ -101,53 +94,24 @@ impl Checker {
         for (n, table) in tables.into_iter().enumerate() {
             let place = format!("subscription #{}", n + 1);
             self.unknown_keys(table, SUBSCRIPTION_KEYS, &format!("[[subscription]] ({place})"));
-            let topic = self.reference(table, "topic", &place, topics, "[topic.NAME]");
-            let given: Vec<&str> = ["function", "queue", "url"]
-                .into_iter()
-                .filter(|k| table.contains_key(k))
-                .collect();
-            let target = match given.as_slice() {
-                ["function"] => self
-                    .reference(table, "function", &place, functions, "[function.NAME]")
-                    .map(Target::Function),
-                ["queue"] => self
-                    .reference(table, "queue", &place, queues, "[queue.NAME]")
-                    .map(Target::Queue),
-                ["url"] => match self.string(table, "url", &place, "\"https://example.com/hook\"") {
-                    Some((u, span)) => match u.parse::<http::Uri>() {
-                        Ok(uri) if matches!(uri.scheme_str(), Some("http" | "https")) && uri.host().is_some() => {
-                            Some(Target::Url(u.to_string()))
-                        }
-                        _ => {
-                            self.error(
-                                span,
-                                format!("`url` of {place} is `{u}`, not an http:// or https:// URL"),
-                                "write e.g. `url = \"https://example.com/hook\"`",
-                            );
-                            None
-                        }
-                    },
-                    None => None,
+            let topic = self.reference(table, "topic", &place, "topic");
+            let target = self.target(
+                table,
+                &TargetChoice {
+                    kinds: &[
+                        (TargetKind::Function, "\"NAME\""),
+                        (TargetKind::Queue, "\"NAME\""),
+                        (TargetKind::Url, "\"https://example.com/hook\""),
+                    ],
+                    place: &place,
+                    span: None,
+                    missing: "has no target",
+                    one: "a subscription delivers to one target: keep one",
+                    verb: "names",
                 },
-                [] => {
-                    self.error(
-                        None,
-                        format!("{place} has no target"),
-                        "add `function = \"NAME\"`, `queue = \"NAME\"` or `url = \"https://...\"`",
-                    );
-                    None
-                }
-                _ => {
-                    self.error(
-                        None,
-                        format!("{place} has more than one of `function`, `queue` and `url`"),
-                        "a subscription delivers to one target: keep one",
-                    );
-                    None
-                }
-            };
+            );
             if let Some(Target::Queue(q)) = &target
-                && fifo.contains(&q.as_str())
+                && self.names().has_tag("queue", q, FIFO)
             {
                 self.error(
                     None,
@@ -182,12 +146,10 @@ impl Checker {
                 Duration::from_secs(1),
                 (Duration::ZERO, Duration::from_secs(12 * 3600)),
             );
-            let dead_letter = self
-                .dead_letter(table, &place, "\"orders-dlq\"", queues, fifo)
-                .unwrap_or_else(|()| {
-                    ok = false;
-                    None
-                });
+            let dead_letter = self.dead_letter(table, &place, "\"orders-dlq\"").unwrap_or_else(|()| {
+                ok = false;
+                None
+            });
             if let (true, Some(topic), Some(target), Some(max_receives), Some(backoff)) =
                 (ok, topic, target, max_receives, backoff)
             {
