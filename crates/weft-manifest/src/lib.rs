@@ -7,6 +7,10 @@
 //! the same code that checks one on disk. [`Manifest::check_files`] is the
 //! separate step that looks at the app directory.
 //!
+//! Each top-level section (`[function.NAME]`, `[queue.NAME]`, ...) is one
+//! [`Section`]; another crate adds its own with [`Manifest::parse_with`]
+//! (see [`section`]).
+//!
 //! This crate must not know how functions run or where anything is stored.
 //!
 //! ```
@@ -27,48 +31,43 @@
 //! assert_eq!(manifest.functions[0].memory.bytes(), 64 * 1024 * 1024);
 //! ```
 
-mod bus;
 mod diagnostic;
+mod expression;
 mod hosts;
+mod input;
 mod names;
 mod parse;
 pub mod pattern;
-mod queues;
 mod retry;
 mod route;
-mod schedule;
+pub mod section;
+mod sections;
 mod target;
-mod topics;
 mod units;
 
-pub use bus::{
-    Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Input, JsonPath, Rule, RuleTarget, TemplateContext,
-};
 pub use diagnostic::{Diagnostic, Diagnostics};
+pub use expression::{Cron, Expression};
 pub use hosts::HostPattern;
+pub use input::{Input, JsonPath, TemplateContext};
 pub use parse::check_name;
-pub use queues::{DEDUP_WINDOW, Queue, Trigger};
 pub use retry::{MAX_BACKOFF, Retry};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
-pub use schedule::{Cron, Expression, Missed, Schedule};
+pub use section::{Extension, Section};
+pub use sections::app::{Build, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Function, MAX_MEMORY, MAX_TIMEOUT};
+pub use sections::bus::{Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Rule, RuleTarget};
+pub use sections::queues::{AsyncInvoke, DEDUP_WINDOW, Queue, Trigger};
+pub use sections::routes::Route;
+pub use sections::schedules::{Missed, Schedule};
+pub use sections::topics::{Subscription, Topic};
 pub use target::{Target, TargetKind};
-pub use topics::{Subscription, Topic};
 pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
-use std::path::{Path, PathBuf};
-use std::time::Duration;
-
-/// The largest `memory` a function may ask for.
-pub const MAX_MEMORY: u64 = 4 * 1024 * 1024 * 1024;
-/// The longest `timeout` a function may ask for (as on Lambda).
-pub const MAX_TIMEOUT: Duration = Duration::from_secs(15 * 60);
-/// `memory` when the manifest does not say.
-pub const DEFAULT_MEMORY: u64 = 128 * 1024 * 1024;
-/// `timeout` when the manifest does not say.
-pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+use std::any::Any;
+use std::collections::BTreeMap;
+use std::path::Path;
 
 /// A whole app, as its manifest describes it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Manifest {
     pub app: String,
     pub functions: Vec<Function>,
@@ -81,76 +80,28 @@ pub struct Manifest {
     /// Declared buses (the `default` bus exists whether declared or not).
     pub buses: Vec<Bus>,
     pub rules: Vec<Rule>,
-}
-
-/// `[function.NAME]`: one deployable function and what it is granted.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Function {
-    pub name: String,
-    /// The component file, relative to the app directory.
-    pub source: PathBuf,
-    pub build: Option<Build>,
-    pub memory: ByteSize,
-    pub timeout: Duration,
-    /// Configuration values, in the order written.
-    pub env: Vec<(String, String)>,
-    /// Outbound HTTP destinations; empty means none.
-    pub allowed_hosts: Vec<HostPattern>,
-    /// Queues, topics and buses the function may send events to.
-    pub publish: Vec<Target>,
-    /// `[function.NAME.async]`: how asynchronous invocations are retried and
-    /// where their results go.
-    pub async_invoke: AsyncInvoke,
-}
-
-/// Retries and destinations of asynchronous invocations (as Lambda's).
-#[derive(Debug, Clone, PartialEq)]
-pub struct AsyncInvoke {
-    /// `retries` (0 to 2) + 1 attempts, `backoff`, and `max_event_age`
-    /// (always set).
-    pub retry: Retry,
-    /// A function, queue, topic or bus; a bus is put an event with
-    /// EventBridge's Lambda destination shape.
-    pub on_success: Option<Target>,
-    pub on_failure: Option<Target>,
-}
-
-impl Default for AsyncInvoke {
-    fn default() -> Self {
-        AsyncInvoke {
-            retry: Retry {
-                max_attempts: 3,
-                backoff: Duration::from_secs(60),
-                max_age: Some(Duration::from_secs(6 * 3600)),
-            },
-            on_success: None,
-            on_failure: None,
-        }
-    }
-}
-
-/// How to produce a function's component from source.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Build {
-    /// A shell command line, run with `sh -c`.
-    pub command: String,
-    /// Relative to the app directory.
-    pub workdir: PathBuf,
-}
-
-/// `[[route]]`: requests matching `method` and `path` go to `function`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
-    /// `None` matches any method.
-    pub method: Option<Method>,
-    pub path: RoutePath,
-    pub function: String,
+    /// What sections defined outside this crate checked, by their
+    /// top-level key; see [`Manifest::parse_with`].
+    pub extensions: BTreeMap<String, Extension>,
 }
 
 impl Manifest {
-    /// Parses and checks manifest text. `file` names it in diagnostics.
+    /// Parses and checks manifest text with the built-in sections. `file`
+    /// names it in diagnostics.
     pub fn parse(text: &str, file: &str) -> Result<Manifest, Diagnostics> {
-        parse::parse(text, file)
+        parse::parse(text, file, &[])
+    }
+
+    /// Parses and checks manifest text with the built-in sections and
+    /// `sections` (each owning top-level keys no other section owns), which
+    /// keep what they check in [`Manifest::extensions`].
+    pub fn parse_with(text: &str, file: &str, sections: &[&dyn Section]) -> Result<Manifest, Diagnostics> {
+        parse::parse(text, file, sections)
+    }
+
+    /// The value an extension section kept under `key`, if it is a `T`.
+    pub fn extension<T: Any>(&self, key: &str) -> Option<&T> {
+        self.extensions.get(key)?.get()
     }
 
     /// Reads and parses `APP_DIR/weft.toml`.
@@ -190,7 +141,7 @@ impl Manifest {
         file: &str,
     ) -> Result<(), Diagnostics> {
         let mut out = Diagnostics::new(file, text);
-        let spans = parse::source_spans(text);
+        let spans = sections::app::source_spans(text);
         for function in functions {
             let path = app_dir.join(&function.source);
             if !path.is_file() {

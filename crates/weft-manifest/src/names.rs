@@ -9,10 +9,14 @@
 
 use std::ops::Range;
 
-use toml_edit::TableLike;
+use toml_edit::{Item, Table, TableLike};
 
 use crate::parse::{Checker, closest};
 use crate::{Diagnostic, Target, TargetKind};
+
+/// A mistake was found and reported; there is nothing more to say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reported;
 
 /// The tag of a FIFO queue in [`Names`].
 pub const FIFO: &str = "fifo";
@@ -41,6 +45,15 @@ impl Names {
                 name: name.to_string(),
                 tags: Vec::new(),
             });
+        }
+    }
+
+    /// Declares every `NAME` of the manifest's `[KIND.NAME]` tables as a `kind`.
+    pub fn declare_tables(&mut self, root: &Table, kind: &str) {
+        if let Some(tables) = root.get(kind).and_then(Item::as_table_like) {
+            for (name, _) in tables.iter() {
+                self.declare(kind, name);
+            }
         }
     }
 
@@ -141,6 +154,9 @@ pub struct TargetChoice<'a> {
     pub one: &'a str,
     /// What the place does to its target, e.g. "names" or "fires".
     pub verb: &'a str,
+    /// Refuses a FIFO queue: what the place does to it ("sends to") and the
+    /// help. The target is still returned, so later checks go on.
+    pub standard_queue: Option<(&'a str, &'a str)>,
 }
 
 impl Checker {
@@ -235,17 +251,30 @@ impl Checker {
             "{} {} {word} `{value}`, which is not declared in this app",
             choice.place, choice.verb
         );
-        self.declared(word, value, span, Wording::new(message))
-            .then(|| Target::new(kind, value))
+        if !self.declared(word, value, span, Wording::new(message)) {
+            return None;
+        }
+        if let Some((does, help)) = choice.standard_queue
+            && kind == TargetKind::Queue
+            && self.names.has_tag("queue", value, FIFO)
+        {
+            self.error(None, format!("{} {does} FIFO queue `{value}`", choice.place), help);
+        }
+        Some(Target::new(kind, value))
     }
 
     /// `dead_letter` of `table`, which must name a standard (not FIFO) queue
-    /// of the app: `Ok(None)` when absent, `Err(())` once reported.
-    pub fn dead_letter(&mut self, table: &dyn TableLike, place: &str, example: &str) -> Result<Option<String>, ()> {
+    /// of the app: `Ok(None)` when absent.
+    pub fn dead_letter(
+        &mut self,
+        table: &dyn TableLike,
+        place: &str,
+        example: &str,
+    ) -> Result<Option<String>, Reported> {
         let Some((d, span)) = self.string(table, "dead_letter", place, example) else {
             // A value of the wrong type was reported by `string`.
             return if table.contains_key("dead_letter") {
-                Err(())
+                Err(Reported)
             } else {
                 Ok(None)
             };
@@ -263,7 +292,7 @@ impl Checker {
                 .otherwise(format!("declare a standard queue [queue.{d}]"));
             self.declared("queue", d, span, wording);
         }
-        Err(())
+        Err(Reported)
     }
 }
 

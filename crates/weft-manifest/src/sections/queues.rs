@@ -1,13 +1,16 @@
-//! `[queue.NAME]` and `[[trigger]]`: durable queues and the functions they feed.
+//! `[queue.NAME]`, `[[trigger]]` and `[function.NAME.async]`: durable
+//! queues, the functions they feed, and how asynchronous invocations retry
+//! and where their results go.
 
 use std::ops::Range;
 use std::time::Duration;
 
-use toml_edit::{Item, Key, TableLike};
+use toml_edit::{Item, Key, Table};
 
-use crate::names::Wording;
+use crate::names::{FIFO, Names, Wording};
 use crate::parse::{Checker, Kind, span_of};
-use crate::{Retry, Target, TargetKind, format_duration, parse_duration};
+use crate::section::Section;
+use crate::{Manifest, Retry, Target, TargetKind};
 
 const QUEUE: Kind = Kind {
     name: "queue",
@@ -65,77 +68,93 @@ pub struct Trigger {
 /// The deduplication window of FIFO queues (as on SQS).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
+/// Retries and destinations of asynchronous invocations (as Lambda's).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AsyncInvoke {
+    /// `retries` (0 to 2) + 1 attempts, `backoff`, and `max_event_age`
+    /// (always set).
+    pub retry: Retry,
+    /// A function, queue, topic or bus; a bus is put an event with
+    /// EventBridge's Lambda destination shape.
+    pub on_success: Option<Target>,
+    pub on_failure: Option<Target>,
+}
+
+impl Default for AsyncInvoke {
+    fn default() -> Self {
+        AsyncInvoke {
+            retry: Retry {
+                max_attempts: 3,
+                backoff: Duration::from_secs(60),
+                max_age: Some(Duration::from_secs(6 * 3600)),
+            },
+            on_success: None,
+            on_failure: None,
+        }
+    }
+}
+
+pub(crate) struct Queues;
+
+impl Section for Queues {
+    fn keys(&self) -> &[&str] {
+        &["queue", "trigger"]
+    }
+
+    fn declare(&self, root: &Table, names: &mut Names) {
+        let Some(queues) = root.get("queue").and_then(Item::as_table_like) else {
+            return;
+        };
+        for (name, queue) in queues.iter() {
+            names.declare("queue", name);
+            if queue.get("fifo").and_then(Item::as_bool) == Some(true) {
+                names.tag("queue", name, FIFO);
+            }
+        }
+    }
+
+    fn check(&self, c: &mut Checker, root: &Table, manifest: &mut Manifest) {
+        manifest.queues = c.queues(root);
+        if let Some(functions) = root.get("function").and_then(Item::as_table_like) {
+            for (name, function) in functions.iter() {
+                let Some((key, item)) = function.as_table_like().and_then(|f| f.get_key_value("async")) else {
+                    continue;
+                };
+                let checked = c.async_invoke(name, key, item);
+                let function = manifest.functions.iter_mut().find(|f| f.name == name);
+                if let (Some(checked), Some(function)) = (checked, function) {
+                    function.async_invoke = checked;
+                }
+            }
+        }
+        c.each_listed(
+            root,
+            "trigger",
+            TRIGGER_KEYS,
+            "write each trigger as `[[trigger]]` with `queue` and `function`",
+            |c, table, place| {
+                let queue = c.reference(table, "queue", place, "queue");
+                let function = c.reference(table, "function", place, "function");
+                let batch = c.integer_in(table, "batch", place, 1, (1, 100));
+                let concurrency = c.integer_in(table, "concurrency", place, 1, (1, 100));
+                if let (Some(queue), Some(function), Some(batch), Some(concurrency)) =
+                    (queue, function, batch, concurrency)
+                {
+                    manifest.triggers.push(Trigger {
+                        queue,
+                        function,
+                        batch,
+                        concurrency,
+                    });
+                }
+            },
+        );
+    }
+}
+
 impl Checker {
-    pub(crate) fn duration_in(
-        &mut self,
-        table: &dyn TableLike,
-        key: &str,
-        place: &str,
-        default: Duration,
-        range: (Duration, Duration),
-    ) -> Option<Duration> {
-        let Some((text, span)) = self.string(table, key, place, "\"30s\"") else {
-            return (!table.contains_key(key)).then_some(default);
-        };
-        match parse_duration(text) {
-            Ok(d) if d >= range.0 && d <= range.1 => Some(d),
-            Ok(_) => {
-                self.error(
-                    span,
-                    format!("`{key}` in {place} is `{text}`, outside the allowed range"),
-                    format!(
-                        "use a duration from {} to {}",
-                        format_duration(range.0),
-                        format_duration(range.1)
-                    ),
-                );
-                None
-            }
-            Err(why) => {
-                self.error(
-                    span,
-                    format!("`{key}` in {place} is not a duration: {why}"),
-                    "write a number and a unit: `\"500ms\"`, `\"30s\"`, `\"2m\"`",
-                );
-                None
-            }
-        }
-    }
-
-    pub(crate) fn integer_in(
-        &mut self,
-        table: &dyn TableLike,
-        key: &str,
-        place: &str,
-        default: u32,
-        range: (u32, u32),
-    ) -> Option<u32> {
-        let Some((k, item)) = table.get_key_value(key) else {
-            return Some(default);
-        };
-        match item.as_integer() {
-            Some(n) if n >= i64::from(range.0) && n <= i64::from(range.1) => Some(n as u32),
-            Some(n) => {
-                self.error(
-                    span_of(k, item),
-                    format!("`{key}` in {place} is {n}, outside the allowed range"),
-                    format!("use a whole number from {} to {}", range.0, range.1),
-                );
-                None
-            }
-            None => {
-                self.error(
-                    span_of(k, item),
-                    format!("`{key}` in {place} must be a whole number, found {}", item.type_name()),
-                    format!("write it without quotes, e.g. `{key} = {default}`"),
-                );
-                None
-            }
-        }
-    }
-
     /// `[function.NAME.async]`.
-    pub(crate) fn async_invoke(&mut self, function: &str, key: &Key, item: &Item) -> Option<crate::AsyncInvoke> {
+    fn async_invoke(&mut self, function: &str, key: &Key, item: &Item) -> Option<AsyncInvoke> {
         let place = format!("[function.{function}.async]");
         let table = self.table(
             key,
@@ -144,7 +163,7 @@ impl Checker {
             "write `[function.NAME.async]` with `retries`, `on_failure`, ...",
         )?;
         self.unknown_keys(table, ASYNC_KEYS, &place);
-        let defaults = crate::AsyncInvoke::default();
+        let defaults = AsyncInvoke::default();
         let retries = self.integer_in(table, "retries", &place, defaults.retry.retries(), (0, 2));
         let age = self.duration_in(
             table,
@@ -191,7 +210,7 @@ impl Checker {
             ok = false;
         }
         match (ok, retries, age, backoff) {
-            (true, Some(retries), Some(max_event_age), Some(backoff)) => Some(crate::AsyncInvoke {
+            (true, Some(retries), Some(max_event_age), Some(backoff)) => Some(AsyncInvoke {
                 retry: Retry {
                     max_attempts: retries + 1,
                     backoff,
@@ -204,23 +223,17 @@ impl Checker {
         }
     }
 
-    pub(crate) fn queues(&mut self, key: &Key, item: &Item) -> Vec<Queue> {
-        let Some(table) = self.kind_table(key, item, &QUEUE) else {
-            return Vec::new();
-        };
+    fn queues(&mut self, root: &Table) -> Vec<Queue> {
         let mut queues = Vec::new();
         let mut dead_letters: Vec<(String, String, Option<Range<usize>>)> = Vec::new();
-        for (name, item) in table.iter() {
-            let Some(named) = self.named(table, key, name, item, &QUEUE) else {
-                continue;
-            };
-            let (q, place, mut ok) = (named.table, named.place, named.name_ok);
+        self.each_named(root, &QUEUE, |c, named| {
+            let (name, q, place, mut ok) = (named.name, named.table, named.place, named.name_ok);
             let fifo = match q.get_key_value("fifo") {
                 None => false,
                 Some((k, v)) => match v.as_bool() {
                     Some(b) => b,
                     None => {
-                        self.error(
+                        c.error(
                             span_of(k, v),
                             format!("`fifo` in {place} must be true or false, found {}", v.type_name()),
                             "write `fifo = true`",
@@ -231,30 +244,30 @@ impl Checker {
                 },
             };
             let day = Duration::from_secs(86_400);
-            let visibility = self.duration_in(
+            let visibility = c.duration_in(
                 q,
                 "visibility_timeout",
                 &place,
                 Duration::from_secs(30),
                 (Duration::from_millis(1), Duration::from_secs(12 * 3600)),
             );
-            let delay = self.duration_in(
+            let delay = c.duration_in(
                 q,
                 "delay",
                 &place,
                 Duration::ZERO,
                 (Duration::ZERO, Duration::from_secs(15 * 60)),
             );
-            let retention = self.duration_in(q, "retention", &place, 4 * day, (Duration::from_secs(60), 14 * day));
-            let backoff = self.duration_in(
+            let retention = c.duration_in(q, "retention", &place, 4 * day, (Duration::from_secs(60), 14 * day));
+            let backoff = c.duration_in(
                 q,
                 "backoff",
                 &place,
                 Duration::from_secs(1),
                 (Duration::ZERO, Duration::from_secs(12 * 3600)),
             );
-            let max_receives = self.integer_in(q, "max_receives", &place, 5, (1, 1000));
-            let dead_letter = self.string(q, "dead_letter", &place, "\"jobs-dlq\"").map(|(d, span)| {
+            let max_receives = c.integer_in(q, "max_receives", &place, 5, (1, 1000));
+            let dead_letter = c.string(q, "dead_letter", &place, "\"jobs-dlq\"").map(|(d, span)| {
                 dead_letters.push((name.to_string(), d.to_string(), span));
                 d.to_string()
             });
@@ -276,7 +289,7 @@ impl Checker {
                     fifo,
                 });
             }
-        }
+        });
         for (queue, target, span) in &dead_letters {
             if queue == target {
                 self.error(
@@ -312,33 +325,5 @@ impl Checker {
             }
         }
         queues
-    }
-
-    pub(crate) fn triggers(&mut self, key: &Key, item: &Item) -> Vec<Trigger> {
-        let tables = self.array_of_tables(
-            key,
-            item,
-            "trigger",
-            "write each trigger as `[[trigger]]` with `queue` and `function`",
-        );
-        let mut triggers = Vec::new();
-        for (n, table) in tables.into_iter().enumerate() {
-            let place = format!("trigger #{}", n + 1);
-            self.unknown_keys(table, TRIGGER_KEYS, &format!("[[trigger]] ({place})"));
-            let queue = self.reference(table, "queue", &place, "queue");
-            let function = self.reference(table, "function", &place, "function");
-            let batch = self.integer_in(table, "batch", &place, 1, (1, 100));
-            let concurrency = self.integer_in(table, "concurrency", &place, 1, (1, 100));
-            if let (Some(queue), Some(function), Some(batch), Some(concurrency)) = (queue, function, batch, concurrency)
-            {
-                triggers.push(Trigger {
-                    queue,
-                    function,
-                    batch,
-                    concurrency,
-                });
-            }
-        }
-        triggers
     }
 }

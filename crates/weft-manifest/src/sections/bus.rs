@@ -10,12 +10,14 @@
 use std::time::Duration;
 
 use serde_json::Value;
-use toml_edit::{Item, Key, TableLike};
+use toml_edit::{Table, TableLike};
 
-use crate::names::{FIFO, TargetChoice};
+use crate::input::{Input, JsonPath, RESERVED, fill, is_placeholder_name, placeholders};
+use crate::names::{Names, TargetChoice};
 use crate::parse::{Checker, Kind, closest, span_of};
 use crate::pattern::Pattern;
-use crate::{Retry, Target, TargetKind};
+use crate::section::Section;
+use crate::{Manifest, Retry, Target, TargetKind};
 
 /// The bus every app has, whether or not it is declared.
 pub const DEFAULT_BUS: &str = "default";
@@ -50,15 +52,6 @@ const TARGET_KEYS: &[&str] = &[
     "backoff",
     "dead_letter",
 ];
-/// Placeholders every input template may use.
-const RESERVED: &[&str] = &[
-    "aws.events.rule-name",
-    "aws.events.rule-arn",
-    "aws.events.event",
-    "aws.events.event.json",
-    "aws.events.event.ingestion-time",
-];
-
 /// `[bus.NAME]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bus {
@@ -92,220 +85,58 @@ pub struct RuleTarget {
     pub dead_letter: Option<String>,
 }
 
-/// What a target is sent: the event, or something made from it.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Input {
-    /// The whole event.
-    Event,
-    /// This JSON text, whatever the event.
-    Constant(String),
-    /// The part of the event at this path.
-    Path(JsonPath),
-    /// EventBridge's input transformer: values picked by path, put into a template.
-    Template {
-        paths: Vec<(String, JsonPath)>,
-        template: String,
-    },
-}
+pub(crate) struct Buses;
 
-/// A JSONPath of the form EventBridge's input paths use: `$`, then
-/// `.name`, `['name']` or `[N]` steps.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JsonPath {
-    pub text: String,
-    steps: Vec<Step>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Step {
-    Field(String),
-    Index(usize),
-}
-
-impl JsonPath {
-    pub fn parse(text: &str) -> Result<JsonPath, String> {
-        let bad = |why: &str| format!("`{text}` is not a JSON path: {why}; write e.g. \"$.detail.amount\"");
-        let rest = text.strip_prefix('$').ok_or_else(|| bad("it must start with `$`"))?;
-        let mut steps = Vec::new();
-        let mut rest = rest;
-        while !rest.is_empty() {
-            if let Some(after) = rest.strip_prefix('.') {
-                let end = after.find(['.', '[']).unwrap_or(after.len());
-                let name = &after[..end];
-                if name.is_empty() || name == "*" {
-                    return Err(bad("a `.` must be followed by a field name"));
-                }
-                steps.push(Step::Field(name.to_string()));
-                rest = &after[end..];
-            } else if let Some(after) = rest.strip_prefix("['") {
-                let end = after.find("']").ok_or_else(|| bad("a `['` has no closing `']`"))?;
-                steps.push(Step::Field(after[..end].to_string()));
-                rest = &after[end + 2..];
-            } else if let Some(after) = rest.strip_prefix('[') {
-                let end = after.find(']').ok_or_else(|| bad("a `[` has no closing `]`"))?;
-                let n = after[..end]
-                    .parse()
-                    .map_err(|_| bad("only field names and array indexes are supported"))?;
-                steps.push(Step::Index(n));
-                rest = &after[end + 1..];
-            } else {
-                return Err(bad("expected `.`, `['` or `[` after the `$`"));
-            }
-        }
-        Ok(JsonPath {
-            text: text.to_string(),
-            steps,
-        })
+impl Section for Buses {
+    fn keys(&self) -> &[&str] {
+        &["bus", "rule"]
     }
 
-    /// The value at this path in `value`, if there is one.
-    pub fn get<'v>(&self, value: &'v Value) -> Option<&'v Value> {
-        self.steps.iter().try_fold(value, |v, step| match step {
-            Step::Field(name) => v.get(name.as_str()),
-            Step::Index(n) => v.get(*n),
-        })
+    fn declare(&self, root: &Table, names: &mut Names) {
+        names.declare_tables(root, "bus");
+        names.declare_tables(root, "rule");
+        names.declare("bus", DEFAULT_BUS);
     }
-}
 
-/// What a template placeholder stands for when the input is made.
-pub struct TemplateContext<'a> {
-    pub event: &'a Value,
-    pub rule: &'a str,
-    pub rule_arn: &'a str,
-    pub ingestion_time: &'a str,
-}
-
-impl Input {
-    /// The body a target is sent for `event`.
-    pub fn apply(&self, cx: &TemplateContext<'_>) -> Vec<u8> {
-        match self {
-            Input::Event => cx.event.to_string().into_bytes(),
-            Input::Constant(text) => text.clone().into_bytes(),
-            Input::Path(path) => path.get(cx.event).unwrap_or(&Value::Null).to_string().into_bytes(),
-            Input::Template { paths, template } => fill(template, |name| {
-                let value = match name {
-                    "aws.events.rule-name" => Value::from(cx.rule),
-                    "aws.events.rule-arn" => Value::from(cx.rule_arn),
-                    "aws.events.event" | "aws.events.event.json" => cx.event.clone(),
-                    "aws.events.event.ingestion-time" => Value::from(cx.ingestion_time),
-                    _ => {
-                        let (_, path) = paths.iter().find(|(n, _)| n == name)?;
-                        path.get(cx.event).cloned().unwrap_or(Value::Null)
-                    }
-                };
-                Some(value)
-            })
-            .into_bytes(),
-        }
+    fn check(&self, c: &mut Checker, root: &Table, manifest: &mut Manifest) {
+        manifest.buses = c.buses(root);
+        manifest.rules = c.rules(root);
     }
-}
-
-/// Replaces each `<name>` of `template` for which `value` gives a value.
-/// Inside a JSON string, a string goes in as its escaped text and anything
-/// else as its escaped JSON; outside one, every value goes in as JSON.
-fn fill(template: &str, mut value: impl FnMut(&str) -> Option<Value>) -> String {
-    let mut out = String::with_capacity(template.len());
-    let (mut in_string, mut escaped) = (false, false);
-    let mut rest = template;
-    while let Some(c) = rest.chars().next() {
-        if c == '<'
-            && let Some(end) = rest[1..].find('>')
-            && let name = &rest[1..=end]
-            && is_placeholder_name(name)
-            && let Some(v) = value(name)
-        {
-            if in_string {
-                let text = match &v {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    other => other.to_string(),
-                };
-                let quoted = Value::from(text).to_string();
-                out.push_str(&quoted[1..quoted.len() - 1]);
-            } else {
-                out.push_str(&v.to_string());
-            }
-            rest = &rest[end + 2..];
-            continue;
-        }
-        if c == '\\' && in_string {
-            escaped = !escaped;
-        } else {
-            if c == '"' && !escaped {
-                in_string = !in_string;
-            }
-            escaped = false;
-        }
-        out.push(c);
-        rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
-fn is_placeholder_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
-}
-
-/// Every `<name>` in a template.
-fn placeholders(template: &str) -> Vec<String> {
-    let mut names = Vec::new();
-    fill(template, |name| {
-        names.push(name.to_string());
-        None
-    });
-    names
 }
 
 impl Checker {
-    pub(crate) fn buses(&mut self, key: &Key, item: &Item) -> Vec<Bus> {
-        let Some(table) = self.kind_table(key, item, &BUS) else {
-            return Vec::new();
-        };
+    fn buses(&mut self, root: &Table) -> Vec<Bus> {
         let mut buses = Vec::new();
-        for (name, item) in table.iter() {
-            let Some(b) = self.named(table, key, name, item, &BUS) else {
-                continue;
-            };
+        self.each_named(root, &BUS, |c, b| {
             if !b.name_ok {
-                continue;
+                return;
             }
             let day = Duration::from_secs(86_400);
             let archive = match b.table.contains_key("archive") {
-                true => {
-                    match self.duration_in(b.table, "archive", &b.place, day, (Duration::from_secs(60), 3650 * day)) {
-                        Some(d) => Some(d),
-                        None => continue,
-                    }
-                }
+                true => match c.duration_in(b.table, "archive", &b.place, day, (Duration::from_secs(60), 3650 * day)) {
+                    Some(d) => Some(d),
+                    None => return,
+                },
                 false => None,
             };
             buses.push(Bus {
                 name: b.name.to_string(),
                 archive,
             });
-        }
+        });
         buses
     }
 
-    pub(crate) fn rules(&mut self, key: &Key, item: &Item) -> Vec<Rule> {
-        let Some(table) = self.kind_table(key, item, &RULE) else {
-            return Vec::new();
-        };
+    fn rules(&mut self, root: &Table) -> Vec<Rule> {
         let mut rules = Vec::new();
-        for (name, item) in table.iter() {
-            let Some(named) = self.named(table, key, name, item, &RULE) else {
-                continue;
-            };
+        self.each_named(root, &RULE, |c, named| {
             let (name, rkey, r, place) = (named.name, named.key, named.table, named.place);
             let mut ok = named.name_ok;
             let bus = match r.contains_key("bus") {
-                true => self.reference(r, "bus", &place, "bus"),
+                true => c.reference(r, "bus", &place, "bus"),
                 false => Some(DEFAULT_BUS.to_string()),
             };
-            let pattern = match self.required(
+            let pattern = match c.required(
                 r,
                 "pattern",
                 &place,
@@ -316,7 +147,7 @@ impl Checker {
                 Some((text, span)) => match Pattern::parse(text) {
                     Ok(p) => Some((p, text.to_string())),
                     Err(why) => {
-                        self.error(
+                        c.error(
                             span,
                             format!("`pattern` of {place} is not a valid event pattern: {why}"),
                             "write an EventBridge pattern as JSON, e.g. pattern = '{\"source\": [\"shop\"], \"detail-type\": [\"order.placed\"]}'",
@@ -331,7 +162,7 @@ impl Checker {
                 Some(item) => match item.as_bool() {
                     Some(b) => Some(b),
                     None => {
-                        self.error(
+                        c.error(
                             item.span(),
                             format!("`enabled` of {place} must be true or false"),
                             "write `enabled = false` to keep the rule without running it",
@@ -343,7 +174,7 @@ impl Checker {
             if let Some(item) = r.get("description")
                 && !item.is_str()
             {
-                self.error(
+                c.error(
                     item.span(),
                     format!("`description` of {place} must be a string"),
                     "write it in quotes",
@@ -352,7 +183,7 @@ impl Checker {
             }
             let targets = match r.get_key_value("target") {
                 Some((tkey, titem)) => {
-                    let tables = self.array_of_tables(
+                    let tables = c.array_of_tables(
                         tkey,
                         titem,
                         &format!("rule.{name}.target"),
@@ -363,7 +194,7 @@ impl Checker {
                     let mut targets = Vec::new();
                     for (n, t) in tables.into_iter().enumerate() {
                         let place = format!("target #{} of [rule.{name}]", n + 1);
-                        match self.rule_target(t, &place) {
+                        match c.rule_target(t, &place) {
                             Some(target) => targets.push(target),
                             None => ok = false,
                         }
@@ -371,7 +202,7 @@ impl Checker {
                     targets
                 }
                 None => {
-                    self.error(
+                    c.error(
                         rkey.span(),
                         format!("{place} has no targets, so it would do nothing"),
                         format!("add a target:\n[[rule.{name}.target]]\nfunction = \"NAME\""),
@@ -390,7 +221,7 @@ impl Checker {
                     targets,
                 });
             }
-        }
+        });
         self.bus_cycles(&rules);
         rules
     }
@@ -411,17 +242,12 @@ impl Checker {
                 missing: "names nothing to send to",
                 one: "a target sends to one place: give each its own [[rule.NAME.target]]",
                 verb: "names",
+                standard_queue: Some((
+                    "sends to",
+                    "rules send to standard queues: target a queue without `fifo = true`",
+                )),
             },
         );
-        if let Some(Target::Queue(q)) = &kind
-            && self.names().has_tag("queue", q, FIFO)
-        {
-            self.error(
-                None,
-                format!("{place} sends to FIFO queue `{q}`"),
-                "rules send to standard queues: target a queue without `fifo = true`",
-            );
-        }
         let input = self.target_input(t, place);
         if matches!(kind, Some(Target::Bus(_))) && !matches!(input, Some(Input::Event)) {
             self.error(
@@ -644,86 +470,5 @@ impl Checker {
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    fn cx(event: &Value) -> TemplateContext<'_> {
-        TemplateContext {
-            event,
-            rule: "big-orders",
-            rule_arn: "arn:weft:events:local:000000000000:rule/default/big-orders",
-            ingestion_time: "2026-11-23T10:00:00Z",
-        }
-    }
-
-    #[test]
-    fn paths_reach_fields_and_array_elements() {
-        let event = json!({"detail": {"items": [{"sku": "a"}, {"sku": "b"}], "odd key": 1}});
-        assert_eq!(JsonPath::parse("$").unwrap().get(&event), Some(&event));
-        assert_eq!(
-            JsonPath::parse("$.detail.items[1].sku").unwrap().get(&event),
-            Some(&json!("b"))
-        );
-        assert_eq!(
-            JsonPath::parse("$.detail['odd key']").unwrap().get(&event),
-            Some(&json!(1))
-        );
-        assert_eq!(JsonPath::parse("$.detail.missing").unwrap().get(&event), None);
-        for bad in ["detail", "$..x", "$.a[*]", "$.a[", "$x"] {
-            assert!(JsonPath::parse(bad).is_err(), "{bad} was accepted");
-        }
-    }
-
-    #[test]
-    fn templates_put_json_outside_quotes_and_text_inside() {
-        let event = json!({"id": "e1", "detail": {"amount": 12.5, "who": "Ann \"A\"", "tags": ["x"]}});
-        let input = Input::Template {
-            paths: vec![
-                ("amount".into(), JsonPath::parse("$.detail.amount").unwrap()),
-                ("who".into(), JsonPath::parse("$.detail.who").unwrap()),
-                ("tags".into(), JsonPath::parse("$.detail.tags").unwrap()),
-                ("none".into(), JsonPath::parse("$.detail.none").unwrap()),
-            ],
-            template: r#"{"a": <amount>, "w": <who>, "text": "<who> paid <amount>", "t": <tags>, "n": <none>, "r": "<aws.events.rule-name>", "e": <aws.events.event>, "keep": "<b>"}"#.into(),
-        };
-        let out: Value = serde_json::from_slice(&input.apply(&cx(&event))).unwrap();
-        assert_eq!(
-            out,
-            json!({"a": 12.5, "w": "Ann \"A\"", "text": "Ann \"A\" paid 12.5", "t": ["x"], "n": null,
-                   "r": "big-orders", "e": event, "keep": "<b>"})
-        );
-    }
-
-    #[test]
-    fn escaped_quotes_do_not_end_a_string() {
-        let event = json!({ "n": 7 });
-        let input = Input::Template {
-            paths: vec![("n".into(), JsonPath::parse("$.n").unwrap())],
-            template: r#"{"a": "say \"<n>\"", "b": "\\", "c": <n>}"#.into(),
-        };
-        let out: Value = serde_json::from_slice(&input.apply(&cx(&event))).unwrap();
-        assert_eq!(out, json!({ "a": "say \"7\"", "b": "\\", "c": 7 }));
-    }
-
-    #[test]
-    fn text_templates_and_the_other_inputs() {
-        let event = json!({"source": "shop", "detail": {"n": 1}});
-        let text = Input::Template {
-            paths: vec![("s".into(), JsonPath::parse("$.source").unwrap())],
-            template: "event from <s> for <aws.events.rule-name>".into(),
-        };
-        assert_eq!(text.apply(&cx(&event)), b"event from \"shop\" for \"big-orders\"");
-        assert_eq!(Input::Event.apply(&cx(&event)), event.to_string().into_bytes());
-        assert_eq!(Input::Constant("[1]".into()).apply(&cx(&event)), b"[1]");
-        assert_eq!(
-            Input::Path(JsonPath::parse("$.detail").unwrap()).apply(&cx(&event)),
-            b"{\"n\":1}"
-        );
     }
 }
