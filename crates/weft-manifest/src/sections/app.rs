@@ -35,6 +35,8 @@ const FUNCTION_KEYS: &[&str] = &[
     "publish",
 ];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
+/// What `publish` entries may name.
+const GRANTS: &[TargetKind] = &[TargetKind::Queue, TargetKind::Topic, TargetKind::Bus];
 
 /// `[function.NAME]`: one deployable function and what it is granted.
 #[derive(Debug, Clone, PartialEq)]
@@ -331,7 +333,7 @@ impl Checker {
             let parsed = value
                 .as_str()
                 .and_then(Target::parse)
-                .filter(|t| matches!(t.kind(), TargetKind::Queue | TargetKind::Topic | TargetKind::Bus));
+                .filter(|t| GRANTS.contains(&t.kind()));
             let Some(grant) = parsed else {
                 self.error(
                     value.span(),

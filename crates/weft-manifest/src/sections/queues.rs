@@ -28,6 +28,13 @@ const QUEUE: Kind = Kind {
 };
 const TRIGGER_KEYS: &[&str] = &["queue", "function", "batch", "concurrency"];
 const ASYNC_KEYS: &[&str] = &["retries", "max_event_age", "backoff", "on_success", "on_failure"];
+/// What `on_success` and `on_failure` may name.
+const DESTINATIONS: &[TargetKind] = &[
+    TargetKind::Function,
+    TargetKind::Queue,
+    TargetKind::Topic,
+    TargetKind::Bus,
+];
 
 /// `[queue.NAME]`: a durable, at-least-once queue.
 #[derive(Debug, Clone, PartialEq)]
@@ -182,7 +189,7 @@ impl Checker {
         let mut ok = true;
         let mut destination = |c: &mut Checker, name: &str| -> Option<Target> {
             let (text, span) = c.string(table, name, &place, "\"queue:failed\"")?;
-            let parsed = Target::parse(text).filter(|t| t.kind() != TargetKind::Url);
+            let parsed = Target::parse(text).filter(|t| DESTINATIONS.contains(&t.kind()));
             match parsed {
                 Some(d) => {
                     let (what, named) = (d.kind(), d.name());
