@@ -4,7 +4,9 @@
 //! It keeps what must outlive the process: function versions, invocation
 //! records, and the lines functions wrote. Records and logs are written by
 //! one background thread in batches (one transaction per batch), so the
-//! request path only sends to a channel and never waits on the disk.
+//! request path only queues them and never waits on the disk. The queue is
+//! bounded: when the writer falls behind, what does not fit is shed and
+//! counted ([`Store::shed`]) rather than held in memory.
 //! Readers use their own connection; SQLite's WAL mode lets them run while
 //! the writer commits.
 //!
@@ -16,6 +18,6 @@ mod records;
 
 pub use artifacts::{ArtifactError, Artifacts, Digest};
 pub use records::{
-    DEFAULT_RETENTION, FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, RecordQuery, Store, StoreError,
-    Trigger, UnknownName, now_us,
+    DEFAULT_RETENTION, FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, QUEUED_LOG_LINES, QUEUED_RECORDS,
+    RecordQuery, Shed, Store, StoreError, Trigger, UnknownName, now_us,
 };

@@ -1,8 +1,9 @@
 //! Function versions, invocation records and function logs in SQLite.
 
+mod queue;
+
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -11,6 +12,9 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
 use crate::Digest;
+
+use queue::{Batch, Limits, Queue, Taken, Work};
+pub use queue::{QUEUED_LOG_LINES, QUEUED_RECORDS, Shed};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -216,16 +220,10 @@ pub struct LogQuery {
     pub limit: usize,
 }
 
-enum Write {
-    Record(Box<InvocationRecord>),
-    Logs(Vec<LogLine>),
-    Flush(mpsc::Sender<()>),
-}
-
 /// The embedded database.
 pub struct Store {
     conn: Mutex<Connection>,
-    writer: Mutex<Option<mpsc::Sender<Write>>>,
+    queue: Arc<Queue>,
     thread: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -290,20 +288,25 @@ impl Store {
     /// Opens the store; the writer deletes records and log lines older
     /// than `retention` about once a minute.
     pub fn open_with_retention(path: &Path, retention: Duration) -> Result<Store, StoreError> {
+        Store::start(path, retention, Limits::DEFAULT)
+    }
+
+    fn start(path: &Path, retention: Duration, limits: Limits) -> Result<Store, StoreError> {
         let conn = open(path)?;
         conn.execute_batch(SCHEMA)?;
         let writer_conn = open(path)?;
-        let (tx, rx) = mpsc::channel();
+        let queue = Arc::new(Queue::new(limits));
+        let writer_queue = queue.clone();
         let thread = std::thread::Builder::new()
             .name("weft-store-writer".into())
-            .spawn(move || write_loop(writer_conn, rx, retention))
+            .spawn(move || write_loop(writer_conn, &writer_queue, retention))
             .map_err(|e| StoreError::Open {
                 path: path.display().to_string(),
                 source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
             })?;
         Ok(Store {
             conn: Mutex::new(conn),
-            writer: Mutex::new(Some(tx)),
+            queue,
             thread: Mutex::new(Some(thread)),
         })
     }
@@ -314,39 +317,40 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn send(&self, write: Write) -> Result<(), StoreError> {
-        let writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
-        writer
-            .as_ref()
-            .ok_or(StoreError::WriterGone)?
-            .send(write)
-            .map_err(|_| StoreError::WriterGone)
-    }
-
-    /// Queues a record for the writer. Never blocks on the disk.
+    /// Queues a record for the writer. Never blocks: with
+    /// [`QUEUED_RECORDS`] already waiting, the record is shed and counted
+    /// in [`Store::shed`].
     pub fn record(&self, record: InvocationRecord) {
-        if self.send(Write::Record(Box::new(record))).is_err() {
+        if self.queue.push(Work::Record(record)).is_err() {
             tracing::warn!("invocation record dropped: the store is closed");
         }
     }
 
-    /// Queues log lines for the writer. Never blocks on the disk.
+    /// Queues log lines for the writer. Never blocks: past
+    /// [`QUEUED_LOG_LINES`] waiting, the lines that do not fit are shed
+    /// and counted in [`Store::shed`].
     pub fn logs(&self, lines: Vec<LogLine>) {
-        if !lines.is_empty() && self.send(Write::Logs(lines)).is_err() {
+        if !lines.is_empty() && self.queue.push(Work::Lines(lines)).is_err() {
             tracing::warn!("log lines dropped: the store is closed");
         }
+    }
+
+    /// How many records and log lines were shed because the writer could
+    /// not keep up, since the store was opened.
+    pub fn shed(&self) -> Shed {
+        self.queue.shed()
     }
 
     /// Waits until everything queued so far is committed.
     pub fn flush(&self) -> Result<(), StoreError> {
         let (tx, rx) = mpsc::channel();
-        self.send(Write::Flush(tx))?;
+        self.queue.push(Work::Flush(tx))?;
         rx.recv().map_err(|_| StoreError::WriterGone)
     }
 
     /// Drains the queue, commits it, and stops the writer.
     pub fn close(&self) {
-        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        self.queue.close();
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
             let _ = thread.join();
         }
@@ -493,40 +497,38 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> 
 const GATHER: std::time::Duration = std::time::Duration::from_millis(5);
 
 /// The writer thread: waits for work, lets more gather, commits it all in
-/// one transaction, answers flushes, and repeats until the channel closes.
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Write>, retention: Duration) {
-    const BATCH: usize = 8192;
+/// one transaction, answers flushes, and repeats until the queue closes.
+fn write_loop(mut conn: Connection, queue: &Queue, retention: Duration) {
+    /// Marks the queue stopped however the thread ends, so that callers
+    /// are refused instead of waiting for a writer that is gone.
+    struct Stopped<'a>(&'a Queue);
+    impl Drop for Stopped<'_> {
+        fn drop(&mut self) {
+            self.0.stopped();
+        }
+    }
+    let _stopped = Stopped(queue);
     let mut pruned = Instant::now();
     loop {
         // Wake at least once a minute, so old telemetry is pruned even
         // when nothing is written.
-        let first = match rx.recv_timeout(PRUNE_EVERY) {
-            Ok(w) => w,
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                prune_if_due(&conn, &mut pruned, retention);
-                continue;
+        match queue.take(PRUNE_EVERY, GATHER) {
+            Taken::Work(batch) => {
+                if let Err(e) = commit(&mut conn, &batch) {
+                    tracing::error!(
+                        "could not store {} invocation records and {} log lines: {e}",
+                        batch.records.len(),
+                        batch.lines.len()
+                    );
+                }
+                for done in batch.flushes {
+                    let _ = done.send(());
+                }
             }
-            Err(mpsc::RecvTimeoutError::Disconnected) => return,
-        };
-        let mut batch = vec![first];
-        // A flush is waiting for us: commit at once.
-        if !matches!(batch[0], Write::Flush(_)) {
-            std::thread::sleep(GATHER);
+            Taken::Idle => {}
+            Taken::Closed => return,
         }
-        while batch.len() < BATCH {
-            match rx.try_recv() {
-                Ok(w) => batch.push(w),
-                Err(_) => break,
-            }
-        }
-        if let Err(e) = commit(&mut conn, &batch) {
-            tracing::error!("could not store {} invocation records/log batches: {e}", batch.len());
-        }
-        for w in batch {
-            if let Write::Flush(done) = w {
-                let _ = done.send(());
-            }
-        }
+        queue.warn_if_due();
         prune_if_due(&conn, &mut pruned, retention);
     }
 }
@@ -560,7 +562,7 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
-fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
+fn commit(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {
         let mut rec = tx.prepare_cached(
@@ -568,34 +570,27 @@ fn commit(conn: &mut Connection, batch: &[Write]) -> rusqlite::Result<()> {
                 peak_memory_bytes, outcome, status, error, parent_request_id)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
         )?;
+        for r in &batch.records {
+            rec.execute(params![
+                r.request_id,
+                r.function,
+                r.version,
+                r.trigger.as_str(),
+                r.start_us,
+                r.duration_us,
+                r.cold,
+                r.peak_memory_bytes,
+                r.outcome.as_str(),
+                r.status,
+                r.error,
+                r.parent_request_id
+            ])?;
+        }
         let mut log = tx.prepare_cached(
             "INSERT INTO logs (request_id, function, stream, time_us, line) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for w in batch {
-            match w {
-                Write::Record(r) => {
-                    rec.execute(params![
-                        r.request_id,
-                        r.function,
-                        r.version,
-                        r.trigger.as_str(),
-                        r.start_us,
-                        r.duration_us,
-                        r.cold,
-                        r.peak_memory_bytes,
-                        r.outcome.as_str(),
-                        r.status,
-                        r.error,
-                        r.parent_request_id
-                    ])?;
-                }
-                Write::Logs(lines) => {
-                    for l in lines {
-                        log.execute(params![l.request_id, l.function, l.stream, l.time_us, l.line])?;
-                    }
-                }
-                Write::Flush(_) => {}
-            }
+        for l in &batch.lines {
+            log.execute(params![l.request_id, l.function, l.stream, l.time_us, l.line])?;
         }
     }
     tx.commit()
@@ -698,6 +693,99 @@ mod tests {
         assert!(error.contains("`crashed` is not an invocation outcome"), "{error}");
         let error = unreadable("trigger", "cron");
         assert!(error.contains("`cron` is not an invocation trigger"), "{error}");
+    }
+
+    fn line(request_id: &str, text: &str) -> LogLine {
+        LogLine {
+            seq: 0,
+            request_id: request_id.into(),
+            function: "f".into(),
+            stream: "stdout".into(),
+            time_us: 1,
+            line: text.into(),
+        }
+    }
+
+    /// The writer is held up the way a stalled disk or another writer holds
+    /// it: a second connection takes SQLite's write lock, so the writer's
+    /// commit waits (up to its busy timeout) while callers keep queueing.
+    #[test]
+    fn an_overloaded_store_sheds_and_counts_instead_of_growing() {
+        let dir = temp("shed");
+        let db = dir.join("weft.db");
+        let limits = Limits {
+            records: 4,
+            log_lines: 6,
+        };
+        let store = Store::start(&db, DEFAULT_RETENTION, limits).unwrap();
+        let holder = Connection::open(&db).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        store.record(record("r0", "f", 0));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.queue.waiting_records() > 0 {
+            assert!(Instant::now() < deadline, "the writer never took the first record");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // The writer holds r0 and waits for the lock: the queue is empty.
+        let queued = Instant::now();
+        for i in 1..=6 {
+            store.record(record(&format!("r{i}"), "f", i));
+        }
+        store.logs(["a1", "a2", "a3", "a4"].map(|t| line("r1", t)).to_vec());
+        store.logs(["b1", "b2", "b3", "b4", "b5"].map(|t| line("r2", t)).to_vec());
+        assert!(
+            queued.elapsed() < Duration::from_secs(1),
+            "queueing waited for the writer"
+        );
+        assert_eq!(
+            store.shed(),
+            Shed {
+                records: 2,
+                log_lines: 3
+            }
+        );
+
+        holder.execute_batch("ROLLBACK").unwrap();
+        store.flush().unwrap();
+        let mut kept: Vec<String> = store
+            .records(&RecordQuery {
+                function: None,
+                limit: 100,
+            })
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect();
+        kept.sort();
+        assert_eq!(
+            kept,
+            ["r0", "r1", "r2", "r3", "r4"],
+            "the first records that fit are kept"
+        );
+        let lines: Vec<String> = store
+            .log_lines(&LogQuery {
+                limit: 100,
+                ..Default::default()
+            })
+            .unwrap()
+            .into_iter()
+            .map(|l| l.line)
+            .collect();
+        assert_eq!(
+            lines,
+            ["a1", "a2", "a3", "a4", "b1", "b2"],
+            "lines are kept up to the bound"
+        );
+        assert_eq!(
+            store.shed(),
+            Shed {
+                records: 2,
+                log_lines: 3
+            },
+            "nothing more was shed"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
