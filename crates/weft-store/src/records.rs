@@ -348,7 +348,10 @@ impl Store {
         rx.recv().map_err(|_| StoreError::WriterGone)
     }
 
-    /// Drains the queue, commits it, and stops the writer.
+    /// Stops the store in order: records and lines queued after this are
+    /// refused (with a warning), everything queued before is committed,
+    /// and it returns once the writer thread has finished. Dropping the
+    /// store does the same. Reads after it answer [`StoreError::WriterGone`].
     pub fn close(&self) {
         self.queue.close();
         if let Some(thread) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
@@ -706,9 +709,37 @@ mod tests {
         }
     }
 
-    /// The writer is held up the way a stalled disk or another writer holds
-    /// it: a second connection takes SQLite's write lock, so the writer's
-    /// commit waits (up to its busy timeout) while callers keep queueing.
+    /// The request ids of every stored record, newest first.
+    fn request_ids(store: &Store) -> Vec<String> {
+        let query = RecordQuery {
+            function: None,
+            limit: 10_000,
+        };
+        store
+            .records(&query)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.request_id)
+            .collect()
+    }
+
+    /// Holds the writer up the way a stalled disk or another writer would:
+    /// a second connection takes SQLite's write lock, and the writer, given
+    /// record `r0`, waits for it in its commit (up to its busy timeout)
+    /// while callers keep queueing. Rolling the returned connection back
+    /// lets the writer go on.
+    fn hold_writer(store: &Store, db: &Path) -> Connection {
+        let holder = Connection::open(db).unwrap();
+        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
+        store.record(record("r0", "f", 0));
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.queue.waiting_records() > 0 {
+            assert!(Instant::now() < deadline, "the writer never took the first record");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        holder
+    }
+
     #[test]
     fn an_overloaded_store_sheds_and_counts_instead_of_growing() {
         let dir = temp("shed");
@@ -718,15 +749,7 @@ mod tests {
             log_lines: 6,
         };
         let store = Store::start(&db, DEFAULT_RETENTION, limits).unwrap();
-        let holder = Connection::open(&db).unwrap();
-        holder.execute_batch("BEGIN IMMEDIATE").unwrap();
-        store.record(record("r0", "f", 0));
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while store.queue.waiting_records() > 0 {
-            assert!(Instant::now() < deadline, "the writer never took the first record");
-            std::thread::sleep(Duration::from_millis(1));
-        }
-        // The writer holds r0 and waits for the lock: the queue is empty.
+        let holder = hold_writer(&store, &db);
         let queued = Instant::now();
         for i in 1..=6 {
             store.record(record(&format!("r{i}"), "f", i));
@@ -747,15 +770,7 @@ mod tests {
 
         holder.execute_batch("ROLLBACK").unwrap();
         store.flush().unwrap();
-        let mut kept: Vec<String> = store
-            .records(&RecordQuery {
-                function: None,
-                limit: 100,
-            })
-            .unwrap()
-            .into_iter()
-            .map(|r| r.request_id)
-            .collect();
+        let mut kept = request_ids(&store);
         kept.sort();
         assert_eq!(
             kept,
@@ -785,6 +800,41 @@ mod tests {
             "nothing more was shed"
         );
         drop(store);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn close_writes_what_was_queued_before_it_and_refuses_what_comes_after() {
+        let dir = temp("close");
+        let db = dir.join("weft.db");
+        let store = Store::open(&db).unwrap();
+        let holder = hold_writer(&store, &db);
+        for i in 1..=100 {
+            store.record(record(&format!("r{i}"), "f", i));
+        }
+        store.logs(vec![line("r1", "last words")]);
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            holder.execute_batch("ROLLBACK").unwrap();
+        });
+        store.close();
+        store.record(record("late", "f", 1_000));
+        release.join().unwrap();
+
+        // The closed store is still alive: what is on disk is close's doing.
+        let reopened = Store::open(&db).unwrap();
+        let kept = request_ids(&reopened);
+        assert_eq!(kept.len(), 101, "r0 to r100 are kept, `late` is not");
+        assert!(!kept.contains(&"late".to_string()));
+        let lines = reopened.log_lines(&LogQuery {
+            limit: 10,
+            ..Default::default()
+        });
+        assert_eq!(
+            lines.unwrap().iter().map(|l| l.line.as_str()).collect::<Vec<_>>(),
+            ["last words"]
+        );
+        assert_eq!(store.shed(), Shed::default());
         let _ = std::fs::remove_dir_all(&dir);
     }
 
