@@ -5,9 +5,9 @@
 //! that key. A matcher is a literal (string, number, boolean, null) or an
 //! object: `prefix`, `suffix`, `equals-ignore-case`, `wildcard`,
 //! `anything-but` (a value, a list, or a `prefix`/`suffix`/
-//! `equals-ignore-case`/`wildcard`), `numeric` (up to two comparisons),
-//! `exists`, `cidr`. `$or` takes a list of patterns. Every key of the
-//! pattern must match for the event to match.
+//! `equals-ignore-case`/`wildcard` with a string or a list of strings),
+//! `numeric` (up to two comparisons), `exists`, `cidr`. `$or` takes a list
+//! of patterns. Every key of the pattern must match for the event to match.
 //!
 //! Events are seen flattened, as EventBridge sees them: a field path such
 //! as `detail.items.sku` reaches every leaf (a string, number, boolean or
@@ -26,7 +26,7 @@ mod set;
 
 use std::net::IpAddr;
 
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 pub use set::{PatternSet, Scratch};
 
@@ -52,8 +52,8 @@ enum Matcher {
     Suffix(String, bool),
     IgnoreCase(String),
     Wildcard(String),
-    AnythingBut(Box<Matcher>),
-    AnythingButAny(Vec<Value>),
+    /// Matches a leaf that none of these match.
+    AnythingBut(Vec<Matcher>),
     Numeric(Vec<(Comparison, f64)>),
     Exists(bool),
     Cidr(IpAddr, u8),
@@ -210,14 +210,8 @@ fn matcher(item: &Value, at: &[String]) -> Result<Matcher, String> {
         }
         return Ok(Matcher::Equals(item.clone()));
     };
-    if map.len() != 1 {
-        return Err(format!(
-            "{}a matcher object has exactly one operator, e.g. {{\"prefix\": \"a\"}}",
-            place(at)
-        ));
-    }
-    let (op, arg) = map.iter().next().expect("one entry");
-    Ok(match op.as_str() {
+    let (op, arg) = operator(map, at)?;
+    Ok(match op {
         "prefix" | "suffix" => {
             let (text, ignore_case) = match arg {
                 Value::Object(inner) if inner.len() == 1 && inner.contains_key("equals-ignore-case") => (
@@ -233,49 +227,14 @@ fn matcher(item: &Value, at: &[String]) -> Result<Matcher, String> {
             }
         }
         "equals-ignore-case" => Matcher::IgnoreCase(string_arg(arg, op, at)?.to_lowercase()),
-        "wildcard" => {
-            let w = string_arg(arg, op, at)?;
-            if w.contains("**") {
-                return Err(format!("{}`wildcard` cannot have consecutive `*`", place(at)));
-            }
-            Matcher::Wildcard(w)
-        }
+        "wildcard" => wildcard_matcher(string_arg(arg, op, at)?, at)?,
         "exists" => Matcher::Exists(
             arg.as_bool()
                 .ok_or_else(|| format!("{}`exists` takes true or false", place(at)))?,
         ),
         "numeric" => numeric(arg, at)?,
         "cidr" => cidr(arg, at)?,
-        "anything-but" => match arg {
-            Value::Array(values) => {
-                if values.is_empty() || values.iter().any(|v| !(v.is_string() || v.is_number())) {
-                    return Err(format!(
-                        "{}`anything-but` takes a list of strings or numbers",
-                        place(at)
-                    ));
-                }
-                Matcher::AnythingButAny(values.clone())
-            }
-            Value::Object(inner) => {
-                let m = matcher(arg, at)?;
-                match m {
-                    Matcher::Prefix(..) | Matcher::Suffix(..) | Matcher::IgnoreCase(_) | Matcher::Wildcard(_) => {
-                        Matcher::AnythingBut(Box::new(m))
-                    }
-                    _ => {
-                        let name = inner.keys().next().cloned().unwrap_or_default();
-                        return Err(format!("{}`anything-but` cannot take `{name}`", place(at)));
-                    }
-                }
-            }
-            Value::String(_) | Value::Number(_) => Matcher::AnythingButAny(vec![arg.clone()]),
-            _ => {
-                return Err(format!(
-                    "{}`anything-but` takes a string, a number, a list or a prefix/suffix",
-                    place(at)
-                ));
-            }
-        },
+        "anything-but" => anything_but(arg, at)?,
         other => {
             return Err(format!(
                 "{}`{other}` is not a matcher: use prefix, suffix, equals-ignore-case, wildcard, anything-but, numeric, exists or cidr",
@@ -283,6 +242,83 @@ fn matcher(item: &Value, at: &[String]) -> Result<Matcher, String> {
             ));
         }
     })
+}
+
+/// The one operator of a matcher object and its argument.
+fn operator<'m>(map: &'m Map<String, Value>, at: &[String]) -> Result<(&'m str, &'m Value), String> {
+    let mut entries = map.iter();
+    match (entries.next(), entries.next()) {
+        (Some((op, arg)), None) => Ok((op.as_str(), arg)),
+        _ => Err(format!(
+            "{}a matcher object has exactly one operator, e.g. {{\"prefix\": \"a\"}}",
+            place(at)
+        )),
+    }
+}
+
+fn wildcard_matcher(text: String, at: &[String]) -> Result<Matcher, String> {
+    if text.contains("**") {
+        return Err(format!("{}`wildcard` cannot have consecutive `*`", place(at)));
+    }
+    Ok(Matcher::Wildcard(text))
+}
+
+/// `anything-but`: a value, a list of values, or `prefix`, `suffix`,
+/// `wildcard` or `equals-ignore-case` with a string or a list of strings.
+fn anything_but(arg: &Value, at: &[String]) -> Result<Matcher, String> {
+    let excluded = match arg {
+        Value::Object(inner) => {
+            let (op, arg) = operator(inner, at)?;
+            if !matches!(op, "prefix" | "suffix" | "wildcard" | "equals-ignore-case") {
+                return Err(format!(
+                    "{}`anything-but` cannot take `{op}`: use a value, a list, or prefix, suffix, wildcard or equals-ignore-case",
+                    place(at)
+                ));
+            }
+            let texts = match arg {
+                Value::String(text) => vec![text.clone()],
+                Value::Array(items) if !items.is_empty() => items
+                    .iter()
+                    .map(|i| i.as_str().map(str::to_string))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| anything_but_texts(op, at))?,
+                _ => return Err(anything_but_texts(op, at)),
+            };
+            texts
+                .into_iter()
+                .map(|text| match op {
+                    "prefix" => Ok(Matcher::Prefix(text, false)),
+                    "suffix" => Ok(Matcher::Suffix(text, false)),
+                    "wildcard" => wildcard_matcher(text, at),
+                    _ => Ok(Matcher::IgnoreCase(text.to_lowercase())),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        Value::Array(values) => {
+            if values.is_empty() || values.iter().any(|v| !(v.is_string() || v.is_number())) {
+                return Err(format!(
+                    "{}`anything-but` takes a list of strings or numbers",
+                    place(at)
+                ));
+            }
+            values.iter().cloned().map(Matcher::Equals).collect()
+        }
+        Value::String(_) | Value::Number(_) => vec![Matcher::Equals(arg.clone())],
+        _ => {
+            return Err(format!(
+                "{}`anything-but` takes a string, a number, a list or a prefix/suffix",
+                place(at)
+            ));
+        }
+    };
+    Ok(Matcher::AnythingBut(excluded))
+}
+
+fn anything_but_texts(op: &str, at: &[String]) -> String {
+    format!(
+        "{}`anything-but` takes `{op}` with a string or a list of strings, e.g. {{\"{op}\": [\"a\", \"b\"]}}",
+        place(at)
+    )
 }
 
 fn numeric(arg: &Value, at: &[String]) -> Result<Matcher, String> {
@@ -365,8 +401,9 @@ impl Matcher {
             Matcher::Suffix(p, true) => v.as_str().is_some_and(|s| s.to_lowercase().ends_with(p.as_str())),
             Matcher::IgnoreCase(p) => v.as_str().is_some_and(|s| s.to_lowercase() == *p),
             Matcher::Wildcard(w) => v.as_str().is_some_and(|s| wildcard(w, s)),
-            Matcher::AnythingBut(inner) => (v.is_string() || v.is_number()) && !inner.matches_one(v),
-            Matcher::AnythingButAny(values) => (v.is_string() || v.is_number()) && !values.iter().any(|x| equal(x, v)),
+            Matcher::AnythingBut(excluded) => {
+                (v.is_string() || v.is_number()) && !excluded.iter().any(|m| m.matches_one(v))
+            }
             Matcher::Numeric(parts) => v.as_f64().is_some_and(|n| {
                 parts.iter().all(|(op, x)| match op {
                     Comparison::Less => n < *x,
