@@ -401,9 +401,9 @@ impl Matcher {
             Matcher::Suffix(p, true) => v.as_str().is_some_and(|s| s.to_lowercase().ends_with(p.as_str())),
             Matcher::IgnoreCase(p) => v.as_str().is_some_and(|s| s.to_lowercase() == *p),
             Matcher::Wildcard(w) => v.as_str().is_some_and(|s| wildcard(w, s)),
-            Matcher::AnythingBut(excluded) => {
-                (v.is_string() || v.is_number()) && !excluded.iter().any(|m| m.matches_one(v))
-            }
+            // Any value that is there, `null` and booleans too: only a
+            // missing field escapes anything-but.
+            Matcher::AnythingBut(excluded) => !excluded.iter().any(|m| m.matches_one(v)),
             Matcher::Numeric(parts) => v.as_f64().is_some_and(|n| {
                 parts.iter().all(|(op, x)| match op {
                     Comparison::Less => n < *x,
