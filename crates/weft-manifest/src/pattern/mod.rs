@@ -218,7 +218,13 @@ fn matcher(item: &Value, at: &[String]) -> Result<Matcher, String> {
                     string_arg(&inner["equals-ignore-case"], "equals-ignore-case", at)?.to_lowercase(),
                     true,
                 ),
-                _ => (string_arg(arg, op, at)?, false),
+                Value::String(text) => (text.clone(), false),
+                _ => {
+                    return Err(format!(
+                        "{}`{op}` takes a string, or {{\"equals-ignore-case\": \"...\"}} to ignore case",
+                        place(at)
+                    ));
+                }
             };
             if op == "prefix" {
                 Matcher::Prefix(text, ignore_case)
@@ -263,8 +269,9 @@ fn wildcard_matcher(text: String, at: &[String]) -> Result<Matcher, String> {
     Ok(Matcher::Wildcard(text))
 }
 
-/// `anything-but`: a value, a list of values, or `prefix`, `suffix`,
-/// `wildcard` or `equals-ignore-case` with a string or a list of strings.
+/// `anything-but`: a string, a number, a list of strings or of numbers, or
+/// `prefix`, `suffix`, `wildcard` or `equals-ignore-case` with a string or a
+/// list of strings.
 fn anything_but(arg: &Value, at: &[String]) -> Result<Matcher, String> {
     let excluded = match arg {
         Value::Object(inner) => {
@@ -275,16 +282,7 @@ fn anything_but(arg: &Value, at: &[String]) -> Result<Matcher, String> {
                     place(at)
                 ));
             }
-            let texts = match arg {
-                Value::String(text) => vec![text.clone()],
-                Value::Array(items) if !items.is_empty() => items
-                    .iter()
-                    .map(|i| i.as_str().map(str::to_string))
-                    .collect::<Option<Vec<_>>>()
-                    .ok_or_else(|| anything_but_texts(op, at))?,
-                _ => return Err(anything_but_texts(op, at)),
-            };
-            texts
+            excluded_texts(op, arg, at)?
                 .into_iter()
                 .map(|text| match op {
                     "prefix" => Ok(Matcher::Prefix(text, false)),
@@ -295,18 +293,31 @@ fn anything_but(arg: &Value, at: &[String]) -> Result<Matcher, String> {
                 .collect::<Result<_, _>>()?
         }
         Value::Array(values) => {
-            if values.is_empty() || values.iter().any(|v| !(v.is_string() || v.is_number())) {
+            let all = |kind: fn(&Value) -> bool| values.iter().all(kind);
+            if values.is_empty() {
                 return Err(format!(
-                    "{}`anything-but` takes a list of strings or numbers",
+                    "{}`anything-but` takes a list of strings or numbers, and this one is empty: add the values to exclude",
+                    place(at)
+                ));
+            }
+            if !all(|v| v.is_string() || v.is_number()) {
+                return Err(format!(
+                    "{}`anything-but` takes a list of strings or numbers; null, booleans, lists and objects cannot be excluded",
+                    place(at)
+                ));
+            }
+            if !(all(Value::is_string) || all(Value::is_number)) {
+                return Err(format!(
+                    "{}`anything-but` takes a list of strings or a list of numbers, not both: keep the values of the type the field holds",
                     place(at)
                 ));
             }
             values.iter().cloned().map(Matcher::Equals).collect()
         }
         Value::String(_) | Value::Number(_) => vec![Matcher::Equals(arg.clone())],
-        _ => {
+        other => {
             return Err(format!(
-                "{}`anything-but` takes a string, a number, a list or a prefix/suffix",
+                "{}`anything-but` cannot exclude {other}: it takes a string, a number, a list of either, or prefix, suffix, wildcard or equals-ignore-case",
                 place(at)
             ));
         }
@@ -314,11 +325,43 @@ fn anything_but(arg: &Value, at: &[String]) -> Result<Matcher, String> {
     Ok(Matcher::AnythingBut(excluded))
 }
 
-fn anything_but_texts(op: &str, at: &[String]) -> String {
-    format!(
-        "{}`anything-but` takes `{op}` with a string or a list of strings, e.g. {{\"{op}\": [\"a\", \"b\"]}}",
-        place(at)
-    )
+/// The strings under `anything-but`'s `op`: one, or a list of them.
+fn excluded_texts(op: &str, arg: &Value, at: &[String]) -> Result<Vec<String>, String> {
+    let affix = op == "prefix" || op == "suffix";
+    let not_strings = || {
+        format!(
+            "{}`anything-but` takes `{op}` with a string or a list of strings, e.g. {{\"{op}\": [\"a\", \"b\"]}}",
+            place(at)
+        )
+    };
+    let texts = match arg {
+        Value::String(text) => vec![text.clone()],
+        Value::Array(items) if items.is_empty() => {
+            return Err(format!(
+                "{}`anything-but`: the list under `{op}` is empty: add the strings to exclude",
+                place(at)
+            ));
+        }
+        Value::Array(items) => items
+            .iter()
+            .map(|i| i.as_str().map(str::to_string))
+            .collect::<Option<_>>()
+            .ok_or_else(not_strings)?,
+        Value::Object(inner) if affix && inner.contains_key("equals-ignore-case") => {
+            return Err(format!(
+                "{}`anything-but` cannot take `{op}` with `equals-ignore-case`: list the casings to exclude instead, e.g. {{\"{op}\": [\"ab\", \"AB\"]}}",
+                place(at)
+            ));
+        }
+        _ => return Err(not_strings()),
+    };
+    if affix && texts.iter().any(String::is_empty) {
+        return Err(format!(
+            "{}`anything-but` cannot take an empty `{op}`: every string has it, so no string would match; remove it",
+            place(at)
+        ));
+    }
+    Ok(texts)
 }
 
 fn numeric(arg: &Value, at: &[String]) -> Result<Matcher, String> {
