@@ -51,7 +51,8 @@ enum Matcher {
     Prefix(String, bool),
     Suffix(String, bool),
     IgnoreCase(String),
-    Wildcard(String),
+    /// The literal runs between the `*`s, escapes resolved.
+    Wildcard(Vec<String>),
     /// Matches a leaf that none of these match.
     AnythingBut(Vec<Matcher>),
     Numeric(Vec<(Comparison, f64)>),
@@ -262,11 +263,39 @@ fn operator<'m>(map: &'m Map<String, Value>, at: &[String]) -> Result<(&'m str, 
     }
 }
 
+/// A `wildcard` pattern split at its `*`s. `\*` is a literal `*` and `\\` a
+/// literal `\`; a backslash before anything else, and two `*`s in a row, are
+/// refused, as EventBridge refuses them.
 fn wildcard_matcher(text: String, at: &[String]) -> Result<Matcher, String> {
-    if text.contains("**") {
-        return Err(format!("{}`wildcard` cannot have consecutive `*`", place(at)));
+    let mut parts = Vec::new();
+    let mut run = String::new();
+    let mut chars = text.chars();
+    let mut after_star = false;
+    while let Some(c) = chars.next() {
+        match c {
+            '*' if after_star => {
+                return Err(format!("{}`wildcard` cannot have consecutive `*`", place(at)));
+            }
+            '*' => {
+                parts.push(std::mem::take(&mut run));
+                after_star = true;
+                continue;
+            }
+            '\\' => match chars.next() {
+                Some(escaped @ ('*' | '\\')) => run.push(escaped),
+                _ => {
+                    return Err(format!(
+                        "{}`wildcard` is `{text}`: a backslash escapes only `*` or another backslash; write `\\\\` for a backslash",
+                        place(at)
+                    ));
+                }
+            },
+            c => run.push(c),
+        }
+        after_star = false;
     }
-    Ok(Matcher::Wildcard(text))
+    parts.push(run);
+    Ok(Matcher::Wildcard(parts))
 }
 
 /// `anything-but`: a string, a number, a list of strings or of numbers, or
@@ -443,7 +472,7 @@ impl Matcher {
             Matcher::Suffix(p, false) => v.as_str().is_some_and(|s| s.ends_with(p.as_str())),
             Matcher::Suffix(p, true) => v.as_str().is_some_and(|s| s.to_lowercase().ends_with(p.as_str())),
             Matcher::IgnoreCase(p) => v.as_str().is_some_and(|s| s.to_lowercase() == *p),
-            Matcher::Wildcard(w) => v.as_str().is_some_and(|s| wildcard(w, s)),
+            Matcher::Wildcard(parts) => v.as_str().is_some_and(|s| wildcard(parts, s)),
             // Any value that is there, `null` and booleans too: only a
             // missing field escapes anything-but.
             Matcher::AnythingBut(excluded) => !excluded.iter().any(|m| m.matches_one(v)),
@@ -473,19 +502,21 @@ fn equal(a: &Value, b: &Value) -> bool {
     }
 }
 
-/// `*` matches any run of characters.
-fn wildcard(pattern: &str, text: &str) -> bool {
-    let parts: Vec<&str> = pattern.split('*').collect();
-    if parts.len() == 1 {
-        return pattern == text;
-    }
-    let (first, last) = (parts[0], parts[parts.len() - 1]);
-    if !text.starts_with(first) || !text[first.len()..].ends_with(last) || text.len() < first.len() + last.len() {
+/// Whether `text` is the literal `parts` with any run of characters
+/// between each two.
+fn wildcard(parts: &[String], text: &str) -> bool {
+    let [first, middles @ .., last] = parts else {
+        return parts.first().is_some_and(|only| only == text);
+    };
+    if !text.starts_with(first.as_str())
+        || !text[first.len()..].ends_with(last.as_str())
+        || text.len() < first.len() + last.len()
+    {
         return false;
     }
     let mut rest = &text[first.len()..text.len() - last.len()];
-    for middle in &parts[1..parts.len() - 1] {
-        match rest.find(middle) {
+    for middle in middles {
+        match rest.find(middle.as_str()) {
             Some(i) => rest = &rest[i + middle.len()..],
             None => return false,
         }
