@@ -12,6 +12,9 @@
 //! Events are seen flattened, as EventBridge sees them: a field path such
 //! as `detail.items.sku` reaches every leaf (a string, number, boolean or
 //! null) at that path, through objects and through arrays at any depth.
+//! The steps of a path are joined with dots, in the pattern and in the
+//! event alike, so a key `"items.sku"` is the same field as `items` holding
+//! `sku`.
 //! A condition holds when any leaf at its path matches any of its
 //! matchers; `exists` looks only at leaves, so an object or an empty
 //! array does not exist.
@@ -127,7 +130,7 @@ fn alternatives(value: &Value, at: &[String]) -> Result<Vec<Vec<Condition>>, Str
             }
             branches
         } else {
-            let here: Vec<String> = at.iter().cloned().chain([key.clone()]).collect();
+            let here: Vec<String> = at.iter().cloned().chain(key.split('.').map(str::to_string)).collect();
             match value {
                 Value::Object(_) => alternatives(value, &here)?,
                 Value::Array(items) if items.is_empty() => {
@@ -168,15 +171,26 @@ fn collect_leaves<'v>(value: &'v Value, path: &[String], out: &mut Vec<&'v Value
     match value {
         Value::Array(items) => items.iter().for_each(|v| collect_leaves(v, path, out)),
         Value::Object(map) => {
-            if let Some((first, rest)) = path.split_first()
-                && let Some(v) = map.get(first)
-            {
-                collect_leaves(v, rest, out)
+            for (key, v) in map {
+                if let Some(rest) = after_key(path, key) {
+                    collect_leaves(v, rest, out)
+                }
             }
         }
         leaf if path.is_empty() => out.push(leaf),
         _ => {}
     }
+}
+
+/// What is left of `path` past the event key `key`, if `path` goes
+/// through it. A key with dots is as many steps as it has parts:
+/// EventBridge joins the steps of a path with dots, so `{"a.b": 1}` and
+/// `{"a": {"b": 1}}` have the same field `a.b`.
+fn after_key<'p>(path: &'p [String], key: &str) -> Option<&'p [String]> {
+    key.split('.').try_fold(path, |rest, part| {
+        let (first, rest) = rest.split_first()?;
+        (first == part).then_some(rest)
+    })
 }
 
 impl Condition {

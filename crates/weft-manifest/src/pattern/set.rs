@@ -2,12 +2,13 @@
 //! not loop over every pattern.
 //!
 //! The field paths of all patterns form a trie. Matching walks the event
-//! once along that trie (fields no pattern names are skipped whole) and
-//! collects its leaves. Each alternative of each pattern is *anchored* on
-//! one of its conditions whose matchers are exact values, lowercase values
-//! or prefixes: the anchor's values sit in hash maps on the trie node of
-//! its path. A leaf looks itself up in its node's maps, which yields the
-//! few alternatives it could satisfy; only those are checked in full.
+//! once along that trie (fields no pattern names are skipped whole, and a
+//! key with dots takes one step per part) and collects its leaves. Each
+//! alternative of each pattern is *anchored* on one of its conditions whose
+//! matchers are exact values, lowercase values or prefixes: the anchor's
+//! values sit in hash maps on the trie node of its path. A leaf looks
+//! itself up in its node's maps, which yields the few alternatives it could
+//! satisfy; only those are checked in full.
 //! The anchor of an alternative is the condition whose values are shared
 //! by the fewest other alternatives, so 10,000 rules that all name the
 //! same `source` but different `detail-type`s anchor on the `detail-type`.
@@ -243,7 +244,7 @@ impl<T> PatternSet<T> {
                     return;
                 }
                 for (key, v) in map {
-                    if let Some(&child) = children.get(key.as_str()) {
+                    if let Some(child) = self.child(node, key) {
                         self.visit(child, v, leaves);
                     }
                 }
@@ -251,6 +252,13 @@ impl<T> PatternSet<T> {
             Value::Array(items) => items.iter().for_each(|v| self.walk(node, v, leaves)),
             _ => {}
         }
+    }
+
+    /// The trie node below `node` for the event key `key`, which takes as
+    /// many steps as it has dot-separated parts (see [`super::after_key`]).
+    fn child(&self, node: u32, key: &str) -> Option<u32> {
+        key.split('.')
+            .try_fold(node, |at, part| self.nodes[at as usize].children.get(part).copied())
     }
 
     fn visit<'v>(&self, node: u32, value: &'v Value, leaves: &mut Vec<(u32, &'v Value)>) {
