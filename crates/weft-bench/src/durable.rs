@@ -64,13 +64,15 @@ pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
     queues.configure(&[Queue {
         name: "bench".into(),
         visibility_timeout: Duration::from_secs(60),
-        max_receives: 5,
+        retry: weft_manifest::Retry {
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_age: None,
+        },
         dead_letter: None,
         delay: Duration::ZERO,
         retention: Duration::from_secs(86_400),
         fifo: false,
-        backoff: Duration::from_secs(1),
-        max_age: None,
     }]);
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));

@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 use weft_manifest::pattern::PatternSet;
-use weft_manifest::{DEDUP_WINDOW, Input, Manifest, Queue, TargetKind, TemplateContext, Trigger};
+use weft_manifest::{DEDUP_WINDOW, Input, Manifest, Target, TemplateContext};
 use weft_store::durable::{Append, NewMessage, Storage};
 
 use crate::{CloudEvent, Outgoing, QueueError, Queues, Topics};
@@ -268,30 +268,24 @@ pub struct Replayed {
     pub deliveries: usize,
 }
 
-/// A plan for the node: hidden queues and triggers of function targets.
+/// A plan for the node: the hidden queues of function targets, each
+/// drained to its function.
 #[derive(Debug, Default)]
 pub struct BusPlan {
-    pub queues: Vec<Queue>,
-    pub triggers: Vec<Trigger>,
+    pub hidden: Vec<crate::Hidden>,
 }
 
-struct Target {
-    to: To,
+/// Where a rule sends, and what: a function target is sent to its hidden
+/// queue, so `to` is a queue, a topic or a bus.
+struct RuleTarget {
+    to: Target,
     input: Input,
-}
-
-enum To {
-    Queue(String),
-    Topic(String),
-    Bus(String),
-    /// A function, through this hidden queue.
-    Function(String),
 }
 
 struct RuleState {
     name: String,
     arn: String,
-    targets: Vec<Target>,
+    targets: Vec<RuleTarget>,
 }
 
 struct BusState {
@@ -342,35 +336,27 @@ impl Buses {
         for rule in manifest.rules.iter().filter(|r| r.enabled) {
             let mut targets = Vec::new();
             for t in &rule.targets {
-                let to = match &t.kind {
-                    TargetKind::Queue(q) => To::Queue(q.clone()),
-                    TargetKind::Topic(topic) => To::Topic(topic.clone()),
-                    TargetKind::Bus(b) => To::Bus(b.clone()),
-                    TargetKind::Function(f) => {
-                        let hidden =
-                            crate::hidden_queue(&format!("rule:{}", rule.name), &t.kind.to_string(), &mut taken);
-                        let timeout = manifest.function(f).map_or(Duration::from_secs(30), |f| f.timeout);
-                        plan.queues.push(Queue {
-                            name: hidden.clone(),
-                            visibility_timeout: timeout + Duration::from_secs(30),
-                            max_receives: t.retries + 1,
-                            dead_letter: t.dead_letter.clone(),
-                            delay: Duration::ZERO,
-                            retention: t.max_event_age + Duration::from_secs(3600),
-                            fifo: false,
-                            backoff: t.backoff,
-                            max_age: Some(t.max_event_age),
-                        });
-                        plan.triggers.push(Trigger {
-                            queue: hidden.clone(),
-                            function: f.clone(),
-                            batch: 1,
-                            concurrency: 2,
-                        });
-                        To::Function(hidden)
+                let to = match &t.target {
+                    Target::Function(_) => {
+                        let owner = format!("rule:{}", rule.name);
+                        let retention = t.retry.max_age.unwrap_or_default() + Duration::from_secs(3600);
+                        let mut hidden = crate::Hidden::new(
+                            manifest,
+                            &owner,
+                            &t.target,
+                            t.retry,
+                            t.dead_letter.clone(),
+                            retention,
+                            &mut taken,
+                        );
+                        hidden.concurrency = 2;
+                        let queue = Target::Queue(hidden.queue.name.clone());
+                        plan.hidden.push(hidden);
+                        queue
                     }
+                    other => other.clone(),
                 };
-                targets.push(Target {
+                targets.push(RuleTarget {
                     to,
                     input: t.input.clone(),
                 });
@@ -526,7 +512,7 @@ impl Buses {
                     ingestion_time: &ingestion_time,
                 });
                 match &target.to {
-                    To::Queue(q) | To::Function(q) => out.push((
+                    Target::Queue(q) => out.push((
                         q.clone(),
                         Outgoing {
                             id: Some(delivery_id),
@@ -537,7 +523,7 @@ impl Buses {
                             ..Default::default()
                         },
                     )),
-                    To::Topic(t) => {
+                    Target::Topic(t) => {
                         let event = CloudEvent {
                             id: delivery_id,
                             source: text("source").unwrap_or_default(),
@@ -549,9 +535,12 @@ impl Buses {
                         };
                         out.extend(topics.deliveries(t, &[event])?.into_iter().flatten());
                     }
-                    To::Bus(next) => {
+                    Target::Bus(next) => {
                         self.route(state, topics, next, envelope, replay, None, out)?;
                     }
+                    // The manifest check allows no other rule targets, and
+                    // function targets were turned into their queues.
+                    Target::Function(_) | Target::Url(_) => {}
                 }
             }
         }

@@ -1,36 +1,84 @@
-//! CloudEvents 1.0 over HTTP for deliveries from queues.
+//! CloudEvents 1.0 over HTTP, in both directions: the one codec every
+//! part of weft uses.
 //!
-//! One message is sent in binary mode: the body is the message, and the
-//! attributes are `ce-*` headers. Several are sent in the batched content
-//! mode: `application/cloudevents-batch+json`, a JSON array of events in
-//! the structured format. Every event carries two extension attributes:
-//! `weftqueue` (the queue's name) and `weftreceivecount` (1 on the first
-//! delivery).
+//! **In** ([`decode`]): a request in any of the three HTTP content modes,
+//! binary (attributes in `ce-*` headers, the body is the data), structured
+//! (`application/cloudevents+json`) and batched
+//! (`application/cloudevents-batch+json`). `specversion` (1.0), `id`,
+//! `source` and `type` are required; a missing or invalid attribute is
+//! refused with a message that names it (and the event's place in a
+//! batch). The ingress and functions' publishes both decode here.
+//!
+//! **Out**: deliveries from queues. One message is sent in binary mode:
+//! the body is the message, and the attributes are `ce-*` headers. Several
+//! are sent in the batched content mode, a JSON array of events in the
+//! structured format. Every delivered event carries two extension
+//! attributes: `weftqueue` (the queue's name) and `weftreceivecount` (1 on
+//! the first delivery).
 //!
 //! A function that handles a batch can report which events failed instead
 //! of failing the whole batch, answering 2xx with the same shape as
 //! Lambda's partial batch responses:
 //! `{"batchItemFailures": [{"itemIdentifier": "<event id>"}]}`.
 
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use serde_json::{Map, Value, json};
 use weft_store::durable::Message;
 
 /// The `type` of an event when the sender gave none.
 pub const DEFAULT_TYPE: &str = "weft.queue.message";
+pub const STRUCTURED_CONTENT_TYPE: &str = "application/cloudevents+json";
 pub const BATCH_CONTENT_TYPE: &str = "application/cloudevents-batch+json";
+
+/// A CloudEvent, as the ingress or a function publishes it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEvent {
+    pub id: String,
+    pub source: String,
+    pub event_type: String,
+    pub time: Option<String>,
+    pub content_type: Option<String>,
+    pub data: Vec<u8>,
+    /// Other attributes (extensions), by name.
+    pub extensions: BTreeMap<String, String>,
+}
+
+impl CloudEvent {
+    /// The event as filter patterns see it: the structured form, with
+    /// `data` as JSON when it is JSON, else as text.
+    pub fn as_json(&self) -> Value {
+        let mut map = Map::new();
+        map.insert("specversion".into(), "1.0".into());
+        map.insert("id".into(), self.id.clone().into());
+        map.insert("source".into(), self.source.clone().into());
+        map.insert("type".into(), self.event_type.clone().into());
+        if let Some(t) = &self.time {
+            map.insert("time".into(), t.clone().into());
+        }
+        if let Some(ct) = &self.content_type {
+            map.insert("datacontenttype".into(), ct.clone().into());
+        }
+        for (k, v) in &self.extensions {
+            map.insert(k.clone(), v.clone().into());
+        }
+        let data =
+            serde_json::from_slice(&self.data).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&self.data)));
+        map.insert("data".into(), data);
+        Value::Object(map)
+    }
+}
 
 /// `2026-11-23T10:15:30.123456Z` for microseconds since the Unix epoch.
 pub fn rfc3339(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let micros = us.rem_euclid(1_000_000);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    let rem = secs.rem_euclid(86_400);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{micros:06}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    let at = jiff::Timestamp::from_microsecond(us).unwrap_or(if us < 0 {
+        jiff::Timestamp::MIN
+    } else {
+        jiff::Timestamp::MAX
+    });
+    at.strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 /// Now, in the form of [`rfc3339`].
@@ -38,17 +86,138 @@ pub fn now() -> String {
     rfc3339(weft_store::now_us())
 }
 
-/// Gregorian date of a day count since 1970-01-01 (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// Whether a request carries CloudEvents: a CloudEvents content type, or
+/// `ce-*` headers (binary mode).
+pub fn is_cloudevents(headers: &http::HeaderMap) -> bool {
+    media_type(headers).starts_with("application/cloudevents") || headers.keys().any(|k| k.as_str().starts_with("ce-"))
+}
+
+fn media_type(headers: &http::HeaderMap) -> String {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The events of a request in any of the three HTTP content modes.
+pub fn decode(headers: &http::HeaderMap, body: bytes::Bytes) -> Result<Vec<CloudEvent>, String> {
+    let media = media_type(headers);
+    if media == STRUCTURED_CONTENT_TYPE {
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("the body is not JSON: {e}"))
+            .and_then(|v| from_structured(v, ""))
+            .map(|e| vec![e])
+    } else if media == BATCH_CONTENT_TYPE {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(items)) if !items.is_empty() => items
+                .into_iter()
+                .enumerate()
+                .map(|(i, v)| from_structured(v, &format!("event #{}: ", i + 1)))
+                .collect(),
+            Ok(_) => Err("a batch is a non-empty JSON array of events".into()),
+            Err(e) => Err(format!("the body is not JSON: {e}")),
+        }
+    } else {
+        from_binary(headers, body).map(|e| vec![e])
+    }
+}
+
+/// One binary-mode event: attributes from `ce-*` headers, the body as data.
+pub fn from_binary(headers: &http::HeaderMap, body: bytes::Bytes) -> Result<CloudEvent, String> {
+    let mut attributes = Map::new();
+    for (name, value) in headers {
+        if let Some(attr) = name.as_str().strip_prefix("ce-") {
+            let value = value.to_str().map_err(|_| format!("header `{name}` is not text"))?;
+            attributes.insert(attr.to_string(), Value::from(value));
+        }
+    }
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    checked(attributes, body.to_vec(), content_type, "")
+}
+
+/// One structured-mode event (a JSON object). `at` prefixes messages.
+pub fn from_structured(value: Value, at: &str) -> Result<CloudEvent, String> {
+    let Value::Object(mut attributes) = value else {
+        return Err(format!("{at}an event in structured mode must be a JSON object"));
+    };
+    let data = match (attributes.remove("data"), attributes.remove("data_base64")) {
+        (Some(_), Some(_)) => return Err(format!("{at}an event has either `data` or `data_base64`, not both")),
+        (Some(Value::String(s)), None) => s.into_bytes(),
+        (Some(v), None) => v.to_string().into_bytes(),
+        (None, Some(Value::String(b64))) => {
+            let clean: String = b64.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            BASE64.decode(clean.as_bytes()).map_err(|e| {
+                format!("{at}attribute `data_base64` is not valid base64 ({e}); encode the data with the standard alphabet and `=` padding")
+            })?
+        }
+        (None, Some(_)) => return Err(format!("{at}attribute `data_base64` must be a string")),
+        (None, None) => Vec::new(),
+    };
+    checked(attributes, data, Some("application/json".into()), at)
+}
+
+/// Checks the attributes and builds the event. `at` prefixes messages.
+fn checked(
+    mut attributes: Map<String, Value>,
+    data: Vec<u8>,
+    content_type: Option<String>,
+    at: &str,
+) -> Result<CloudEvent, String> {
+    let mut required = |name: &str| -> Result<String, String> {
+        match attributes.remove(name) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(s),
+            Some(_) => Err(format!("{at}attribute `{name}` must be a non-empty string")),
+            None => Err(format!("{at}required attribute `{name}` is missing")),
+        }
+    };
+    let specversion = required("specversion")?;
+    if specversion != "1.0" {
+        return Err(format!(
+            "{at}attribute `specversion` is `{specversion}`; weft takes CloudEvents 1.0"
+        ));
+    }
+    let id = required("id")?;
+    let source = required("source")?;
+    let event_type = required("type")?;
+    let time = match attributes.remove("time") {
+        None => None,
+        Some(Value::String(t)) if t.parse::<jiff::Timestamp>().is_ok() => Some(t),
+        Some(other) => return Err(format!("{at}attribute `time` is {other}, not an RFC 3339 timestamp")),
+    };
+    let content_type = match attributes.remove("datacontenttype") {
+        Some(Value::String(ct)) => Some(ct),
+        _ => content_type,
+    };
+    let mut extensions = BTreeMap::new();
+    for (name, value) in attributes {
+        if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit()) || name.is_empty() || name.len() > 20 {
+            return Err(format!(
+                "{at}attribute name `{name}` is invalid: CloudEvents names are 1 to 20 lowercase letters or digits"
+            ));
+        }
+        let text = match value {
+            Value::String(s) => s,
+            other => other.to_string(),
+        };
+        extensions.insert(name, text);
+    }
+    Ok(CloudEvent {
+        id,
+        source,
+        event_type,
+        time,
+        content_type,
+        data,
+        extensions,
+    })
 }
 
 /// The event's own source (when it came through a topic), else the queue.
@@ -114,7 +283,7 @@ pub fn structured(queue: &str, m: &Message) -> Value {
         Some(data) => event["data"] = data,
         None => match std::str::from_utf8(&m.body) {
             Ok(text) if ct.starts_with("text/") => event["data"] = Value::from(text),
-            _ => event["data_base64"] = Value::from(base64(&m.body)),
+            _ => event["data_base64"] = Value::from(BASE64.encode(&m.body)),
         },
     }
     event
@@ -153,28 +322,9 @@ pub fn failed_items(body: &[u8]) -> Result<Option<Vec<String>>, String> {
         .map(Some)
 }
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for chunk in bytes.chunks(3) {
-        let n = (u32::from(chunk[0]) << 16)
-            | (u32::from(*chunk.get(1).unwrap_or(&0)) << 8)
-            | u32::from(*chunk.get(2).unwrap_or(&0));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn message(body: &[u8], attributes: &[(&str, &str)]) -> Message {
         Message {
@@ -215,7 +365,6 @@ mod tests {
             &message(&[0, 1, 2, 255], &[("content-type", "application/octet-stream")]),
         );
         assert_eq!(raw["data_base64"], "AAEC/w==");
-        assert_eq!(base64(b"hello"), "aGVsbG8=");
     }
 
     #[test]
@@ -231,5 +380,74 @@ mod tests {
                 .unwrap_err()
                 .contains("itemIdentifier")
         );
+    }
+
+    #[test]
+    fn timestamps_are_rfc3339_with_microseconds() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(rfc3339(1_795_000_000_123_456), "2026-11-18T11:06:40.123456Z");
+        assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999Z");
+        assert!(rfc3339(i64::MAX).starts_with("9999-"));
+    }
+
+    fn headers(pairs: &[(&'static str, &str)]) -> http::HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    http::HeaderName::from_static(k),
+                    http::HeaderValue::from_str(v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    fn structured_body(event: Value) -> Result<Vec<CloudEvent>, String> {
+        let h = headers(&[("content-type", STRUCTURED_CONTENT_TYPE)]);
+        decode(&h, bytes::Bytes::from(event.to_string()))
+    }
+
+    #[test]
+    fn decodes_base64_data_and_refuses_what_is_not_base64() {
+        let base = json!({"specversion": "1.0", "id": "1", "source": "s", "type": "t"});
+        let mut good = base.clone();
+        good["data_base64"] = json!("AAEC/w==");
+        assert_eq!(structured_body(good).unwrap()[0].data, vec![0, 1, 2, 255]);
+        for bad in ["====", "abc", "a===", "@@@@", "AAEC/w=", "\u{0}"] {
+            let mut event = base.clone();
+            event["data_base64"] = json!(bad);
+            let why = structured_body(event).unwrap_err();
+            assert!(why.contains("`data_base64` is not valid base64"), "{bad}: {why}");
+        }
+    }
+
+    #[test]
+    fn decodes_each_mode_and_names_what_is_missing() {
+        let binary = headers(&[
+            ("ce-specversion", "1.0"),
+            ("ce-id", "e1"),
+            ("ce-source", "/s"),
+            ("ce-type", "t"),
+            ("ce-color", "red"),
+            ("content-type", "text/plain"),
+        ]);
+        let events = decode(&binary, bytes::Bytes::from_static(b"hi")).unwrap();
+        assert_eq!(events[0].id, "e1");
+        assert_eq!(events[0].extensions["color"], "red");
+        assert_eq!(events[0].data, b"hi");
+        assert!(is_cloudevents(&binary));
+        assert!(!is_cloudevents(&headers(&[("content-type", "application/json")])));
+
+        let missing = headers(&[("ce-specversion", "1.0"), ("ce-id", "e1"), ("ce-type", "t")]);
+        let why = decode(&missing, bytes::Bytes::new()).unwrap_err();
+        assert_eq!(why, "required attribute `source` is missing");
+
+        let batch = headers(&[("content-type", BATCH_CONTENT_TYPE)]);
+        let body =
+            json!([{"specversion": "1.0", "id": "1", "source": "s", "type": "t", "data": {"a": 1}}, {"id": "2"}]);
+        let why = decode(&batch, bytes::Bytes::from(body.to_string())).unwrap_err();
+        assert_eq!(why, "event #2: required attribute `specversion` is missing");
+        let why = decode(&batch, bytes::Bytes::from_static(b"[]")).unwrap_err();
+        assert!(why.contains("non-empty JSON array"), "{why}");
     }
 }

@@ -4,9 +4,10 @@
 //! [`Queues`] gives each `[queue.NAME]` its SQS-like behaviour over a
 //! storage stream: delays, visibility timeouts, receive counts, retries
 //! with exponential backoff, dead-letter queues and redrive, FIFO ordering
-//! per group with deduplication. [`cloudevents`] encodes deliveries as
-//! CloudEvents 1.0 over HTTP (binary mode for one message, the batched
-//! content mode for several).
+//! per group with deduplication. [`cloudevents`] is the one CloudEvents 1.0
+//! HTTP codec: it decodes events in every content mode for the ingress and
+//! for functions' publishes, and encodes deliveries (binary mode for one
+//! message, the batched content mode for several).
 //!
 //! [`Topics`] fan an event out to every subscription whose filter it
 //! matches; [`bus::Buses`] route events by content with EventBridge
@@ -20,5 +21,6 @@ pub mod cloudevents;
 mod queue;
 mod topics;
 
-pub use queue::{Outgoing, Prepared, QueueError, Queues, Sent, hidden_queue};
-pub use topics::{CloudEvent, Plan, Published, Topics};
+pub use cloudevents::CloudEvent;
+pub use queue::{Hidden, Outgoing, Prepared, QueueError, Queues, Sent, hidden_queue};
+pub use topics::{Plan, Published, TopicRouting, Topics};

@@ -11,7 +11,6 @@ use weft_manifest::{DEDUP_WINDOW, Queue};
 use weft_store::durable::{Append, Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
 
 /// The longest a retry waits, however often a message failed.
-const MAX_BACKOFF: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -106,6 +105,53 @@ pub fn hidden_queue(owner: &str, target: &str, taken: &mut std::collections::Has
         name = format!("{base}#{n}");
     }
     name
+}
+
+/// A hidden queue that delivers to a function or a URL (a topic's
+/// function and URL subscriptions, a rule's function targets), and how
+/// many workers drain it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hidden {
+    pub queue: Queue,
+    /// A function or a URL.
+    pub target: weft_manifest::Target,
+    pub concurrency: u32,
+}
+
+impl Hidden {
+    /// The hidden queue of `owner` (a topic, `rule:NAME`) for `target`,
+    /// retried by `retry`, named by [`hidden_queue`]. A function's
+    /// deliveries stay hidden for its timeout and 30 s more.
+    pub fn new(
+        manifest: &weft_manifest::Manifest,
+        owner: &str,
+        target: &weft_manifest::Target,
+        retry: weft_manifest::Retry,
+        dead_letter: Option<String>,
+        retention: Duration,
+        taken: &mut std::collections::HashSet<String>,
+    ) -> Hidden {
+        let visibility = match target {
+            weft_manifest::Target::Function(f) => manifest
+                .function(f)
+                .map_or(Duration::from_secs(30), |f| f.timeout)
+                .saturating_add(Duration::from_secs(30)),
+            _ => Duration::from_secs(60),
+        };
+        Hidden {
+            queue: Queue {
+                name: hidden_queue(owner, &target.to_string(), taken),
+                visibility_timeout: visibility,
+                retry,
+                dead_letter,
+                delay: Duration::ZERO,
+                retention,
+                fifo: false,
+            },
+            target: target.clone(),
+            concurrency: 1,
+        }
+    }
 }
 
 fn stream(queue: &str) -> String {
@@ -310,9 +356,9 @@ impl Queues {
             .storage
             .lease(&stream(queue), max, visibility.unwrap_or(q.visibility_timeout), q.fifo)
             .await?;
-        let gives_up = q.dead_letter.is_some() || q.max_age.is_some();
+        let gives_up = q.dead_letter.is_some() || q.retry.max_age.is_some();
         let (dead, live): (Vec<Message>, Vec<Message>) = match gives_up {
-            true => leased.into_iter().partition(|m| m.receive_count > q.max_receives),
+            true => leased.into_iter().partition(|m| m.receive_count > q.retry.max_attempts),
             false => (Vec::new(), leased),
         };
         if !dead.is_empty() {
@@ -367,11 +413,11 @@ impl Queues {
     pub async fn failed(&self, queue: &str, message: &Message, error: &str) -> Result<(), QueueError> {
         let q = self.get(queue)?;
         let receipt = message.receipt();
-        let too_old = q
-            .max_age
-            .is_some_and(|age| weft_store::now_us() - message.appended_us > age.as_micros() as i64);
-        let out_of_tries = message.receive_count >= q.max_receives;
-        if (q.dead_letter.is_some() && out_of_tries) || (q.max_age.is_some() && (out_of_tries || too_old)) {
+        let age = Duration::from_micros((weft_store::now_us() - message.appended_us).max(0) as u64);
+        let out_of_tries = message.receive_count >= q.retry.max_attempts;
+        if (q.dead_letter.is_some() && out_of_tries)
+            || (q.retry.max_age.is_some() && q.retry.gives_up(message.receive_count, age))
+        {
             if q.dead_letter.is_none() {
                 let mut last = message.clone();
                 last.last_error = Some(error.to_string());
@@ -383,8 +429,7 @@ impl Queues {
                 .await?;
             return self.dead_letter(&q, &[message.seq]).await;
         }
-        let exponent = message.receive_count.saturating_sub(1).min(20);
-        let delay = q.backoff.saturating_mul(1 << exponent).min(MAX_BACKOFF);
+        let delay = q.retry.delay(message.receive_count);
         self.storage
             .release(&stream(queue), receipt, delay, Some(error.to_string()))
             .await?;

@@ -10,53 +10,15 @@
 //! matching queues, with the event id as the deduplication id: an event
 //! published again within five minutes is acknowledged and not stored twice.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::Duration;
 
-use serde_json::{Map, Value};
 use weft_manifest::pattern::{Pattern, PatternSet};
-use weft_manifest::{Endpoint, Manifest, Queue, Trigger};
+use weft_manifest::{Manifest, Target};
 
-use crate::{Outgoing, QueueError, Queues};
-
-/// A CloudEvent, as the ingress or a function publishes it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CloudEvent {
-    pub id: String,
-    pub source: String,
-    pub event_type: String,
-    pub time: Option<String>,
-    pub content_type: Option<String>,
-    pub data: Vec<u8>,
-    /// Other attributes (extensions), by name.
-    pub extensions: BTreeMap<String, String>,
-}
-
-impl CloudEvent {
-    /// The event as filter patterns see it: the structured form, with
-    /// `data` as JSON when it is JSON, else as text.
-    pub fn as_json(&self) -> Value {
-        let mut map = Map::new();
-        map.insert("specversion".into(), "1.0".into());
-        map.insert("id".into(), self.id.clone().into());
-        map.insert("source".into(), self.source.clone().into());
-        map.insert("type".into(), self.event_type.clone().into());
-        if let Some(t) = &self.time {
-            map.insert("time".into(), t.clone().into());
-        }
-        if let Some(ct) = &self.content_type {
-            map.insert("datacontenttype".into(), ct.clone().into());
-        }
-        for (k, v) in &self.extensions {
-            map.insert(k.clone(), v.clone().into());
-        }
-        let data =
-            serde_json::from_slice(&self.data).unwrap_or_else(|_| Value::from(String::from_utf8_lossy(&self.data)));
-        map.insert("data".into(), data);
-        Value::Object(map)
-    }
-}
+use crate::cloudevents::CloudEvent;
+use crate::{Hidden, Outgoing, QueueError, Queues};
 
 /// What publishing one event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -67,13 +29,11 @@ pub struct Published {
     pub duplicate: bool,
 }
 
-/// What the topics' function and URL subscriptions need from the node.
+/// What the topics' function and URL subscriptions need from the node:
+/// their hidden queues, each drained to its function or URL.
 #[derive(Debug, Default)]
 pub struct Plan {
-    pub queues: Vec<Queue>,
-    pub triggers: Vec<Trigger>,
-    /// (hidden queue, URL) pairs.
-    pub urls: Vec<(String, String)>,
+    pub hidden: Vec<Hidden>,
 }
 
 /// One topic's subscriptions: their filters compiled into one set, each
@@ -103,43 +63,24 @@ impl Topics {
         let mut taken = std::collections::HashSet::new();
         for s in &manifest.subscriptions {
             let list = routes.entry(s.topic.clone()).or_default();
-            let (target, visibility) = match &s.target {
-                Endpoint::Queue(q) => {
-                    list.push((s.filter.clone().unwrap_or_else(Pattern::any), q.clone()));
-                    continue;
-                }
-                Endpoint::Function(f) => (
-                    format!("function:{f}"),
-                    manifest
-                        .function(f)
-                        .map_or(Duration::from_secs(30), |f| f.timeout + Duration::from_secs(30)),
-                ),
-                Endpoint::Url(u) => (format!("url:{u}"), Duration::from_secs(60)),
-            };
-            let queue = crate::hidden_queue(&s.topic, &target, &mut taken);
-            plan.queues.push(Queue {
-                name: queue.clone(),
-                visibility_timeout: visibility,
-                max_receives: s.max_receives,
-                dead_letter: s.dead_letter.clone(),
-                delay: Duration::ZERO,
-                retention: Duration::from_secs(4 * 86_400),
-                fifo: false,
-                backoff: s.backoff,
-                max_age: None,
-            });
-            match &s.target {
-                Endpoint::Function(f) => plan.triggers.push(Trigger {
-                    queue: queue.clone(),
-                    function: f.clone(),
-                    batch: 1,
-                    concurrency: 1,
-                }),
-                Endpoint::Url(u) => plan.urls.push((queue.clone(), u.clone())),
-                Endpoint::Queue(_) => {}
-            }
             // No filter: the empty pattern, which matches every event.
-            list.push((s.filter.clone().unwrap_or_else(Pattern::any), queue));
+            let filter = s.filter.clone().unwrap_or_else(Pattern::any);
+            if let Target::Queue(q) = &s.target {
+                list.push((filter, q.clone()));
+                continue;
+            }
+            let retention = Duration::from_secs(4 * 86_400);
+            let hidden = Hidden::new(
+                manifest,
+                &s.topic,
+                &s.target,
+                s.retry,
+                s.dead_letter.clone(),
+                retention,
+                &mut taken,
+            );
+            list.push((filter, hidden.queue.name.clone()));
+            plan.hidden.push(hidden);
         }
         let routes = routes
             .into_iter()
@@ -246,10 +187,9 @@ mod tests {
         let m = Manifest::parse(manifest, "weft.toml").unwrap();
         let (plan, _) = Topics::plan(&m);
         let mut pairs: Vec<(String, String)> = plan
-            .triggers
+            .hidden
             .iter()
-            .map(|t| (t.queue.clone(), t.function.clone()))
-            .chain(plan.urls)
+            .map(|h| (h.queue.name.clone(), h.target.name().to_string()))
             .collect();
         pairs.sort();
         pairs
