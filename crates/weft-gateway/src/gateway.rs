@@ -1,5 +1,6 @@
-//! The app's public HTTP front: matches each request to a route and runs
-//! the route's function.
+//! The app's public HTTP front: applies the request policies, then sends
+//! `/events/...` to the ingress and matches everything else to a route
+//! and runs the route's function.
 //!
 //! Route parameters reach the function as `weft-param-NAME` headers (the
 //! catch-all `{*rest}` too, without the `*`), next to `weft-request-id` and
@@ -10,56 +11,72 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use weft_manifest::Method;
+use weft_node::body::{self, Body};
+use weft_node::{Call, Node, Trigger};
 
-use crate::body::{self, Body};
-use crate::node::{Call, Node, Trigger};
+use crate::policy::Policies;
 
-/// Handles one request to the app.
-pub async fn handle(node: Arc<Node>, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
-    let deployment = node.deployment();
-    let path = request.uri().path().to_string();
-    if let Some(topic) = path.strip_prefix(crate::ingress::PREFIX) {
-        return crate::ingress::handle(node.clone(), topic, request).await;
+/// The app's front: the node and the policies every request passes.
+pub struct Gateway {
+    pub node: Arc<Node>,
+    pub policies: Policies,
+}
+
+impl Gateway {
+    pub fn new(node: Arc<Node>, policies: Policies) -> Arc<Gateway> {
+        Arc::new(Gateway { node, policies })
     }
-    let method = request.method().as_str().to_string();
-    let Some(found) = deployment.routes.lookup(&method, &path) else {
-        let allowed: Vec<&str> = Method::ALL
-            .iter()
-            .filter(|m| deployment.routes.lookup(m.as_str(), &path).is_some())
-            .map(|m| m.as_str())
-            .collect();
-        if allowed.is_empty() {
-            return body::error(404, &format!("no route matches {method} {path}"), None);
+
+    /// Handles one request to the app.
+    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+        let (parts, incoming) = request.into_parts();
+        if let Err(refused) = self.policies.check(&parts) {
+            return refused.response();
         }
-        let mut response = body::error(
-            405,
-            &format!(
-                "{method} is not routed for {path}; routed methods: {}",
-                allowed.join(", ")
-            ),
-            None,
-        );
-        if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
-            response.headers_mut().insert(http::header::ALLOW, v);
+        let request = hyper::Request::from_parts(parts, incoming);
+        let node = &self.node;
+        let path = request.uri().path().to_string();
+        if let Some(rest) = path.strip_prefix(crate::ingress::PREFIX) {
+            return crate::ingress::handle(node.clone(), rest, request).await;
         }
-        return response;
-    };
-    let Some(function) = deployment.functions.get(found.value) else {
-        return body::error(
-            500,
-            &format!(
-                "route {} names function `{}`, which is not deployed",
-                found.route, found.value
-            ),
-            None,
-        );
-    };
-    let call = Call {
-        trigger: Trigger::Http,
-        params: &found.params,
-        parent: None,
-        depth: 0,
-        trusted: &[],
-    };
-    node.invoke_following(function, request, call).await.response
+        let deployment = node.deployment();
+        let method = request.method().as_str().to_string();
+        let Some(found) = deployment.routes.lookup(&method, &path) else {
+            let allowed: Vec<&str> = Method::ALL
+                .iter()
+                .filter(|m| deployment.routes.lookup(m.as_str(), &path).is_some())
+                .map(|m| m.as_str())
+                .collect();
+            if allowed.is_empty() {
+                return body::error(404, &format!("no route matches {method} {path}"), None);
+            }
+            let mut response = body::error(
+                405,
+                &format!(
+                    "{method} is not routed for {path}; routed methods: {}",
+                    allowed.join(", ")
+                ),
+                None,
+            );
+            if let Ok(v) = http::HeaderValue::from_str(&allowed.join(", ")) {
+                response.headers_mut().insert(http::header::ALLOW, v);
+            }
+            return response;
+        };
+        let Some(function) = deployment.functions.get(found.value) else {
+            return body::error(
+                500,
+                &format!(
+                    "route {} names function `{}`, which is not deployed",
+                    found.route, found.value
+                ),
+                None,
+            );
+        };
+        let call = Call {
+            params: &found.params,
+            ..Call::new(Trigger::Http)
+        };
+        node.invoke_following(function, request, call).await.response
+    }
 }

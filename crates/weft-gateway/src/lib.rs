@@ -1,28 +1,22 @@
-//! The HTTP front of a weft node, and the node itself.
+//! The HTTP faces of a weft node. The node itself (deploys, invocations,
+//! capabilities) is `weft-node`; this crate only speaks HTTP to it.
 //!
-//! A [`Node`] holds the running app: the current [`Deployment`] (functions
-//! ready to run, and the route table), the runtime, and the store. It turns
-//! a request for a function into an invocation and leaves a record of it.
-//! [`gateway`] serves the app's routes; [`admin`] serves the JSON admin API
-//! that the CLI uses. In-process calls between functions go through
-//! [`outbound`], without a socket.
+//! - [`gateway`]: the app's routes, matched against the deployed route
+//!   table, and the event ingress under `/events/` ([`ingress`]).
+//! - [`policy`]: request policy that applies to routes and to the ingress
+//!   alike (today: the body-size cap).
+//! - [`admin`]: the JSON admin API that the CLI uses, one module per
+//!   resource, plus the operations every capability registers.
+//! - [`serve`]: the accept loops, with connection bounds (header and idle
+//!   timeouts, a connection cap with 503 past it) and graceful shutdown.
+//!
+//! `weft-node` never depends on this crate.
 
 pub mod admin;
-mod asyncs;
-mod body;
-mod deploy;
-mod forward;
 pub mod gateway;
-mod ingress;
-mod node;
-mod outbound;
-mod schedules;
+pub mod ingress;
+pub mod policy;
 mod serve;
-mod triggers;
 
-pub use body::Body;
-pub use deploy::{DeployError, DeployReport, Deployed, Deployment, FunctionChange};
-pub use forward::MAX_FORWARDS;
-pub use node::{Node, NodeConfig, Trigger};
-pub use outbound::{INTERNAL_SUFFIX, MAX_CALL_DEPTH};
-pub use serve::{serve, serve_per_core};
+pub use serve::{Counters, Limits, serve, serve_per_core};
+pub use weft_node::{Body, Node};

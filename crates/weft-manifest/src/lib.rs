@@ -106,6 +106,12 @@ impl Manifest {
 
     /// Reads and parses `APP_DIR/weft.toml`.
     pub fn load(app_dir: &Path) -> Result<(Manifest, String), Diagnostics> {
+        Manifest::load_with(app_dir, &[])
+    }
+
+    /// Reads and parses `APP_DIR/weft.toml` with the built-in sections and
+    /// `sections`, as [`Manifest::parse_with`].
+    pub fn load_with(app_dir: &Path, sections: &[&dyn Section]) -> Result<(Manifest, String), Diagnostics> {
         let path = app_dir.join("weft.toml");
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -116,7 +122,7 @@ impl Manifest {
                     .with_help("run `weft new NAME` to create an app, or pass the directory that holds weft.toml"),
             )
         })?;
-        let manifest = Manifest::parse(&text, &shown)?;
+        let manifest = Manifest::parse_with(&text, &shown, sections)?;
         Ok((manifest, text))
     }
 

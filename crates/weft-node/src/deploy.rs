@@ -21,27 +21,8 @@ use weft_runtime::{FunctionImage, Limits};
 use weft_store::Digest;
 
 use crate::capability::{Action, Change, Deploy, Staged, Workers};
+use crate::deployment::{Deployed, Deployment};
 use crate::node::Node;
-
-/// One function as deployed.
-pub struct Deployed {
-    pub name: String,
-    pub version: u64,
-    pub digest: Digest,
-    /// The settings that, with the digest, make the version.
-    pub config: String,
-    pub spec: weft_manifest::Function,
-    pub image: Arc<FunctionImage>,
-}
-
-/// The app as deployed: its functions and its routes.
-#[derive(Default)]
-pub struct Deployment {
-    pub app: String,
-    pub functions: HashMap<String, Arc<Deployed>>,
-    pub routes: RouteTable<String>,
-    pub manifest: Option<Manifest>,
-}
 
 /// What a deploy did (or a plan would do) to one function.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
@@ -131,7 +112,7 @@ struct FunctionPlan {
 struct Planned {
     deploy: Deploy,
     functions: Vec<FunctionPlan>,
-    staged: Vec<Box<dyn Staged>>,
+    staged: Vec<Box<dyn Staged<Node>>>,
     report: DeployReport,
 }
 
@@ -148,7 +129,7 @@ impl Node {
         file: &str,
         artifacts: &HashMap<String, Digest>,
     ) -> Result<DeployReport, DeployError> {
-        let manifest = Manifest::parse(text, file).map_err(DeployError::Manifest)?;
+        let manifest = self.parse(text, file)?;
         let _one_at_a_time = self.deploying.lock().await;
         let mut planned = self.plan_of(manifest, artifacts, false).await?;
         planned.report.planned = true;
@@ -165,7 +146,7 @@ impl Node {
         artifacts: &HashMap<String, Digest>,
         allow_loss: bool,
     ) -> Result<DeployReport, DeployError> {
-        let manifest = Manifest::parse(text, file).map_err(DeployError::Manifest)?;
+        let manifest = self.parse(text, file)?;
         let _one_at_a_time = self.deploying.lock().await;
         let planned = self.plan_of(manifest, artifacts, true).await?;
         let losses: Vec<Change> = planned.deploy.losses().into_iter().cloned().collect();
@@ -173,6 +154,12 @@ impl Node {
             return Err(DeployError::Loss(losses));
         }
         self.apply(planned).await
+    }
+
+    /// Parses a manifest with the sections the capabilities bring.
+    fn parse(&self, text: &str, file: &str) -> Result<Manifest, DeployError> {
+        let sections: Vec<&dyn weft_manifest::Section> = self.capabilities.iter().filter_map(|c| c.section()).collect();
+        Manifest::parse_with(text, file, &sections).map_err(DeployError::Manifest)
     }
 
     async fn plan_of(
@@ -321,12 +308,14 @@ impl Node {
             let deployed = match plan.reuse {
                 Some(d) => d,
                 None => {
-                    let (store, digest, config, n) = (self.clone(), plan.digest.clone(), plan.config.clone(), name.clone());
-                    let version = tokio::task::spawn_blocking(move || store.store.version_for(&n, &digest, &config, now_us))
-                        .await
-                        .map_err(|e| DeployError::Store(e.to_string()))?
-                        .map_err(|e| DeployError::Store(e.to_string()))?
-                        .0;
+                    let (store, digest, config, n) =
+                        (self.clone(), plan.digest.clone(), plan.config.clone(), name.clone());
+                    let version =
+                        tokio::task::spawn_blocking(move || store.store.version_for(&n, &digest, &config, now_us))
+                            .await
+                            .map_err(|e| DeployError::Store(e.to_string()))?
+                            .map_err(|e| DeployError::Store(e.to_string()))?
+                            .0;
                     let Some(image) = prepared.remove(&name) else {
                         return Err(DeployError::Store(format!("function `{name}` was not prepared")));
                     };

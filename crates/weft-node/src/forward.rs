@@ -22,8 +22,9 @@ use http::HeaderName;
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::{self, Body};
-use crate::deploy::Deployed;
-use crate::node::{Call, Handled, Node};
+use crate::call::{Call, Handled};
+use crate::deployment::Deployed;
+use crate::node::Node;
 use weft_store::Trigger;
 
 /// The most hops one request may be forwarded.

@@ -56,9 +56,17 @@ pub fn run_builds(app_dir: &Path, manifest: &Manifest) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Reads and checks `APP_DIR/weft.toml`, with the sections weft's
+/// capabilities bring.
+pub fn load_manifest(app_dir: &Path) -> anyhow::Result<(Manifest, String)> {
+    let capabilities = weft_node::capabilities::all();
+    let sections: Vec<&dyn weft_manifest::Section> = capabilities.iter().filter_map(|c| c.section()).collect();
+    Manifest::load_with(app_dir, &sections).map_err(|d| anyhow::anyhow!("{d}"))
+}
+
 /// Loads and checks a manifest, runs builds, and checks the sources exist.
 pub fn prepare_app(app_dir: &Path, build: bool) -> anyhow::Result<(Manifest, String)> {
-    let (manifest, text) = Manifest::load(app_dir).map_err(|d| anyhow::anyhow!("{d}"))?;
+    let (manifest, text) = load_manifest(app_dir)?;
     let file = app_dir.join("weft.toml").display().to_string();
     manifest
         .check_files(app_dir, &text, &file)

@@ -11,7 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use serde_json::{Value, json};
-use weft_gateway::{Node, NodeConfig};
+use weft_node::{Node, NodeConfig};
 use weft_store::Digest;
 
 use crate::build::prepare_app;
@@ -82,7 +82,7 @@ strip = true
 }
 
 pub fn check(app_dir: &Path) -> anyhow::Result<ExitCode> {
-    let (manifest, text) = weft_manifest::Manifest::load(app_dir).map_err(|d| anyhow!("{d}"))?;
+    let (manifest, text) = crate::build::load_manifest(app_dir)?;
     let file = app_dir.join("weft.toml").display().to_string();
     manifest
         .check_files(app_dir, &text, &file)
@@ -126,10 +126,30 @@ fn components(app_dir: &Path, manifest: &weft_manifest::Manifest) -> anyhow::Res
         .collect()
 }
 
+/// Where `weft up` listens, and the bounds of the app's connections.
+pub struct Listen {
+    pub app: SocketAddr,
+    pub admin: SocketAddr,
+    pub limits: weft_gateway::Limits,
+}
+
+/// The connections the admin API holds at once (it serves the CLI and tools).
+const ADMIN_CONNECTIONS: usize = 256;
+/// How long invocations still running at shutdown may take to finish.
+const SHUTDOWN: Duration = Duration::from_secs(30);
+
+/// The durable storage of a node with its data in `data`: the embedded
+/// provider. This is the one place that names it.
+fn storage(data: &Path) -> anyhow::Result<Arc<dyn weft_store::durable::Storage>> {
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    let embedded = weft_store::durable::Embedded::open(&data.join("events.db"))
+        .with_context(|| format!("cannot open the event store in {}", data.display()))?;
+    Ok(Arc::new(embedded))
+}
+
 pub async fn up(
     app_dir: &Path,
-    listen: SocketAddr,
-    admin_listen: SocketAddr,
+    listen: Listen,
     data: Option<PathBuf>,
     build: bool,
     retention: Duration,
@@ -137,12 +157,12 @@ pub async fn up(
     let (manifest, text) = prepare_app(app_dir, build)?;
     let data = data.unwrap_or_else(|| app_dir.join(".weft"));
     let print_requests = std::io::stdout().is_terminal();
-    let node = Node::open(NodeConfig {
+    let config = NodeConfig {
         data_dir: data.clone(),
         print_requests,
         retention,
-    })
-    .map_err(|e| anyhow!(e))?;
+    };
+    let node = Node::open(config, storage(&data)?, weft_node::capabilities::all()).map_err(|e| anyhow!(e))?;
 
     let mut artifacts = HashMap::new();
     for (name, digest, bytes) in components(app_dir, &manifest)? {
@@ -153,24 +173,33 @@ pub async fn up(
     }
     let file = app_dir.join("weft.toml").display().to_string();
     let report = node
-        .deploy(&text, &file, &artifacts)
+        .deploy(&text, &file, &artifacts, false)
         .await
         .map_err(|e| anyhow!("{e}"))?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let gateway_node = node.clone();
+    let gateway = weft_gateway::gateway::Gateway::new(node.clone(), weft_gateway::policy::Policies::default());
     let (public_addr, gateway_threads) = weft_gateway::serve_per_core(
-        listen,
+        listen.app,
         threads,
-        Arc::new(move |req| weft_gateway::gateway::handle(gateway_node.clone(), req)),
+        Arc::new(move |req| gateway.clone().handle(req)),
+        listen.limits,
         stop_rx.clone(),
     )
-    .with_context(|| format!("cannot listen on {listen}: is another server using it? Pass --listen ADDR"))?;
-    let admin = tokio::net::TcpListener::bind(admin_listen)
-        .await
-        .with_context(|| format!("cannot listen on {admin_listen} for the admin API; pass --admin-listen ADDR"))?;
-    let admin_addr = admin.local_addr()?;
+    .with_context(|| {
+        format!(
+            "cannot listen on {}: is another server using it? Pass --listen ADDR",
+            listen.app
+        )
+    })?;
+    let admin_socket = tokio::net::TcpListener::bind(listen.admin).await.with_context(|| {
+        format!(
+            "cannot listen on {} for the admin API; pass --admin-listen ADDR",
+            listen.admin
+        )
+    })?;
+    let admin_addr = admin_socket.local_addr()?;
 
     println!("app `{}` from {file} (data in {})", report.app, data.display());
     for f in &report.functions {
@@ -190,41 +219,33 @@ pub async fn up(
     println!("listening on http://{public_addr}");
     println!("admin API on http://{admin_addr}");
 
-    let admin_node = node.clone();
+    let admin = weft_gateway::admin::Admin::new(node.clone()).map_err(|e| anyhow!(e))?;
     let mut admin_stop = stop_rx;
+    let admin_limits = weft_gateway::Limits {
+        max_connections: ADMIN_CONNECTIONS,
+        ..Default::default()
+    };
     let admin_server = tokio::spawn(weft_gateway::serve(
-        admin,
-        Arc::new(move |req| weft_gateway::admin::handle(admin_node.clone(), req)),
+        admin_socket,
+        Arc::new(move |req| admin.clone().handle(req)),
+        admin_limits,
         async move {
             let _ = admin_stop.wait_for(|s| *s).await;
         },
     ));
 
-    // Messages past their queue's retention, and archived events past
-    // their bus's, are deleted once a minute.
-    let expiring = node.clone();
-    tokio::spawn(async move {
-        loop {
-            tokio::time::sleep(Duration::from_secs(60)).await;
-            if let Err(e) = expiring.queues.expire().await {
-                tracing::warn!("expiring old queue messages failed: {e}");
-            }
-            if let Err(e) = expiring.buses.expire().await {
-                tracing::warn!("expiring archived bus events failed: {e}");
-            }
-        }
-    });
-
     shutdown_signal().await;
+    // In order: stop taking requests and let those in flight answer; then
+    // stop the workers and let the invocations they started finish; then
+    // write what they left.
     eprintln!("stopping: finishing requests in flight");
     let _ = stop_tx.send(true);
     for t in gateway_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     let _ = admin_server.await;
-    // Give running invocations a moment to finish and record themselves.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    node.store.close();
+    node.shutdown(SHUTDOWN).await;
+    eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -325,14 +346,20 @@ pub async fn invoke(
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-pub async fn deploy(app_dir: &Path, server: &str, build: bool) -> anyhow::Result<ExitCode> {
-    let client = Client::new(server)?;
+/// Builds the app and uploads the components the server lacks (unless
+/// `upload` is false); returns the manifest text, its file name and each
+/// function's artifact digest.
+async fn artifacts_of(
+    client: &Client,
+    app_dir: &Path,
+    build: bool,
+    upload: bool,
+) -> anyhow::Result<(String, String, serde_json::Map<String, Value>)> {
     let (manifest, text) = prepare_app(app_dir, build)?;
     let mut artifacts = serde_json::Map::new();
     for (name, digest, bytes) in components(app_dir, &manifest)? {
         let path = format!("/v1/artifacts/{digest}");
-        let (status, _) = client.get(&path).await?;
-        if status == 404 {
+        if upload && client.get(&path).await?.0 == 404 {
             let (status, answer) = client
                 .call("PUT", &path, Some(Bytes::from(bytes)), "application/wasm")
                 .await?;
@@ -346,10 +373,36 @@ pub async fn deploy(app_dir: &Path, server: &str, build: bool) -> anyhow::Result
         artifacts.insert(name, Value::from(digest.to_string()));
     }
     let file = app_dir.join("weft.toml").display().to_string();
+    Ok((text, file, artifacts))
+}
+
+pub async fn plan(app_dir: &Path, server: &str, build: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (text, file, artifacts) = artifacts_of(&client, app_dir, build, false).await?;
+    let (status, answer) = client
+        .post_json(
+            "/v1/plans",
+            &json!({ "manifest": text, "file": file, "artifacts": artifacts }),
+        )
+        .await?;
+    if status != 200 {
+        bail!("{}", error_text(&answer));
+    }
+    println!(
+        "plan for app `{}` (nothing was changed):",
+        answer["app"].as_str().unwrap_or("")
+    );
+    show::changes(&answer["changes"]);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn deploy(app_dir: &Path, server: &str, build: bool, allow_loss: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (text, file, artifacts) = artifacts_of(&client, app_dir, build, true).await?;
     let (status, answer) = client
         .post_json(
             "/v1/deployments",
-            &json!({ "manifest": text, "file": file, "artifacts": artifacts }),
+            &json!({ "manifest": text, "file": file, "artifacts": artifacts, "allow_loss": allow_loss }),
         )
         .await?;
     if status != 200 {
@@ -367,6 +420,7 @@ pub async fn deploy(app_dir: &Path, server: &str, build: bool) -> anyhow::Result
     for r in answer["removed"].as_array().into_iter().flatten() {
         println!("  function {}: removed", r.as_str().unwrap_or(""));
     }
+    show::changes(&answer["changes"]);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,6 +55,25 @@ enum Command {
         /// How long invocation records and function logs are kept, e.g. 7d.
         #[arg(long, default_value = "7d", value_parser = parse_retention)]
         retention: std::time::Duration,
+        /// How long a client has to send a request's headers, e.g. 10s.
+        #[arg(long, default_value = "10s", value_parser = parse_timeout)]
+        header_timeout: std::time::Duration,
+        /// A connection with no request running is closed after this, e.g. 60s.
+        #[arg(long, default_value = "60s", value_parser = parse_timeout)]
+        idle_timeout: std::time::Duration,
+        /// Connections the app's address holds at once; past it, new ones get a 503.
+        #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max_connections: u32,
+    },
+    /// Say what deploying an app to a running server would change, and change nothing.
+    Plan {
+        #[arg(default_value = ".")]
+        app_dir: PathBuf,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+        /// Skip the functions' build commands.
+        #[arg(long)]
+        no_build: bool,
     },
     /// Invoke a function through a running server and show its record.
     Invoke {
@@ -90,6 +109,9 @@ enum Command {
         /// Skip the functions' build commands.
         #[arg(long)]
         no_build: bool,
+        /// Deploy even if it loses data, such as messages waiting in a removed queue.
+        #[arg(long)]
+        allow_loss: bool,
     },
     /// Send, receive, inspect and redrive queue messages on a running server.
     Queue {
@@ -233,6 +255,13 @@ fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
+    match weft_manifest::parse_duration(text)? {
+        d if d.as_millis() >= 100 && d.as_secs() <= 3600 => Ok(d),
+        _ => Err("give a time from 100ms to 1h".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -257,7 +286,28 @@ fn main() -> ExitCode {
                 data,
                 no_build,
                 retention,
-            } => commands::up(&app_dir, listen, admin_listen, data, !no_build, retention).await,
+                header_timeout,
+                idle_timeout,
+                max_connections,
+            } => {
+                let limits = weft_gateway::Limits {
+                    header_timeout,
+                    idle_timeout,
+                    max_connections: max_connections as usize,
+                    ..Default::default()
+                };
+                let listen = commands::Listen {
+                    app: listen,
+                    admin: admin_listen,
+                    limits,
+                };
+                commands::up(&app_dir, listen, data, !no_build, retention).await
+            }
+            Command::Plan {
+                app_dir,
+                server,
+                no_build,
+            } => commands::plan(&app_dir, &server, !no_build).await,
             Command::Invoke {
                 function,
                 data,
@@ -279,7 +329,8 @@ fn main() -> ExitCode {
                 app_dir,
                 server,
                 no_build,
-            } => commands::deploy(&app_dir, &server, !no_build).await,
+                allow_loss,
+            } => commands::deploy(&app_dir, &server, !no_build, allow_loss).await,
             Command::Logs {
                 function,
                 request,

@@ -46,3 +46,29 @@ pub fn record(r: &Value) -> String {
     }
     out
 }
+
+/// A deploy's changes, one a line: `+ queue jobs`, `~ rule big-orders`,
+/// `- queue old (loses 3 messages ...)`.
+pub fn changes(changes: &Value) {
+    let list = changes.as_array().map(Vec::as_slice).unwrap_or_default();
+    if list.is_empty() {
+        println!("  no changes");
+    }
+    for c in list {
+        let sign = match c["action"].as_str() {
+            Some("added") => '+',
+            Some("removed") => '-',
+            _ => '~',
+        };
+        let loss = match (c["loss"].as_str(), c["note"].as_str()) {
+            (Some(l), _) => format!("  (loses data: {l})"),
+            (None, Some(n)) => format!("  ({n})"),
+            (None, None) => String::new(),
+        };
+        println!(
+            "  {sign} {} {}{loss}",
+            c["kind"].as_str().unwrap_or(""),
+            c["name"].as_str().unwrap_or("")
+        );
+    }
+}

@@ -19,8 +19,9 @@ use weft_manifest::{Target, TargetKind};
 use weft_store::Trigger;
 use weft_store::durable::{Message, NewMessage, StorageError};
 
-use crate::capability::{BoxFuture, Capability, Deploy, DeliveryError, Staged, Stop, Workers};
-use crate::node::{Call, Node};
+use crate::call::Call;
+use crate::capability::{BoxFuture, Capability, DeliveryError, Deploy, Staged, Stop, Workers};
+use crate::node::Node;
 
 /// How often an idle worker looks for events whose retry backoff has passed.
 const POLL: Duration = Duration::from_millis(200);
@@ -67,13 +68,17 @@ pub struct Asyncs {
     running: Mutex<(u64, HashSet<String>)>,
 }
 
-impl Capability for Asyncs {
+impl Capability<Node> for Asyncs {
     fn name(&self) -> &'static str {
         "async"
     }
 
-    fn plan<'a>(&'a self, _node: &'a Arc<Node>, _deploy: &'a mut Deploy) -> BoxFuture<'a, Result<Box<dyn Staged>, String>> {
-        Box::pin(async { Ok(Box::new(Resume) as Box<dyn Staged>) })
+    fn plan<'a>(
+        &'a self,
+        _node: &'a Arc<Node>,
+        _deploy: &'a mut Deploy,
+    ) -> BoxFuture<'a, Result<Box<dyn Staged<Node>>, String>> {
+        Box::pin(async { Ok(Box::new(Resume) as Box<dyn Staged<Node>>) })
     }
 
     fn delivers(&self) -> Option<TargetKind> {
@@ -116,7 +121,7 @@ impl Capability for Asyncs {
 /// async events waiting.
 struct Resume;
 
-impl Staged for Resume {
+impl Staged<Node> for Resume {
     fn start(&self, node: &Arc<Node>, deploy: &Deploy, workers: &Workers) {
         let names: Vec<String> = deploy.manifest.functions.iter().map(|f| f.name.clone()).collect();
         let node = node.clone();
@@ -223,7 +228,11 @@ async fn worker(node: Arc<Node>, function: String, mut stop: Stop) {
     }
 }
 
-async fn attempt(node: &Arc<Node>, deployed: &Arc<crate::Deployed>, message: &Message) -> Result<(), StorageError> {
+async fn attempt(
+    node: &Arc<Node>,
+    deployed: &Arc<crate::deployment::Deployed>,
+    message: &Message,
+) -> Result<(), StorageError> {
     let config = &deployed.spec.async_invoke;
     let stream = stream(&deployed.name);
     let event: Event = match serde_json::from_slice(&message.body) {
@@ -341,7 +350,7 @@ fn payload(text: &str) -> Value {
 /// timeout, so no record is lost.
 async fn finish(
     node: &Arc<Node>,
-    deployed: &Arc<crate::Deployed>,
+    deployed: &Arc<crate::deployment::Deployed>,
     message: &Message,
     event: &Event,
     destination: &Option<Target>,
@@ -395,7 +404,9 @@ async fn finish(
         record.event_type = format!("Lambda Function Invocation Result - {result}");
         record.extensions.insert("subject".into(), source);
     }
-    node.deliver(destination, record)
-        .await
-        .map_err(|e| StorageError::Other(format!("its destination {destination} did not take the {condition} record: {e}")))
+    node.deliver(destination, record).await.map_err(|e| {
+        StorageError::Other(format!(
+            "its destination {destination} did not take the {condition} record: {e}"
+        ))
+    })
 }

@@ -27,17 +27,21 @@ const MAX_SLEEP: Duration = Duration::from_secs(60);
 
 pub struct Schedules;
 
-impl Capability for Schedules {
+impl Capability<Node> for Schedules {
     fn name(&self) -> &'static str {
         "schedules"
     }
 
-    fn plan<'a>(&'a self, _node: &'a Arc<Node>, deploy: &'a mut Deploy) -> BoxFuture<'a, Result<Box<dyn Staged>, String>> {
+    fn plan<'a>(
+        &'a self,
+        _node: &'a Arc<Node>,
+        deploy: &'a mut Deploy,
+    ) -> BoxFuture<'a, Result<Box<dyn Staged<Node>>, String>> {
         Box::pin(async move {
             deploy.diff_manifest("schedule", |m| {
                 m.schedules.iter().map(|s| (s.name.clone(), s.clone())).collect()
             });
-            Ok(Box::new(Running) as Box<dyn Staged>)
+            Ok(Box::new(Running) as Box<dyn Staged<Node>>)
         })
     }
 }
@@ -45,7 +49,7 @@ impl Capability for Schedules {
 /// Starts this deploy's schedules; the previous deploy's stop with its workers.
 struct Running;
 
-impl Staged for Running {
+impl Staged<Node> for Running {
     fn start(&self, node: &Arc<Node>, deploy: &Deploy, workers: &Workers) {
         for schedule in &deploy.manifest.schedules {
             let (node, schedule) = (node.clone(), schedule.clone());
@@ -171,7 +175,14 @@ async fn deliver(node: &Arc<Node>, schedule: &Schedule, at: Timestamp) {
         source: source.clone(),
         event_type: "weft.schedule.fired".to_string(),
         time: Some(time.clone()),
-        content_type: Some(if json { "application/json" } else { "text/plain; charset=utf-8" }.to_string()),
+        content_type: Some(
+            if json {
+                "application/json"
+            } else {
+                "text/plain; charset=utf-8"
+            }
+            .to_string(),
+        ),
         data: schedule.payload.clone().into_bytes(),
         extensions: Default::default(),
     };

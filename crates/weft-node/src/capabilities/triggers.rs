@@ -26,8 +26,9 @@ use weft_manifest::Target;
 use weft_store::Trigger;
 use weft_store::durable::Message;
 
+use crate::call::Call;
 use crate::capability::{BoxFuture, Capability, Deploy, Drain, Staged, Stop, Workers};
-use crate::node::{Call, Node};
+use crate::node::Node;
 
 /// How often an idle worker looks again for messages whose delay or retry
 /// backoff has passed (new messages wake it at once).
@@ -37,12 +38,16 @@ const MAX_ANSWER: usize = 1 << 20;
 
 pub struct Triggers;
 
-impl Capability for Triggers {
+impl Capability<Node> for Triggers {
     fn name(&self) -> &'static str {
         "triggers"
     }
 
-    fn plan<'a>(&'a self, _node: &'a Arc<Node>, deploy: &'a mut Deploy) -> BoxFuture<'a, Result<Box<dyn Staged>, String>> {
+    fn plan<'a>(
+        &'a self,
+        _node: &'a Arc<Node>,
+        deploy: &'a mut Deploy,
+    ) -> BoxFuture<'a, Result<Box<dyn Staged<Node>>, String>> {
         Box::pin(async move {
             let triggers = deploy.manifest.triggers.clone();
             deploy.drains.extend(triggers.iter().map(|t| Drain {
@@ -57,7 +62,7 @@ impl Capability for Triggers {
                     .map(|t| (format!("{} -> {}", t.queue, t.function), t.clone()))
                     .collect()
             });
-            Ok(Box::new(Draining) as Box<dyn Staged>)
+            Ok(Box::new(Draining) as Box<dyn Staged<Node>>)
         })
     }
 }
@@ -66,7 +71,7 @@ impl Capability for Triggers {
 /// queues other capabilities added.
 struct Draining;
 
-impl Staged for Draining {
+impl Staged<Node> for Draining {
     fn start(&self, node: &Arc<Node>, deploy: &Deploy, workers: &Workers) {
         for drain in &deploy.drains {
             for _ in 0..drain.concurrency.max(1) {

@@ -1,141 +1,30 @@
-//! One weft node: the deployed app, the runtime, the store, and what
-//! happens around every invocation (ids, headers, records, logs).
+//! The invoke pipeline: what happens around every invocation. A request
+//! gets an id and weft's headers, runs on a fresh instance of the
+//! function, and leaves a record and its log lines when the instance is
+//! gone.
 
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 use tokio::sync::oneshot;
-use weft_runtime::{Answer, Exit, InvocationContext, Runtime};
-use weft_store::{Artifacts, InvocationRecord, LogLine, Outcome, Store};
+use weft_runtime::{Answer, Exit, InvocationContext};
+use weft_store::{InvocationRecord, LogLine, Outcome, Trigger};
 
-use crate::body::{self, Body};
-use crate::deploy::{Deployed, Deployment};
+use crate::body;
+use crate::call::{Call, Handled};
+use crate::deployment::Deployed;
+use crate::node::Node;
 use crate::outbound::FunctionOutbound;
-
-/// What started an invocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Trigger {
-    /// A request to one of the app's routes.
-    Http,
-    /// The admin API (`weft invoke`).
-    Invoke,
-    /// Another function, through its internal address.
-    Internal,
-    /// A message (or batch) from a queue.
-    Queue,
-    /// An asynchronous invocation.
-    Event,
-    /// Another function handed the request on.
-    Forward,
-}
-
-impl Trigger {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Http => "http",
-            Trigger::Invoke => "invoke",
-            Trigger::Internal => "internal",
-            Trigger::Queue => "queue",
-            Trigger::Event => "event",
-            Trigger::Forward => "forward",
-        }
-    }
-}
-
-/// Settings of a node.
-pub struct NodeConfig {
-    pub data_dir: PathBuf,
-    /// Print a line per request (the CLI turns this on in a terminal).
-    pub print_requests: bool,
-    /// How long invocation records and function logs are kept.
-    pub retention: std::time::Duration,
-}
-
-/// The running node. Shared by the gateway, the admin API and in-process calls.
-pub struct Node {
-    pub runtime: Runtime,
-    pub store: Store,
-    pub artifacts: Artifacts,
-    /// The durable parts: queues, topics, buses (and schedules' state).
-    pub storage: Arc<dyn weft_store::durable::Storage>,
-    pub queues: weft_events::Queues,
-    pub topics: weft_events::Topics,
-    pub buses: weft_events::bus::Buses,
-    /// Bumped on every deploy; trigger workers of an older one stop.
-    pub(crate) trigger_generation: tokio::sync::watch::Sender<u64>,
-    /// Functions whose async worker runs.
-    pub(crate) async_workers: std::sync::Mutex<std::collections::HashSet<String>>,
-    pub(crate) current: ArcSwap<Deployment>,
-    pub(crate) deploying: tokio::sync::Mutex<()>,
-    ids: RequestIds,
-    print_requests: bool,
-}
-
-/// Who is calling, for one invocation.
-pub(crate) struct Call<'a> {
-    pub trigger: Trigger,
-    pub params: &'a [(&'a str, &'a str)],
-    pub parent: Option<&'a str>,
-    pub depth: u32,
-    /// `weft-*` headers weft itself sets (clients' are removed).
-    pub trusted: &'a [(&'a str, &'a str)],
-}
-
-/// A handled invocation: the response to send, and the record once it exists.
-pub struct Handled {
-    pub response: hyper::Response<Body>,
-    pub request_id: String,
-    pub record: oneshot::Receiver<InvocationRecord>,
-}
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("weft-request-id");
 
 impl Node {
-    pub fn open(config: NodeConfig) -> Result<Arc<Node>, String> {
-        let data = &config.data_dir;
-        std::fs::create_dir_all(data)
-            .map_err(|e| format!("cannot create the data directory {}: {e}", data.display()))?;
-        let store = Store::open_with_retention(&data.join("weft.db"), config.retention).map_err(|e| e.to_string())?;
-        let artifacts = Artifacts::open(&data.join("artifacts")).map_err(|e| e.to_string())?;
-        let runtime =
-            Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled"))).map_err(|e| e.to_string())?;
-        let storage: Arc<dyn weft_store::durable::Storage> =
-            Arc::new(weft_store::durable::Embedded::open(&data.join("events.db")).map_err(|e| e.to_string())?);
-        Ok(Arc::new(Node {
-            runtime,
-            store,
-            artifacts,
-            queues: weft_events::Queues::new(storage.clone()),
-            topics: weft_events::Topics::default(),
-            buses: weft_events::bus::Buses::new(storage.clone()),
-            storage,
-            trigger_generation: tokio::sync::watch::channel(0).0,
-            async_workers: Default::default(),
-            current: ArcSwap::from_pointee(Deployment::default()),
-            deploying: tokio::sync::Mutex::new(()),
-            ids: RequestIds::new(),
-            print_requests: config.print_requests,
-        }))
-    }
-
-    /// A new, unique request (or invocation) id.
-    pub(crate) fn new_request_id(&self) -> String {
-        self.ids.next()
-    }
-
-    /// The app as deployed now.
-    pub fn deployment(&self) -> Arc<Deployment> {
-        self.current.load_full()
-    }
-
     /// Runs `function` for `request`, records the invocation, and returns
     /// the response (streaming) as soon as the function answers.
-    pub(crate) async fn invoke<B>(
+    pub async fn invoke<B>(
         self: &Arc<Self>,
         function: &Arc<Deployed>,
         mut request: hyper::Request<B>,
@@ -145,7 +34,7 @@ impl Node {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<weft_runtime::HttpError>,
     {
-        let request_id = self.ids.next();
+        let request_id = self.new_request_id();
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
@@ -167,6 +56,8 @@ impl Node {
         // The record is written on the invocation's own task when the
         // instance is gone: no task of our own waits for it.
         let node = Arc::downgrade(self);
+        self.running.fetch_add(1, Ordering::AcqRel);
+        let running = Running(node.clone());
         let on_complete = Box::new(move |completion: &weft_runtime::Completion| {
             if let Some(node) = node.upgrade() {
                 // Only the admin API's invoke waits for the record.
@@ -174,6 +65,7 @@ impl Node {
                     let _ = record_tx.send(record);
                 }
             }
+            drop(running);
         });
         let ctx = InvocationContext {
             request_id: request_id.clone(),
@@ -257,7 +149,7 @@ impl Node {
             request_id: base.request_id,
             function: name.clone(),
             version: base.function.version,
-            trigger: base.trigger.as_str().into(),
+            trigger: base.trigger,
             start_us: completion.start_us,
             duration_us: completion.duration.as_micros() as u64,
             cold: completion.cold,
@@ -278,6 +170,19 @@ impl Node {
     fn print(&self, method: &http::Method, path: &str, function: &str, status: u16, started: Instant) {
         if self.print_requests {
             println!("{method} {path} -> {function} {status} in {:.2?}", started.elapsed());
+        }
+    }
+}
+
+/// Counts one invocation as running until it is dropped (its record
+/// written, or its completion lost).
+struct Running(std::sync::Weak<Node>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(node) = self.0.upgrade() {
+            node.running.fetch_sub(1, Ordering::AcqRel);
+            node.ended.notify_waiters();
         }
     }
 }
@@ -342,50 +247,12 @@ fn prepare_headers(headers: &mut http::HeaderMap, request_id: &str, function: &s
     }
 }
 
-/// Decodes `%XX` escapes in a path parameter; invalid escapes stay as written.
-pub(crate) fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h * 16 + l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-/// Request ids: unique per node run and sortable by time of issue.
-struct RequestIds {
-    prefix: String,
-    counter: AtomicU64,
-}
-
-impl RequestIds {
-    fn new() -> Self {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as u64);
-        RequestIds {
-            prefix: format!("{:012x}{:04x}", now & 0xffff_ffff_ffff, std::process::id() & 0xffff),
-            counter: AtomicU64::new(0),
-        }
-    }
-
-    fn next(&self) -> String {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        format!("{}-{n:08x}", self.prefix)
+/// Decodes `%XX` escapes in a path parameter; invalid escapes stay as
+/// written, and text that does not decode to UTF-8 stays as it was.
+pub fn percent_decode(s: &str) -> String {
+    match percent_encoding::percent_decode_str(s).decode_utf8() {
+        Ok(decoded) => decoded.into_owned(),
+        Err(_) => s.to_string(),
     }
 }
 

@@ -1,0 +1,206 @@
+//! Admin operations on functions: health, what is deployed, and invoking
+//! a function (waiting for its answer, or as an asynchronous invocation).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::Method;
+use http_body_util::BodyExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weft_node::capability::{AdminReply, AdminRequest, AdminRoute, admin_route};
+use weft_node::{Call, Node, Trigger};
+
+/// The most of a function's answer `invoke` shows, as Lambda's limit on
+/// a synchronous response; the rest is cut and the answer says so.
+pub const MAX_INVOKE_RESPONSE: usize = 6 << 20;
+
+type Reply = Result<AdminReply, AdminReply>;
+
+pub(super) fn routes() -> Vec<AdminRoute<Node>> {
+    vec![
+        admin_route(Method::GET, "/v1/health", |_, _| async {
+            Ok(AdminReply::ok(json!({ "status": "ok" })))
+        }),
+        admin_route(Method::GET, "/v1/app", |node, _| async move {
+            Ok(AdminReply::ok(app(&node)))
+        }),
+        admin_route(Method::POST, "/v1/functions/{name}/invoke", |node, r| async move {
+            invoke(&node, &r).await
+        }),
+    ]
+}
+
+fn app(node: &Node) -> Value {
+    let d = node.deployment();
+    let mut functions: Vec<Value> = d
+        .functions
+        .values()
+        .map(|f| {
+            json!({
+                "name": f.name,
+                "version": f.version,
+                "digest": f.digest,
+                "memory": f.spec.memory.bytes(),
+                "timeout_ms": f.spec.timeout.as_millis() as u64,
+                "allowed_hosts": f.spec.allowed_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    functions.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    let routes: Vec<Value> = d
+        .routes
+        .entries()
+        .map(|(m, p, f)| json!({ "method": m.map_or("ANY", |m| m.as_str()), "path": p.as_str(), "function": f }))
+        .collect();
+    json!({ "app": d.app, "functions": functions, "routes": routes })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InvokeRequest {
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    headers: HashMap<String, String>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default, rename = "type")]
+    invocation_type: Option<String>,
+}
+
+/// How `invoke` runs the function, as Lambda's invocation types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum InvocationType {
+    /// Wait for the answer (the default).
+    RequestResponse,
+    /// Accept it durably, answer 202, and run it in the background.
+    Event,
+}
+
+impl InvocationType {
+    fn parse(text: Option<&str>) -> Result<InvocationType, AdminReply> {
+        match text {
+            None | Some("request_response") => Ok(InvocationType::RequestResponse),
+            Some("event") => Ok(InvocationType::Event),
+            Some(other) => Err(AdminReply::error(
+                400,
+                format!("`type` must be `request_response` or `event`, got `{other}`"),
+            )),
+        }
+    }
+}
+
+async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let name = request.param("name");
+    let function = node
+        .deployment()
+        .functions
+        .get(name)
+        .cloned()
+        .ok_or_else(|| AdminReply::error(404, format!("no function `{name}` is deployed")))?;
+    let input: InvokeRequest = request.json()?;
+    let method = input.method.as_deref().unwrap_or("POST");
+    let path = input.path.as_deref().unwrap_or("/");
+    if !path.starts_with('/') {
+        return Err(AdminReply::error(
+            400,
+            format!("`path` must start with `/`, got `{path}`"),
+        ));
+    }
+    if InvocationType::parse(input.invocation_type.as_deref())? == InvocationType::Event {
+        // Check now what would make the stored request unusable later.
+        if http::Method::from_bytes(method.as_bytes()).is_err() || path.parse::<http::Uri>().is_err() {
+            return Err(AdminReply::error(
+                400,
+                format!("`{method} {path}` is not a valid HTTP method and path"),
+            ));
+        }
+        let headers = input.headers.into_iter().collect();
+        let id = node
+            .invoke_async(name, method, path, headers, input.body.unwrap_or_default())
+            .await
+            .map_err(|e| {
+                let status = match e {
+                    weft_store::durable::StorageError::Unavailable(_) => 503,
+                    _ => 500,
+                };
+                AdminReply::error(status, e.to_string())
+            })?;
+        return Ok(AdminReply::with_status(202, json!({ "invocation_id": id })));
+    }
+    let mut builder = hyper::Request::builder()
+        .method(method)
+        .uri(path)
+        .header(http::header::HOST, "localhost");
+    for (k, v) in &input.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = builder
+        .body(weft_node::body::full(input.body.unwrap_or_default()))
+        .map_err(|e| AdminReply::error(400, format!("the invoke request is not valid HTTP: {e}")))?;
+    let handled = node
+        .invoke_following(&function, request, Call::new(Trigger::Invoke))
+        .await;
+    let (parts, response_body) = handled.response.into_parts();
+    let (bytes, truncated) = read_capped(response_body, MAX_INVOKE_RESPONSE).await;
+    let record = handled.record.await.ok();
+    let headers: HashMap<&str, String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.as_str(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let mut answer = json!({
+        "request_id": handled.request_id,
+        "status": parts.status.as_u16(),
+        "headers": headers,
+        "body": String::from_utf8_lossy(&bytes),
+        "record": record,
+    });
+    if truncated {
+        answer["truncated"] = json!(format!("the answer was cut at {MAX_INVOKE_RESPONSE} bytes"));
+    }
+    Ok(AdminReply::ok(answer))
+}
+
+/// Reads up to `max` bytes of a body; says whether there was more, which
+/// is dropped unread. A body that fails midway keeps what came and a note.
+async fn read_capped(mut body: weft_node::Body, max: usize) -> (Bytes, bool) {
+    let mut out = bytes::BytesMut::new();
+    loop {
+        let left = max - out.len();
+        match body.frame().await {
+            None => return (out.freeze(), false),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else { continue };
+                if data.len() > left {
+                    out.extend_from_slice(&data[..left]);
+                    return (out.freeze(), true);
+                }
+                out.extend_from_slice(&data);
+            }
+            Some(Err(e)) => {
+                out.extend_from_slice(format!("[the response body failed midway: {e}]").as_bytes());
+                return (out.freeze(), false);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_answer_is_read_up_to_its_cap() {
+        let (small, cut) = read_capped(weft_node::body::full("hello"), 10).await;
+        assert_eq!((small.as_ref(), cut), (&b"hello"[..], false));
+        let (big, cut) = read_capped(weft_node::body::full(vec![7u8; 25]), 10).await;
+        assert_eq!((big.len(), cut), (10, true));
+        let (exact, cut) = read_capped(weft_node::body::full(vec![7u8; 10]), 10).await;
+        assert_eq!((exact.len(), cut), (10, false));
+    }
+}

@@ -1,0 +1,107 @@
+//! The admin API: JSON over HTTP, for the CLI and for tools.
+//!
+//! It is bound to 127.0.0.1 by default. `docs/admin-api.yaml` describes
+//! every operation (OpenAPI 3). Every error answer is
+//! `{"error": "what is wrong and how to fix it"}`.
+//!
+//! The node's own resources each have a module here (`functions`,
+//! `records`, `deploys`); every capability adds its operations
+//! ([`weft_node::Capability::admin_routes`]), and this module serves them
+//! all through one route table, reading each body within the route's
+//! limit and decoding path and query parameters.
+
+mod deploys;
+mod functions;
+mod records;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use weft_node::Node;
+use weft_node::body::{self, Body};
+use weft_node::capability::{AdminReply, AdminRequest, AdminRoute};
+
+/// The admin API of one node.
+pub struct Admin {
+    node: Arc<Node>,
+    routes: matchit::Router<Vec<AdminRoute<Node>>>,
+}
+
+impl Admin {
+    /// The admin API: the node's own operations and every capability's.
+    pub fn new(node: Arc<Node>) -> Result<Arc<Admin>, String> {
+        let mut all = Vec::new();
+        all.extend(functions::routes());
+        all.extend(records::routes());
+        all.extend(deploys::routes());
+        for capability in node.capabilities() {
+            all.extend(capability.admin_routes());
+        }
+        let mut by_path: Vec<(&'static str, Vec<AdminRoute<Node>>)> = Vec::new();
+        for route in all {
+            match by_path.iter_mut().find(|(p, _)| *p == route.path) {
+                Some((_, list)) => list.push(route),
+                None => by_path.push((route.path, vec![route])),
+            }
+        }
+        let mut routes = matchit::Router::new();
+        for (path, list) in by_path {
+            routes
+                .insert(path, list)
+                .map_err(|e| format!("admin route {path}: {e}"))?;
+        }
+        Ok(Arc::new(Admin { node, routes }))
+    }
+
+    /// Handles one admin API request.
+    pub async fn handle(self: Arc<Self>, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        let not_found = || {
+            body::error(
+                404,
+                &format!("no admin operation {method} {path}; see docs/admin-api.yaml"),
+                None,
+            )
+        };
+        let Ok(found) = self.routes.at(&path) else {
+            return not_found();
+        };
+        let Some(route) = found.value.iter().find(|r| r.method == method) else {
+            return not_found();
+        };
+        // Path segments are matched first, then decoded, so a name may hold
+        // an encoded `/` (the hidden queue of a URL subscription) or `#`.
+        let params: HashMap<String, String> = found
+            .params
+            .iter()
+            .map(|(k, v)| (k.to_string(), weft_node::percent_decode(v)))
+            .collect();
+        let query = parse_query(request.uri().query().unwrap_or(""));
+        let max = route.max_body;
+        let body = match Limited::new(request.into_body(), max).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) => {
+                return body::error(
+                    413,
+                    &format!("the request body could not be read (limit {max} bytes): {e}"),
+                    None,
+                );
+            }
+        };
+        let reply = (route.handler)(self.node.clone(), AdminRequest { params, query, body }).await;
+        answer(reply)
+    }
+}
+
+fn answer(reply: AdminReply) -> hyper::Response<Body> {
+    body::json(reply.status, &reply.body)
+}
+
+/// The query's parameters, decoded as HTML forms encode them (`+` is a
+/// space).
+fn parse_query(query: &str) -> HashMap<String, String> {
+    form_urlencoded::parse(query.as_bytes()).into_owned().collect()
+}

@@ -1,0 +1,72 @@
+//! Admin operations on what invocations left: their records and the lines
+//! functions wrote.
+
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::json;
+use weft_node::Node;
+use weft_node::capability::{AdminReply, AdminRequest, AdminRoute, admin_route};
+use weft_store::{LogQuery, RecordQuery};
+
+type Reply = Result<AdminReply, AdminReply>;
+
+pub(super) fn routes() -> Vec<AdminRoute<Node>> {
+    vec![
+        admin_route(Method::GET, "/v1/invocations", |node, r| async move {
+            invocations(&node, &r).await
+        }),
+        admin_route(Method::GET, "/v1/invocations/{id}", |node, r| async move {
+            invocation(&node, r.param("id")).await
+        }),
+        admin_route(Method::GET, "/v1/logs", |node, r| async move { logs(&node, &r).await }),
+    ]
+}
+
+async fn invocations(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let limit = request.number("limit", 20)?.clamp(1, 10_000) as usize;
+    let q = RecordQuery {
+        function: request.query.get("function").cloned(),
+        limit,
+    };
+    let node = node.clone();
+    let records = blocking(move || node.store.records(&q)).await?;
+    Ok(AdminReply::ok(json!({ "invocations": records })))
+}
+
+async fn invocation(node: &Arc<Node>, id: &str) -> Reply {
+    let (node, wanted) = (node.clone(), id.to_string());
+    match blocking(move || node.store.record_by_id(&wanted)).await? {
+        Some(r) => Ok(AdminReply::ok(json!(r))),
+        None => Err(AdminReply::error(
+            404,
+            format!("no invocation with request id `{id}` (records appear when the instance ends)"),
+        )),
+    }
+}
+
+async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let after = request.number("after", 0)?;
+    let limit = request.number("limit", 1000)?.clamp(1, 10_000) as usize;
+    let q = LogQuery {
+        function: request.query.get("function").cloned(),
+        request_id: request.query.get("request_id").cloned(),
+        after,
+        limit,
+    };
+    let node = node.clone();
+    let lines = blocking(move || node.store.log_lines(&q)).await?;
+    let next = lines.last().map_or(after, |l| l.seq);
+    Ok(AdminReply::ok(json!({ "lines": lines, "next": next })))
+}
+
+/// Runs a store query off the async threads.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, AdminReply> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(AdminReply::error(500, e.to_string())),
+        Err(e) => Err(AdminReply::error(500, format!("the query failed: {e}"))),
+    }
+}
