@@ -208,3 +208,100 @@ async fn stopping_the_server_lets_requests_in_flight_finish() {
         "the server stopped once the request finished ({took:?})"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plan_shows_every_change_and_a_deploy_refuses_to_lose_messages() {
+    let with_queue = r#"
+[app]
+name = "plans"
+
+[function.probe]
+source = "PROBE"
+
+[queue.jobs]
+
+[[route]]
+path = "/{*rest}"
+function = "probe"
+"#;
+    let app = App::new(with_queue);
+    let server = Server::start(&app);
+    let sent = server.cli(&["queue", "send", "jobs", "--data", "waiting"]);
+    assert!(sent.status.success(), "{}", String::from_utf8_lossy(&sent.stderr));
+
+    // Drop the queue, add a topic and a route.
+    app.write(
+        r#"
+[app]
+name = "plans"
+
+[function.probe]
+source = "PROBE"
+
+[topic.orders]
+
+[[route]]
+path = "/{*rest}"
+function = "probe"
+
+[[route]]
+method = "GET"
+path = "/health"
+function = "probe"
+"#,
+    );
+    let plan = server.cli(&["plan", app.dir.to_str().unwrap(), "--no-build"]);
+    let shown = String::from_utf8_lossy(&plan.stdout);
+    assert!(
+        plan.status.success(),
+        "{shown} {}",
+        String::from_utf8_lossy(&plan.stderr)
+    );
+    assert!(shown.contains("nothing was changed"), "{shown}");
+    assert!(shown.contains("+ topic orders"), "{shown}");
+    assert!(shown.contains("+ route GET /health"), "{shown}");
+    assert!(
+        shown.contains("- queue jobs  (loses data: 1 message would be left undelivered)"),
+        "{shown}"
+    );
+    // The plan changed nothing: the queue still takes messages.
+    let stats = server.cli(&["queue", "stats", "jobs"]);
+    assert!(stats.status.success(), "{}", String::from_utf8_lossy(&stats.stderr));
+
+    let refused = deploy(&app, &server);
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "a lossy deploy went ahead");
+    assert!(
+        why.contains("queue `jobs`: 1 message would be left undelivered"),
+        "{why}"
+    );
+    assert!(why.contains("--allow-loss"), "{why}");
+    let still = server.cli(&["queue", "stats", "jobs"]);
+    assert!(still.status.success(), "the refused deploy removed the queue");
+
+    let forced = weft_deploy(&app, &server, &["--allow-loss"]);
+    let shown = String::from_utf8_lossy(&forced.stdout);
+    assert!(
+        forced.status.success(),
+        "{shown} {}",
+        String::from_utf8_lossy(&forced.stderr)
+    );
+    assert!(shown.contains("- queue jobs"), "{shown}");
+    assert!(shown.contains("+ topic orders"), "{shown}");
+    let gone = server.cli(&["queue", "stats", "jobs"]);
+    assert!(!gone.status.success(), "the queue is still there after --allow-loss");
+
+    // The same manifest again changes nothing.
+    let again = server.cli(&["plan", app.dir.to_str().unwrap(), "--no-build"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("no changes"));
+}
+
+fn weft_deploy(app: &App, server: &Server, extra: &[&str]) -> std::process::Output {
+    crate::support::weft()
+        .arg("deploy")
+        .arg(&app.dir)
+        .args(["--no-build", "--server", &server.admin])
+        .args(extra)
+        .output()
+        .unwrap()
+}

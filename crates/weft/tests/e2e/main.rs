@@ -8,6 +8,7 @@ mod buses;
 mod cli;
 mod deploys;
 mod forwarding;
+mod hardening;
 mod isolation;
 mod queues;
 mod routing;

@@ -93,6 +93,11 @@ impl Server {
     }
 
     pub fn start_with_data(app: &App, data: &Path) -> Server {
+        Server::start_with(app, data, &[])
+    }
+
+    /// `weft up` with `extra` arguments (limits, say).
+    pub fn start_with(app: &App, data: &Path, extra: &[&str]) -> Server {
         let mut child = weft()
             .arg("up")
             .arg(&app.dir)
@@ -105,6 +110,7 @@ impl Server {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -142,11 +148,29 @@ impl Server {
 
     /// Stops the server as Ctrl-C would.
     pub fn stop(mut self) {
+        self.interrupt();
+        let _ = self.child.wait();
+    }
+
+    /// Sends the server Ctrl-C's signal, without waiting for it to stop.
+    pub fn interrupt(&self) {
         let _ = Command::new("kill")
             .arg("-INT")
             .arg(self.child.id().to_string())
             .status();
-        let _ = self.child.wait();
+    }
+
+    /// Waits up to `within` for the server to exit; its exit status, or
+    /// `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + within;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
