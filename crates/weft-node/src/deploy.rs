@@ -94,7 +94,13 @@ fn config_of(f: &weft_manifest::Function) -> String {
         "env": f.env,
         "allowed_hosts": f.allowed_hosts.iter().map(|h| h.as_str()).collect::<Vec<_>>(),
         "publish": f.publish.iter().map(|g| g.to_string()).collect::<Vec<_>>(),
-        "async": format!("{:?}", f.async_invoke),
+        "async": {
+            "retries": f.async_invoke.retry.retries(),
+            "max_event_age_ms": f.async_invoke.retry.max_age.map(|a| a.as_millis() as u64),
+            "backoff_ms": f.async_invoke.retry.backoff.as_millis() as u64,
+            "on_success": f.async_invoke.on_success.as_ref().map(|d| d.to_string()),
+            "on_failure": f.async_invoke.on_failure.as_ref().map(|d| d.to_string()),
+        },
     })
     .to_string()
 }
