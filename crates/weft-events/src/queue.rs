@@ -10,8 +10,6 @@ use tokio::sync::Notify;
 use weft_manifest::{DEDUP_WINDOW, Queue};
 use weft_store::durable::{Append, Message, NewMessage, Receipt, Storage, StorageError, StreamStats};
 
-/// The longest a retry waits, however often a message failed.
-
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     #[error("no queue `{0}` is deployed")]

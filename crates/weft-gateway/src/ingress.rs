@@ -24,6 +24,8 @@ use weft_node::capabilities::bus::put_events;
 pub const PREFIX: &str = "/events/";
 /// The largest request the ingress reads.
 const MAX_REQUEST: usize = 1 << 20;
+/// How long the ingress waits for a request's body.
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Handles `POST /events/...`: `TOPIC`, `bus/BUS` or `put`.
 pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incoming>) -> hyper::Response<Body> {
@@ -36,6 +38,13 @@ pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incomin
         Bus(&'a str),
     }
     let inlet = match rest.strip_prefix("bus/") {
+        Some("") => {
+            return body::error(
+                400,
+                "name the bus: POST /events/bus/BUS (the `default` bus always exists)",
+                None,
+            );
+        }
         Some(bus) if node.buses.exists(bus) => Some(Inlet::Bus(bus)),
         Some(bus) => {
             return body::error(
@@ -59,9 +68,13 @@ pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incomin
         }
     };
     let (parts, incoming) = request.into_parts();
-    let bytes = match Limited::new(incoming, MAX_REQUEST).collect().await {
-        Ok(c) => c.to_bytes(),
-        Err(_) => return body::error(413, &format!("the request is over {MAX_REQUEST} bytes"), None),
+    let bytes = match tokio::time::timeout(READ_TIMEOUT, Limited::new(incoming, MAX_REQUEST).collect()).await {
+        Ok(Ok(c)) => c.to_bytes(),
+        Ok(Err(_)) => return body::error(413, &format!("the request is over {MAX_REQUEST} bytes"), None),
+        Err(_) => {
+            let message = format!("the request body did not arrive within {READ_TIMEOUT:?}; send it at once");
+            return body::error(408, &message, None);
+        }
     };
     let Some(inlet) = inlet else {
         let (status, answer) = put_events(&node, &bytes, None).await;

@@ -1,8 +1,11 @@
 //! Accepts HTTP/1.1 connections and hands each request to a handler,
 //! within bounds: a connection has [`Limits::header_timeout`] to send a
-//! request's headers and is closed after [`Limits::idle_timeout`] without
-//! a request; a listener holds at most [`Limits::max_connections`]
-//! connections, and answers 503 to those past the cap.
+//! request's headers (hyper also applies it to the wait for the next
+//! request on a kept-alive connection), and is closed after
+//! [`Limits::idle_timeout`] with no request running or with a response
+//! whose body has not moved (a client that stopped reading); a listener
+//! holds at most [`Limits::max_connections`] connections, and answers 503
+//! to those past the cap.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -29,10 +32,11 @@ const MAX_REFUSING: usize = 256;
 /// The bounds of one listener's connections.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// From the first byte of a request (or the connection's start) to the
-    /// end of its headers.
+    /// From the end of the previous response (or the connection's start)
+    /// to the end of a request's headers.
     pub header_timeout: Duration,
-    /// A connection with no request running is closed after this long.
+    /// A connection with no request running, or whose response body has
+    /// not moved, is closed after this long.
     pub idle_timeout: Duration,
     /// Connections open at once; past it, new ones get a 503 and are closed.
     pub max_connections: usize,
@@ -122,13 +126,7 @@ where
             let fut = handler(req);
             async move {
                 // The request runs until its response body is sent.
-                let response = fut.await.map(|body| {
-                    Guarded {
-                        body,
-                        _request: request,
-                    }
-                    .boxed_unsync()
-                });
+                let response = fut.await.map(|body| Guarded::new(body, request).boxed_unsync());
                 Ok::<_, Infallible>(response)
             }
         });
@@ -216,12 +214,15 @@ async fn refuse(mut stream: TcpStream) {
     .await;
 }
 
-/// When a connection last had no request running, and how many it has.
+/// What a connection is doing: how many requests run on it, how many of
+/// those are sending their response body, and when it last made progress.
 struct Activity {
     start: Instant,
     running: AtomicUsize,
-    /// Microseconds from `start` to the end of the last request.
-    idle_since_us: AtomicU64,
+    streaming: AtomicUsize,
+    /// Microseconds from `start` to the end of the last request, or to the
+    /// last frame of a response body being sent.
+    progress_us: AtomicU64,
 }
 
 impl Activity {
@@ -229,16 +230,25 @@ impl Activity {
         Activity {
             start: Instant::now(),
             running: AtomicUsize::new(0),
-            idle_since_us: AtomicU64::new(0),
+            streaming: AtomicUsize::new(0),
+            progress_us: AtomicU64::new(0),
         }
     }
 
-    /// How long the connection has had no request running, if it has none.
+    fn mark(&self) {
+        self.progress_us
+            .store(self.start.elapsed().as_micros() as u64, Ordering::Release);
+    }
+
+    /// How long the connection has gone without progress, if it counts as
+    /// idle: no request running, or only responses whose bodies wait to be
+    /// sent. A handler still working (bounded by its function's timeout)
+    /// is never idle.
     fn idle_for(&self) -> Option<Duration> {
-        if self.running.load(Ordering::Acquire) > 0 {
+        if self.running.load(Ordering::Acquire) > self.streaming.load(Ordering::Acquire) {
             return None;
         }
-        let since = Duration::from_micros(self.idle_since_us.load(Ordering::Acquire));
+        let since = Duration::from_micros(self.progress_us.load(Ordering::Acquire));
         Some(self.start.elapsed().saturating_sub(since))
     }
 }
@@ -255,18 +265,30 @@ impl Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        let a = &self.0;
-        a.idle_since_us
-            .store(a.start.elapsed().as_micros() as u64, Ordering::Release);
-        a.running.fetch_sub(1, Ordering::AcqRel);
+        self.0.mark();
+        self.0.running.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// A response body that holds its request's place on the connection
-/// until it is sent (or dropped).
+/// A response body that holds its request's place on the connection until
+/// it is sent (or dropped), and marks progress with every frame.
 struct Guarded {
     body: Body,
-    _request: Request,
+    request: Request,
+}
+
+impl Guarded {
+    fn new(body: Body, request: Request) -> Guarded {
+        request.0.streaming.fetch_add(1, Ordering::AcqRel);
+        request.0.mark();
+        Guarded { body, request }
+    }
+}
+
+impl Drop for Guarded {
+    fn drop(&mut self) {
+        self.request.0.streaming.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl hyper::body::Body for Guarded {
@@ -277,7 +299,11 @@ impl hyper::body::Body for Guarded {
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+        let polled = std::pin::Pin::new(&mut self.body).poll_frame(cx);
+        if polled.is_ready() {
+            self.request.0.mark();
+        }
+        polled
     }
 
     fn is_end_stream(&self) -> bool {

@@ -12,12 +12,16 @@
 //!    runs, say what would change and what would be lost, and add the
 //!    queues and drains the capability needs to the [`Deploy`]. Nothing
 //!    changes; `weft plan` stops here.
-//! 2. **install** ([`Staged::install`]): make what the new deploy sends to
-//!    exist (queues), before anything routes to it.
-//! 3. the node swaps the new deployment in;
-//! 4. **start** ([`Staged::start`]): install routing and start this
-//!    deploy's workers; the previous deploy's workers are stopped first;
-//! 5. **retire** ([`Staged::retire`]): drop what only the old deploy used.
+//! 2. the changed functions are compiled; then the losses are counted
+//!    again ([`Staged::losses`]), since messages may have arrived since;
+//! 3. **install** ([`Staged::install`]): make what the new deploy sends to
+//!    exist (queues), before anything routes to it;
+//! 4. **route** ([`Staged::route`]): install the routing that sends to it;
+//! 5. the node swaps the new deployment in;
+//! 6. **start** ([`Staged::start`]): start this deploy's workers; the
+//!    previous deploy's workers are told to stop, and finish what they
+//!    hold in the background;
+//! 7. **retire** ([`Staged::retire`]): drop what only the old deploy used.
 //!
 //! This module must not know any particular capability, nor the node:
 //! the node is the type parameter `N` (in weft always `crate::Node`), so
@@ -120,7 +124,20 @@ pub trait Staged<N>: Send + Sync {
         let _ = (node, deploy);
     }
 
-    /// After the swap: install routing and start this deploy's workers.
+    /// Before the swap, once every capability has installed: route to
+    /// what was installed (topic and bus routing).
+    fn route(&self, node: &Arc<N>, deploy: &Deploy) {
+        let _ = (node, deploy);
+    }
+
+    /// Just before installing, after the functions are compiled: what the
+    /// deploy would lose now (messages may have arrived since the plan).
+    fn losses<'a>(&'a self, node: &'a Arc<N>) -> BoxFuture<'a, Vec<Change>> {
+        let _ = node;
+        Box::pin(async { Vec::new() })
+    }
+
+    /// After the swap: start this deploy's workers.
     fn start(&self, node: &Arc<N>, deploy: &Deploy, workers: &Workers) {
         let _ = (node, deploy, workers);
     }
@@ -170,18 +187,21 @@ impl Deploy {
 
     /// Records the added, changed and removed items of one kind, by name,
     /// between the previous manifest's and this one's.
+    /// Items with the same name are told apart by their order: the
+    /// second is `NAME#2`, and so on.
     pub fn diff<T: PartialEq>(&mut self, kind: &'static str, before: &[(String, T)], after: &[(String, T)]) {
-        let old: HashMap<&str, &T> = before.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        let new: HashMap<&str, &T> = after.iter().map(|(n, t)| (n.as_str(), t)).collect();
-        for (name, item) in after {
+        let (before, after) = (numbered(before), numbered(after));
+        let old: HashMap<&str, &T> = before.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        let new: HashMap<&str, &T> = after.iter().map(|(n, t)| (n.as_str(), *t)).collect();
+        for (name, item) in &after {
             let action = match old.get(name.as_str()) {
                 None => Action::Added,
-                Some(was) if *was != item => Action::Changed,
+                Some(was) if *was != *item => Action::Changed,
                 Some(_) => continue,
             };
             self.changes.push(Change::new(kind, name, action));
         }
-        for (name, _) in before {
+        for (name, _) in &before {
             if !new.contains_key(name.as_str()) {
                 self.changes.push(Change::new(kind, name, Action::Removed));
             }
@@ -214,6 +234,20 @@ impl Deploy {
     pub fn losses(&self) -> Vec<&Change> {
         self.changes.iter().filter(|c| c.loss.is_some()).collect()
     }
+}
+
+/// Names made unique by their place: the second `x` is `x#2`.
+fn numbered<T>(items: &[(String, T)]) -> Vec<(String, &T)> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    items
+        .iter()
+        .map(|(name, item)| {
+            let n = seen.entry(name.as_str()).or_default();
+            *n += 1;
+            let key = if *n == 1 { name.clone() } else { format!("{name}#{n}") };
+            (key, item)
+        })
+        .collect()
 }
 
 /// A queue drained by a worker that delivers to a function or a URL.
@@ -490,6 +524,13 @@ mod tests {
         assert!(deploy.losses().is_empty());
         deploy.changes[2].loss = Some("3 messages would be left undelivered".into());
         assert_eq!(deploy.losses().len(), 1);
+
+        let mut twice = Deploy::new(manifest(""), None);
+        let same = vec![("s".to_string(), 1), ("s".to_string(), 2)];
+        twice.diff("subscription", &same, &same);
+        assert!(twice.changes.is_empty(), "{:?}", twice.changes);
+        twice.diff("subscription", &same, &same[..1]);
+        assert_eq!(twice.changes, [Change::new("subscription", "s#2", Action::Removed)]);
 
         let mut first = Deploy::new(manifest("[queue.q]\n"), None);
         first.diff_manifest("queue", |m| m.queues.iter().map(|q| (q.name.clone(), ())).collect());

@@ -159,7 +159,7 @@ impl Node {
         if !losses.is_empty() && !allow_loss {
             return Err(DeployError::Loss(losses));
         }
-        self.apply(planned).await
+        self.apply(planned, allow_loss).await
     }
 
     /// Parses a manifest with the sections the capabilities bring.
@@ -269,7 +269,7 @@ impl Node {
         })
     }
 
-    async fn apply(self: &Arc<Self>, planned: Planned) -> Result<DeployReport, DeployError> {
+    async fn apply(self: &Arc<Self>, planned: Planned, allow_loss: bool) -> Result<DeployReport, DeployError> {
         let Planned {
             deploy,
             functions: plans,
@@ -348,8 +348,23 @@ impl Node {
         }
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
 
+        // Compiling took time, and messages may have come in meanwhile.
+        if !allow_loss {
+            let mut losses = Vec::new();
+            for step in &staged {
+                losses.extend(step.losses(self).await);
+            }
+            if !losses.is_empty() {
+                return Err(DeployError::Loss(losses));
+            }
+        }
+        // From here to the end there is no await: nothing else runs
+        // between the new queues existing and the old ones going.
         for step in &staged {
             step.install(self, &deploy);
+        }
+        for step in &staged {
+            step.route(self, &deploy);
         }
         self.current.store(Arc::new(Deployment {
             app: deploy.manifest.app.clone(),

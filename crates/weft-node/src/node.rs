@@ -123,6 +123,8 @@ impl Node {
     /// records and logs they left are written.
     pub async fn shutdown(&self, within: Duration) {
         let deadline = tokio::time::Instant::now() + within;
+        // A deploy still running finishes first, and none starts after.
+        let _no_more_deploys = self.deploying.lock().await;
         self.workers.load_full().stop(within).await;
         self.background.stop(within).await;
         loop {

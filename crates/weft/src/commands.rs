@@ -180,6 +180,7 @@ pub async fn up(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let gateway = weft_gateway::gateway::Gateway::new(node.clone(), weft_gateway::policy::Policies::default());
+    let app_counters = listen.limits.counters.clone();
     let (public_addr, gateway_threads) = weft_gateway::serve_per_core(
         listen.app,
         threads,
@@ -219,12 +220,13 @@ pub async fn up(
     println!("listening on http://{public_addr}");
     println!("admin API on http://{admin_addr}");
 
-    let admin = weft_gateway::admin::Admin::new(node.clone()).map_err(|e| anyhow!(e))?;
-    let mut admin_stop = stop_rx;
     let admin_limits = weft_gateway::Limits {
         max_connections: ADMIN_CONNECTIONS,
         ..Default::default()
     };
+    let listeners = vec![("app", app_counters), ("admin", admin_limits.counters.clone())];
+    let admin = weft_gateway::admin::Admin::new(node.clone(), listeners).map_err(|e| anyhow!(e))?;
+    let mut admin_stop = stop_rx;
     let admin_server = tokio::spawn(weft_gateway::serve(
         admin_socket,
         Arc::new(move |req| admin.clone().handle(req)),
@@ -392,7 +394,13 @@ pub async fn plan(app_dir: &Path, server: &str, build: bool) -> anyhow::Result<E
         "plan for app `{}` (nothing was changed):",
         answer["app"].as_str().unwrap_or("")
     );
-    show::changes(&answer["changes"]);
+    show::changes(&answer["changes"], None);
+    let losses = answer["changes"]
+        .as_array()
+        .map_or(0, |l| l.iter().filter(|c| c["loss"].is_string()).count());
+    if losses > 0 {
+        println!("a deploy of this would be refused: it loses data; deploy with --allow-loss to accept that");
+    }
     Ok(ExitCode::SUCCESS)
 }
 
@@ -420,7 +428,7 @@ pub async fn deploy(app_dir: &Path, server: &str, build: bool, allow_loss: bool)
     for r in answer["removed"].as_array().into_iter().flatten() {
         println!("  function {}: removed", r.as_str().unwrap_or(""));
     }
-    show::changes(&answer["changes"]);
+    show::changes(&answer["changes"], Some("function"));
     Ok(ExitCode::SUCCESS)
 }
 

@@ -55,10 +55,12 @@ enum Command {
         /// How long invocation records and function logs are kept, e.g. 7d.
         #[arg(long, default_value = "7d", value_parser = parse_retention)]
         retention: std::time::Duration,
-        /// How long a client has to send a request's headers, e.g. 10s.
+        /// How long a client has to send a request's headers (and to start
+        /// the next request on a kept-alive connection), e.g. 10s.
         #[arg(long, default_value = "10s", value_parser = parse_timeout)]
         header_timeout: std::time::Duration,
-        /// A connection with no request running is closed after this, e.g. 60s.
+        /// A connection with no request running, or whose response its client
+        /// stopped reading, is closed after this, e.g. 60s.
         #[arg(long, default_value = "60s", value_parser = parse_timeout)]
         idle_timeout: std::time::Duration,
         /// Connections the app's address holds at once; past it, new ones get a 503.

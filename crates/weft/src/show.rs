@@ -48,10 +48,17 @@ pub fn record(r: &Value) -> String {
 }
 
 /// A deploy's changes, one a line: `+ queue jobs`, `~ rule big-orders`,
-/// `- queue old (loses 3 messages ...)`.
-pub fn changes(changes: &Value) {
-    let list = changes.as_array().map(Vec::as_slice).unwrap_or_default();
-    if list.is_empty() {
+/// `- queue old (loses 3 messages ...)`; those of kind `skip` are left
+/// out (printed another way).
+pub fn changes(changes: &Value, skip: Option<&str>) {
+    let list: Vec<&Value> = changes
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+        .iter()
+        .filter(|c| skip.is_none_or(|k| c["kind"].as_str() != Some(k)))
+        .collect();
+    if list.is_empty() && skip.is_none() {
         println!("  no changes");
     }
     for c in list {

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http::Method;
@@ -12,16 +13,23 @@ use serde_json::{Value, json};
 use weft_node::capability::{AdminReply, AdminRequest, AdminRoute, admin_route};
 use weft_node::{Call, Node, Trigger};
 
+use crate::serve::Counters;
+
 /// The most of a function's answer `invoke` shows, as Lambda's limit on
 /// a synchronous response; the rest is cut and the answer says so.
 pub const MAX_INVOKE_RESPONSE: usize = 6 << 20;
 
 type Reply = Result<AdminReply, AdminReply>;
 
-pub(super) fn routes() -> Vec<AdminRoute<Node>> {
+/// The listeners whose connection counts `/v1/health` shows, by name.
+pub type Listeners = Vec<(&'static str, Arc<Counters>)>;
+
+pub(super) fn routes(listeners: Listeners) -> Vec<AdminRoute<Node>> {
+    let listeners = Arc::new(listeners);
     vec![
-        admin_route(Method::GET, "/v1/health", |_, _| async {
-            Ok(AdminReply::ok(json!({ "status": "ok" })))
+        admin_route(Method::GET, "/v1/health", move |node: Arc<Node>, _| {
+            let listeners = listeners.clone();
+            async move { Ok(AdminReply::ok(health(&node, &listeners))) }
         }),
         admin_route(Method::GET, "/v1/app", |node, _| async move {
             Ok(AdminReply::ok(app(&node)))
@@ -30,6 +38,26 @@ pub(super) fn routes() -> Vec<AdminRoute<Node>> {
             invoke(&node, &r).await
         }),
     ]
+}
+
+/// That the node answers, and what its bounds have refused so far.
+fn health(node: &Node, listeners: &Listeners) -> Value {
+    let connections: serde_json::Map<String, Value> = listeners
+        .iter()
+        .map(|(name, c)| {
+            let count = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let open = c.open.load(Ordering::Relaxed);
+            let counts = json!({ "open": open, "shed": count(&c.shed), "idle_closed": count(&c.idle_closed) });
+            (name.to_string(), counts)
+        })
+        .collect();
+    let shed = node.store.shed();
+    json!({
+        "status": "ok",
+        "connections": connections,
+        "shed": { "records": shed.records, "log_lines": shed.log_lines },
+        "invocations_running": node.running(),
+    })
 }
 
 fn app(node: &Node) -> Value {
@@ -118,6 +146,16 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
                 400,
                 format!("`{method} {path}` is not a valid HTTP method and path"),
             ));
+        }
+        for (name, value) in &input.headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() || http::HeaderValue::from_str(value).is_err() {
+                return Err(AdminReply::error(
+                    400,
+                    format!(
+                        "header `{name}: {value}` is not a valid HTTP header; names are tokens, values visible text"
+                    ),
+                ));
+            }
         }
         let headers = input.headers.into_iter().collect();
         let id = node

@@ -14,6 +14,8 @@ mod deploys;
 mod functions;
 mod records;
 
+pub use functions::Listeners;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -23,6 +25,10 @@ use weft_node::Node;
 use weft_node::body::{self, Body};
 use weft_node::capability::{AdminReply, AdminRequest, AdminRoute};
 
+/// How long the admin API waits for a request's body (a 256 MiB artifact
+/// over a slow link included).
+const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// The admin API of one node.
 pub struct Admin {
     node: Arc<Node>,
@@ -31,9 +37,10 @@ pub struct Admin {
 
 impl Admin {
     /// The admin API: the node's own operations and every capability's.
-    pub fn new(node: Arc<Node>) -> Result<Arc<Admin>, String> {
+    /// `/v1/health` shows the connection counts of `listeners`.
+    pub fn new(node: Arc<Node>, listeners: Listeners) -> Result<Arc<Admin>, String> {
         let mut all = Vec::new();
-        all.extend(functions::routes());
+        all.extend(functions::routes(listeners));
         all.extend(records::routes());
         all.extend(deploys::routes());
         for capability in node.capabilities() {
@@ -81,9 +88,14 @@ impl Admin {
             .collect();
         let query = parse_query(request.uri().query().unwrap_or(""));
         let max = route.max_body;
-        let body = match Limited::new(request.into_body(), max).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) => {
+        let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(request.into_body(), max).collect());
+        let body = match read.await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Err(_) => {
+                let message = format!("the request body did not arrive within {READ_TIMEOUT:?}; send it at once");
+                return body::error(408, &message, None);
+            }
+            Ok(Err(e)) => {
                 return body::error(
                     413,
                     &format!("the request body could not be read (limit {max} bytes): {e}"),

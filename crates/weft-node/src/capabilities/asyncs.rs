@@ -63,12 +63,12 @@ impl Condition {
 
 /// Asynchronous invocation: a durable stream and a worker per function.
 #[derive(Default)]
-pub struct Asyncs {
+pub struct AsyncInvocations {
     /// The functions whose worker runs, in the deploy's workers of this id.
     running: Mutex<(u64, HashSet<String>)>,
 }
 
-impl Capability<Node> for Asyncs {
+impl Capability<Node> for AsyncInvocations {
     fn name(&self) -> &'static str {
         "async"
     }
@@ -171,7 +171,7 @@ impl Node {
     /// Starts the function's async worker in the current deploy's workers,
     /// unless it runs there already.
     fn ensure_async_worker(self: &Arc<Self>, function: &str) {
-        let Some(asyncs) = self.capability::<Asyncs>() else {
+        let Some(asyncs) = self.capability::<AsyncInvocations>() else {
             return;
         };
         let workers = self.workers.load_full();

@@ -23,7 +23,7 @@ use crate::capability::Capability;
 pub fn all() -> Vec<Arc<dyn Capability<crate::node::Node>>> {
     vec![
         Arc::new(triggers::Triggers),
-        Arc::new(asyncs::Asyncs::default()),
+        Arc::new(asyncs::AsyncInvocations::default()),
         Arc::new(schedules::Schedules),
         Arc::new(topics::Topics),
         Arc::new(bus::Bus),

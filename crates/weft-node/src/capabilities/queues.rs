@@ -15,7 +15,8 @@ use weft_runtime::{OutboundFuture, WasiBody};
 
 use super::http::{read_post, reply};
 use crate::capability::{
-    AdminReply, AdminRequest, AdminRoute, BoxFuture, Capability, DeliveryError, Deploy, Internal, Staged, admin_route,
+    Action, AdminReply, AdminRequest, AdminRoute, BoxFuture, Capability, Change, DeliveryError, Deploy, Internal,
+    Staged, admin_route,
 };
 use crate::deployment::Deployed;
 use crate::node::Node;
@@ -46,32 +47,22 @@ impl Capability<Node> for Queues {
                 deploy.queues.iter().map(|q| (q.name.clone(), q.clone())).collect();
             let first = deploy.changes.len();
             deploy.diff("queue", &before, &after);
-            let declared: Vec<&str> = deploy
+            let declared: Vec<String> = deploy
                 .previous
                 .as_ref()
-                .map(|m| m.queues.iter().map(|q| q.name.as_str()).collect())
+                .map(|m| m.queues.iter().map(|q| q.name.clone()).collect())
                 .unwrap_or_default();
+            let mut removed = Vec::new();
             for change in &mut deploy.changes[first..] {
-                if change.action != crate::capability::Action::Removed {
-                    continue;
-                }
-                let stats = node.queues.stats(&change.name).await.map_err(|e| e.to_string())?;
-                let waiting = stats.visible + stats.in_flight + stats.delayed;
-                if waiting == 0 {
-                    continue;
-                }
-                let plural = if waiting == 1 { "" } else { "s" };
-                if declared.contains(&change.name.as_str()) {
-                    change.loss = Some(format!("{waiting} message{plural} would be left undelivered"));
-                } else {
-                    // A hidden queue: its events are kept, and delivered
-                    // again by a deploy that brings its target back.
-                    change.note = Some(format!(
-                        "{waiting} event{plural} wait for a deploy that brings this target back"
-                    ));
+                if change.action == Action::Removed {
+                    let is_declared = declared.contains(&change.name);
+                    weigh(node, change, is_declared).await?;
+                    if is_declared {
+                        removed.push(change.name.clone());
+                    }
                 }
             }
-            Ok(Box::new(Staging) as Box<dyn Staged<Node>>)
+            Ok(Box::new(Staging { removed }) as Box<dyn Staged<Node>>)
         })
     }
 
@@ -194,9 +185,54 @@ impl Capability<Node> for Queues {
     }
 }
 
-struct Staging;
+/// Says what removing queue `change.name` leaves behind: for a declared
+/// queue that holds messages, a loss; for a hidden one, a note (its events
+/// are kept for a deploy that brings its target back).
+async fn weigh(node: &Node, change: &mut Change, declared: bool) -> Result<(), String> {
+    let stats = node.queues.stats(&change.name).await.map_err(|e| {
+        format!(
+            "cannot count the messages of queue `{}`: {e}; try the deploy again",
+            change.name
+        )
+    })?;
+    let waiting = stats.visible + stats.in_flight + stats.delayed;
+    if waiting == 0 {
+        return Ok(());
+    }
+    let plural = if waiting == 1 { "" } else { "s" };
+    if declared {
+        change.loss = Some(format!("{waiting} message{plural} would be left undelivered"));
+    } else {
+        change.note = Some(format!(
+            "{waiting} event{plural} wait for a deploy that brings this target back"
+        ));
+    }
+    Ok(())
+}
+
+/// The deploy steps of queues: the declared queues it removes, to count
+/// again just before the swap.
+struct Staging {
+    removed: Vec<String>,
+}
 
 impl Staged<Node> for Staging {
+    fn losses<'a>(&'a self, node: &'a Arc<Node>) -> BoxFuture<'a, Vec<Change>> {
+        Box::pin(async move {
+            let mut losses = Vec::new();
+            for name in &self.removed {
+                let mut change = Change::new("queue", name, Action::Removed);
+                if let Err(why) = weigh(node, &mut change, true).await {
+                    change.loss = Some(why);
+                }
+                if change.loss.is_some() {
+                    losses.push(change);
+                }
+            }
+            losses
+        })
+    }
+
     /// Every queue the deploy needs exists before routing sends to it.
     fn install(&self, node: &Arc<Node>, deploy: &Deploy) {
         node.queues.add(&deploy.queues);

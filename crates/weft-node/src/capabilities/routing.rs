@@ -1,14 +1,14 @@
 //! A deploy step that several capabilities share: install routing
-//! compiled at plan time once the deploy starts, after the queues it sends
-//! to exist.
+//! compiled at plan time once the queues it sends to exist, before the new
+//! deployment's functions can publish to it.
 
 use std::sync::{Arc, Mutex};
 
-use crate::capability::{Deploy, Staged, Workers};
+use crate::capability::{Deploy, Staged};
 use crate::node::Node;
 
-/// Routing `R`, compiled by a plan, installed by `install` when the
-/// deploy starts.
+/// Routing `R`, compiled by a plan, installed by `install` in the route
+/// phase.
 pub(crate) struct Routing<R> {
     compiled: Mutex<Option<R>>,
     install: fn(&Node, R),
@@ -24,7 +24,7 @@ impl<R: Send> Routing<R> {
 }
 
 impl<R: Send> Staged<Node> for Routing<R> {
-    fn start(&self, node: &Arc<Node>, _deploy: &Deploy, _workers: &Workers) {
+    fn route(&self, node: &Arc<Node>, _deploy: &Deploy) {
         if let Some(routing) = self.compiled.lock().unwrap_or_else(|p| p.into_inner()).take() {
             (self.install)(node, routing);
         }

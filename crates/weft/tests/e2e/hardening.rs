@@ -87,7 +87,8 @@ async fn half_open_connections_are_closed_and_others_still_answer() {
 async fn an_idle_keep_alive_connection_is_closed() {
     let app = App::new(APP);
     let data = app.dir.join("data");
-    let server = Server::start_with(&app, &data, &["--idle-timeout", "1s"]);
+    // Headers may take 30 s, so only the idle timeout can close it this soon.
+    let server = Server::start_with(&app, &data, &["--idle-timeout", "1s", "--header-timeout", "30s"]);
     let mut stream = TcpStream::connect(addr(&server.public)).await.unwrap();
     stream
         .write_all(b"GET /hello/idle HTTP/1.1\r\nhost: weft\r\n\r\n")
