@@ -21,8 +21,6 @@ use tokio::net::{TcpListener, TcpStream};
 
 use weft_node::Body;
 
-/// How long requests in flight may take to finish once shutdown begins.
-const DRAIN: Duration = Duration::from_secs(10);
 /// How long the 503 to a connection past the cap may take to write.
 const SHED_WRITE: Duration = Duration::from_secs(1);
 /// Connections past the cap being answered 503 at once; past this many,
@@ -40,6 +38,8 @@ pub struct Limits {
     pub idle_timeout: Duration,
     /// Connections open at once; past it, new ones get a 503 and are closed.
     pub max_connections: usize,
+    /// How long requests in flight may take to finish once shutdown begins.
+    pub drain: Duration,
     /// Counts what the limits refused.
     pub counters: Arc<Counters>,
 }
@@ -50,6 +50,7 @@ impl Default for Limits {
             header_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: 8192,
+            drain: Duration::from_secs(30),
             counters: Arc::default(),
         }
     }
@@ -71,7 +72,7 @@ pub struct Counters {
 
 /// Serves `handler` on `listener` until `shutdown` resolves; then stops
 /// accepting, lets requests in flight finish (closing idle keep-alive
-/// connections), and returns when they have, or after 10 seconds.
+/// connections), and returns when they have, or after [`Limits::drain`].
 pub async fn serve<H, F>(listener: TcpListener, handler: Arc<H>, limits: Limits, shutdown: impl Future<Output = ()>)
 where
     H: Fn(hyper::Request<Incoming>) -> F + Send + Sync + 'static,
@@ -156,8 +157,9 @@ where
         });
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
-        tracing::warn!("requests still running after {DRAIN:?} of shutdown were cut");
+    let drain = limits.drain;
+    if tokio::time::timeout(drain, graceful.shutdown()).await.is_err() {
+        tracing::warn!("requests still running after {drain:?} of shutdown were cut");
     }
 }
 

@@ -135,8 +135,6 @@ pub struct Listen {
 
 /// The connections the admin API holds at once (it serves the CLI and tools).
 const ADMIN_CONNECTIONS: usize = 256;
-/// How long invocations still running at shutdown may take to finish.
-const SHUTDOWN: Duration = Duration::from_secs(30);
 
 /// The durable storage of a node with its data in `data`: the embedded
 /// provider. This is the one place that names it.
@@ -181,6 +179,7 @@ pub async fn up(
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
     let gateway = weft_gateway::gateway::Gateway::new(node.clone(), weft_gateway::policy::Policies::default());
     let app_counters = listen.limits.counters.clone();
+    let shutdown = listen.limits.drain;
     let (public_addr, gateway_threads) = weft_gateway::serve_per_core(
         listen.app,
         threads,
@@ -222,6 +221,7 @@ pub async fn up(
 
     let admin_limits = weft_gateway::Limits {
         max_connections: ADMIN_CONNECTIONS,
+        drain: shutdown,
         ..Default::default()
     };
     let listeners = vec![("app", app_counters), ("admin", admin_limits.counters.clone())];
@@ -246,7 +246,7 @@ pub async fn up(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     let _ = admin_server.await;
-    node.shutdown(SHUTDOWN).await;
+    node.shutdown(shutdown).await;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -66,6 +66,10 @@ enum Command {
         /// Connections the app's address holds at once; past it, new ones get a 503.
         #[arg(long, default_value_t = 8192, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
         max_connections: u32,
+        /// On Ctrl-C or SIGTERM, how long requests and invocations still
+        /// running may take to finish, e.g. 30s.
+        #[arg(long, default_value = "30s", value_parser = parse_shutdown)]
+        shutdown_timeout: std::time::Duration,
     },
     /// Say what deploying an app to a running server would change, and change nothing.
     Plan {
@@ -264,6 +268,13 @@ fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+fn parse_shutdown(text: &str) -> Result<std::time::Duration, String> {
+    match weft_manifest::parse_duration(text)? {
+        d if d.as_secs() <= 15 * 60 => Ok(d),
+        _ => Err("give at most 15m (a function's longest timeout)".into()),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -291,11 +302,13 @@ fn main() -> ExitCode {
                 header_timeout,
                 idle_timeout,
                 max_connections,
+                shutdown_timeout,
             } => {
                 let limits = weft_gateway::Limits {
                     header_timeout,
                     idle_timeout,
                     max_connections: max_connections as usize,
+                    drain: shutdown_timeout,
                     ..Default::default()
                 };
                 let listen = commands::Listen {

@@ -247,3 +247,18 @@ async fn shutdown_lets_running_invocations_finish_and_keeps_their_records() {
     assert_eq!(kept["outcome"], "success");
     assert_eq!(kept["trigger"], "http");
 }
+
+#[test]
+fn bounds_out_of_range_are_refused_with_the_range() {
+    for (flag, value, says) in [
+        ("--shutdown-timeout", "1h", "at most 15m"),
+        ("--header-timeout", "10ms", "from 100ms to 1h"),
+        ("--idle-timeout", "forever", "--idle-timeout"),
+        ("--max-connections", "0", "--max-connections"),
+    ] {
+        let out = crate::support::weft().args(["up", ".", flag, value]).output().unwrap();
+        let err = crate::support::text(&out.stderr);
+        assert!(!out.status.success(), "{flag} {value} was taken");
+        assert!(err.contains(says), "{flag} {value}: {err}");
+    }
+}
