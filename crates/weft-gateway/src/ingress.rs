@@ -15,10 +15,9 @@ use std::sync::Arc;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde_json::json;
-use weft_events::bus::BusEvent;
 use weft_node::Node;
 use weft_node::body::{self, Body};
-use weft_node::capabilities::bus::put_events;
+use weft_node::capabilities::bus::{put_cloudevents, put_events};
 
 /// The path prefix of the ingress.
 pub const PREFIX: &str = "/events/";
@@ -96,15 +95,8 @@ pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incomin
             Err(e) => body::error(e.status(), &e.to_string(), None),
         },
         Inlet::Bus(bus) => {
-            let events: Result<Vec<BusEvent>, String> = events.into_iter().map(BusEvent::from_cloudevent).collect();
-            let events = match events {
-                Ok(e) => e,
-                Err(why) => return body::error(400, &why, None),
-            };
-            match node.buses.put(&node.queues, &node.topics, bus, events).await {
-                Ok(put) => body::json(202, &json!({ "accepted": put.len(), "events": put })),
-                Err(e) => body::error(e.status(), &e.to_string(), None),
-            }
+            let (status, answer) = put_cloudevents(&node, bus, events).await;
+            body::json(status, &answer)
         }
     }
 }

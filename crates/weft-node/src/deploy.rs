@@ -155,6 +155,7 @@ impl Node {
         let manifest = self.parse(text, file)?;
         let _one_at_a_time = self.deploying.lock().await;
         let planned = self.plan_of(manifest, artifacts, true).await?;
+        // Refused before anything is compiled; `apply` counts again after.
         let losses: Vec<Change> = planned.deploy.losses().into_iter().cloned().collect();
         if !losses.is_empty() && !allow_loss {
             return Err(DeployError::Loss(losses));

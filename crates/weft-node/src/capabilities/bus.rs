@@ -79,16 +79,11 @@ impl Capability<Node> for Bus {
                 return reply(status, answer);
             }
             default_ce_headers(&mut parts.headers, &node, &caller);
-            let events = weft_events::cloudevents::decode(&parts.headers, body)
-                .and_then(|events| events.into_iter().map(BusEvent::from_cloudevent).collect());
-            let events = match events {
-                Ok(e) => e,
-                Err(why) => return reply(400, json!({ "error": why })),
+            let (status, answer) = match weft_events::cloudevents::decode(&parts.headers, body) {
+                Ok(events) => put_cloudevents(&node, &bus, events).await,
+                Err(why) => (400, json!({ "error": why })),
             };
-            match node.buses.put(&node.queues, &node.topics, &bus, events).await {
-                Ok(put) => reply(202, json!({ "accepted": put.len(), "events": put })),
-                Err(e) => reply(e.status(), json!({ "error": e.to_string() })),
-            }
+            reply(status, answer)
         })
     }
 
@@ -134,6 +129,21 @@ impl Capability<Node> for Bus {
                 replay(&node, &r).await
             }),
         ]
+    }
+}
+
+/// CloudEvents put on `bus` (from the ingress or a function): answers the
+/// status and `{"accepted", "events"}`, or `{"error"}` for an event whose
+/// data is not a JSON object or a put that failed.
+pub async fn put_cloudevents(node: &Node, bus: &str, events: Vec<weft_events::CloudEvent>) -> (u16, Value) {
+    let events: Result<Vec<BusEvent>, String> = events.into_iter().map(BusEvent::from_cloudevent).collect();
+    let events = match events {
+        Ok(e) => e,
+        Err(why) => return (400, json!({ "error": why })),
+    };
+    match node.buses.put(&node.queues, &node.topics, bus, events).await {
+        Ok(put) => (202, json!({ "accepted": put.len(), "events": put })),
+        Err(e) => (e.status(), json!({ "error": e.to_string() })),
     }
 }
 

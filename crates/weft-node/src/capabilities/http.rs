@@ -35,6 +35,15 @@ pub(crate) fn reply(status: u16, value: serde_json::Value) -> Answer {
     Ok(crate::body::json(status, &value))
 }
 
+/// weft's answer to a send or publish that stored something: `status`
+/// with what it returned, or the error with the error's own status.
+pub(crate) fn answer<T: serde::Serialize>(status: u16, result: Result<T, weft_events::QueueError>) -> Answer {
+    match result {
+        Ok(value) => reply(status, serde_json::json!(value)),
+        Err(e) => reply(e.status(), serde_json::json!({ "error": e.to_string() })),
+    }
+}
+
 /// The parts and body of a POST of at most [`MAX_MESSAGE`] bytes of `item`,
 /// or the answer refusing it.
 pub(crate) async fn read_post(

@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use weft_manifest::TargetKind;
 use weft_runtime::{OutboundFuture, WasiBody};
 
-use super::http::{read_post, reply};
+use super::http::{answer, read_post, reply};
 use crate::capability::{
     Action, AdminReply, AdminRequest, AdminRoute, BoxFuture, Capability, Change, DeliveryError, Deploy, Internal,
     Staged, admin_route,
@@ -115,10 +115,8 @@ impl Capability<Node> for Queues {
                 delay,
                 ..Default::default()
             };
-            match node.queues.send(&queue, vec![message]).await {
-                Ok(mut sent) => reply(202, json!(sent.remove(0))),
-                Err(e) => reply(e.status(), json!({ "error": e.to_string() })),
-            }
+            let sent = node.queues.send(&queue, vec![message]).await;
+            answer(202, sent.map(|mut sent| sent.remove(0)))
         })
     }
 

@@ -12,7 +12,7 @@ use serde_json::json;
 use weft_manifest::TargetKind;
 use weft_runtime::{OutboundFuture, WasiBody};
 
-use super::http::{default_ce_headers, read_post, reply};
+use super::http::{answer, default_ce_headers, read_post, reply};
 use super::routing::Routing;
 use crate::capability::{BoxFuture, Capability, DeliveryError, Deploy, Internal, Staged};
 use crate::deployment::Deployed;
@@ -74,10 +74,8 @@ impl Capability<Node> for Topics {
                 Ok(e) => e,
                 Err(why) => return reply(400, json!({ "error": why })),
             };
-            match node.topics.publish(&node.queues, &topic, vec![event]).await {
-                Ok(mut published) => reply(202, json!(published.remove(0))),
-                Err(e) => reply(e.status(), json!({ "error": e.to_string() })),
-            }
+            let published = node.topics.publish(&node.queues, &topic, vec![event]).await;
+            answer(202, published.map(|mut published| published.remove(0)))
         })
     }
 
