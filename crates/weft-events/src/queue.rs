@@ -74,7 +74,7 @@ pub struct Sent {
 pub struct Queues {
     storage: Arc<dyn Storage>,
     config: RwLock<HashMap<String, Queue>>,
-    wakers: RwLock<HashMap<String, Arc<Notify>>>,
+    wakers: Arc<RwLock<HashMap<String, Arc<Notify>>>>,
     ids: AtomicU64,
 }
 
@@ -158,10 +158,22 @@ fn stream(queue: &str) -> String {
 
 impl Queues {
     pub fn new(storage: Arc<dyn Storage>) -> Queues {
+        let wakers: Arc<RwLock<HashMap<String, Arc<Notify>>>> = Arc::default();
+        // Appends by other nodes (a shared storage) wake the consumers
+        // here: a queue's stream is `queue:NAME`; other streams (async
+        // invocations) are waited on under their stream's own name.
+        let known = Arc::downgrade(&wakers);
+        storage.on_append(Arc::new(move |stream: &str| {
+            let Some(wakers) = known.upgrade() else { return };
+            let key = stream.strip_prefix("queue:").unwrap_or(stream);
+            if let Some(n) = wakers.read().unwrap_or_else(|p| p.into_inner()).get(key) {
+                n.notify_waiters();
+            }
+        }));
         Queues {
             storage,
             config: RwLock::default(),
-            wakers: RwLock::default(),
+            wakers,
             ids: AtomicU64::new(0),
         }
     }

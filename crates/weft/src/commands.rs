@@ -137,8 +137,20 @@ pub struct Listen {
 const ADMIN_CONNECTIONS: usize = 256;
 
 /// The durable storage of a node with its data in `data`: the embedded
-/// provider. This is the one place that names it.
-fn storage(data: &Path) -> anyhow::Result<Arc<dyn weft_store::durable::Storage>> {
+/// provider, or with `nats` the JetStream one. This is the one place that
+/// names them.
+async fn storage(
+    data: &Path,
+    nats: Option<weft_jetstream::Options>,
+) -> anyhow::Result<Arc<dyn weft_store::durable::Storage>> {
+    if let Some(options) = nats {
+        let url = options.url.clone();
+        let store = weft_jetstream::JetStream::connect(options)
+            .await
+            .map_err(|e| anyhow!(e))?;
+        println!("storage: NATS JetStream at {url}");
+        return Ok(store);
+    }
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     let embedded = weft_store::durable::Embedded::open(&data.join("events.db"))
         .with_context(|| format!("cannot open the event store in {}", data.display()))?;
@@ -151,6 +163,7 @@ pub async fn up(
     data: Option<PathBuf>,
     build: bool,
     retention: Duration,
+    nats: Option<weft_jetstream::Options>,
 ) -> anyhow::Result<ExitCode> {
     let (manifest, text) = prepare_app(app_dir, build)?;
     let data = data.unwrap_or_else(|| app_dir.join(".weft"));
@@ -160,7 +173,8 @@ pub async fn up(
         print_requests,
         retention,
     };
-    let node = Node::open(config, storage(&data)?, weft_node::capabilities::all()).map_err(|e| anyhow!(e))?;
+    let storage = storage(&data, nats).await?;
+    let node = Node::open(config, storage, weft_node::capabilities::all()).map_err(|e| anyhow!(e))?;
 
     let mut artifacts = HashMap::new();
     for (name, digest, bytes) in components(app_dir, &manifest)? {

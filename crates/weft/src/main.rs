@@ -19,6 +19,75 @@ struct Cli {
     command: Command,
 }
 
+/// Where a node keeps its durable parts when it shares them with other
+/// nodes: a NATS JetStream. Without `--nats`, the embedded store.
+#[derive(clap::Args, Debug)]
+struct NatsArgs {
+    /// Keep queues, topics, the bus, async invocations and schedules on
+    /// this NATS JetStream (nats://HOST:4222, tls://HOST:4222, or several
+    /// comma-separated), shared with every node given the same one.
+    #[arg(long, env = "WEFT_NATS")]
+    nats: Option<String>,
+    /// Prefix of every stream, subject and bucket weft makes there.
+    #[arg(long, env = "WEFT_NATS_PREFIX", default_value = "weft", requires = "nats")]
+    nats_prefix: String,
+    /// Replicas of each stream and bucket weft makes (3 on a three-server cluster).
+    #[arg(long, env = "WEFT_NATS_REPLICAS", default_value_t = 1, requires = "nats",
+          value_parser = clap::value_parser!(u8).range(1..=5))]
+    nats_replicas: u8,
+    /// User name for NATS (with --nats-password).
+    #[arg(long, env = "WEFT_NATS_USER", requires = "nats_password", conflicts_with_all = ["nats_token", "nats_creds", "nats_nkey"])]
+    nats_user: Option<String>,
+    #[arg(long, env = "WEFT_NATS_PASSWORD", requires = "nats_user", hide_env_values = true)]
+    nats_password: Option<String>,
+    /// Token for NATS.
+    #[arg(long, env = "WEFT_NATS_TOKEN", conflicts_with_all = ["nats_creds", "nats_nkey"], hide_env_values = true)]
+    nats_token: Option<String>,
+    /// A NATS credentials file (.creds: a user JWT and its seed).
+    #[arg(long, env = "WEFT_NATS_CREDS", conflicts_with = "nats_nkey")]
+    nats_creds: Option<PathBuf>,
+    /// An nkey seed (SU...) for NATS.
+    #[arg(long, env = "WEFT_NATS_NKEY", hide_env_values = true)]
+    nats_nkey: Option<String>,
+}
+
+impl NatsArgs {
+    /// The connection options, or `None` for the embedded store.
+    fn options(self) -> Result<Option<weft_jetstream::Options>, String> {
+        let Some(url) = self.nats else {
+            if self.nats_user.is_some()
+                || self.nats_token.is_some()
+                || self.nats_creds.is_some()
+                || self.nats_nkey.is_some()
+            {
+                return Err(
+                    "NATS credentials were given without --nats (or WEFT_NATS): give the server's URL too".into(),
+                );
+            }
+            return Ok(None);
+        };
+        let auth = match (
+            self.nats_user,
+            self.nats_password,
+            self.nats_token,
+            self.nats_creds,
+            self.nats_nkey,
+        ) {
+            (Some(user), Some(password), _, _, _) => weft_jetstream::Auth::UserPassword { user, password },
+            (_, _, Some(token), _, _) => weft_jetstream::Auth::Token(token),
+            (_, _, _, Some(path), _) => weft_jetstream::Auth::Creds(path),
+            (_, _, _, _, Some(seed)) => weft_jetstream::Auth::NKey(seed),
+            _ => weft_jetstream::Auth::None,
+        };
+        Ok(Some(weft_jetstream::Options {
+            auth,
+            prefix: self.nats_prefix,
+            replicas: self.nats_replicas as usize,
+            ..weft_jetstream::Options::new(&url)
+        }))
+    }
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Create an app: a weft.toml and one Rust function.
@@ -70,6 +139,8 @@ enum Command {
         /// running may take to finish, e.g. 30s.
         #[arg(long, default_value = "30s", value_parser = parse_shutdown)]
         shutdown_timeout: std::time::Duration,
+        #[command(flatten)]
+        nats: NatsArgs,
     },
     /// Say what deploying an app to a running server would change, and change nothing.
     Plan {
@@ -303,6 +374,7 @@ fn main() -> ExitCode {
                 idle_timeout,
                 max_connections,
                 shutdown_timeout,
+                nats,
             } => {
                 let limits = weft_gateway::Limits {
                     header_timeout,
@@ -316,7 +388,10 @@ fn main() -> ExitCode {
                     admin: admin_listen,
                     limits,
                 };
-                commands::up(&app_dir, listen, data, !no_build, retention).await
+                match nats.options() {
+                    Ok(nats) => commands::up(&app_dir, listen, data, !no_build, retention, nats).await,
+                    Err(e) => Err(anyhow::anyhow!(e)),
+                }
             }
             Command::Plan {
                 app_dir,

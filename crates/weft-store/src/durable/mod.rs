@@ -15,13 +15,17 @@
 //! Every write is durable when its future resolves: the embedded provider
 //! answers only after the transaction holding it is committed and fsynced.
 //! The behaviour every provider must show is written once, in
-//! `tests/durable.rs`, and run against each provider.
+//! [`conformance`] (with the `conformance` feature), and run against each
+//! provider by its tests.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 mod embedded;
 
 pub use embedded::{CommitStats, Embedded};
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -136,6 +140,10 @@ pub struct StreamStats {
     pub oldest_us: Option<i64>,
 }
 
+/// Called with a stream's name when messages may have become deliverable
+/// on it (see [`Streams::on_append`]).
+pub type Wake = Arc<dyn Fn(&str) + Send + Sync>;
+
 #[async_trait::async_trait]
 pub trait Streams: Send + Sync {
     /// Appends messages, in order, in one durable write. Ids seen within
@@ -173,6 +181,13 @@ pub trait Streams: Send + Sync {
     async fn stats(&self, stream: &str) -> Result<StreamStats>;
     /// Deletes messages appended more than `age` ago; returns how many.
     async fn expire(&self, stream: &str, age: Duration) -> Result<usize>;
+    /// Registers `wake` for appends made by other processes that share this
+    /// storage (other nodes), so their consumers here wake at once. A
+    /// provider only one process uses (the embedded one) never calls it:
+    /// the node wakes its own consumers.
+    fn on_append(&self, wake: Wake) {
+        let _ = wake;
+    }
 }
 
 /// A key's value and revision.

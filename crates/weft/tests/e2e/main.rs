@@ -6,6 +6,7 @@ mod support;
 mod asyncs;
 mod buses;
 mod cli;
+mod cluster;
 mod deploys;
 mod forwarding;
 mod hardening;

@@ -1,0 +1,113 @@
+//! The JetStream provider against real nats-server processes: the same
+//! behaviour checks as the embedded provider, on one server and on a
+//! three-server cluster with every stream at three replicas.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use weft_jetstream::testing::{Cluster, NatsServer};
+use weft_jetstream::{ConnectError, JetStream, Options};
+use weft_store::durable::conformance;
+
+fn options(url: &str, prefix: &str) -> Options {
+    Options {
+        prefix: prefix.into(),
+        ..Options::new(url)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_jetstream() {
+    let server = NatsServer::start();
+    let store = JetStream::connect(options(&server.url(), "t1"))
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    conformance::run_all(store).await;
+}
+
+/// A cluster elects its JetStream leader some seconds after it starts; until
+/// then connecting fails, so the test retries for a bounded time.
+async fn connect_when_ready(options: Options) -> Arc<JetStream> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match JetStream::connect(options.clone()).await {
+            Ok(s) => {
+                // The stream at three replicas needs the peers too.
+                match weft_store::durable::Streams::stats(&*s, "ready").await {
+                    Ok(_) => return s,
+                    Err(e) if Instant::now() < deadline => tracing::debug!("not ready: {e}"),
+                    Err(e) => panic!("the cluster never took a stream at three replicas: {e}"),
+                }
+            }
+            Err(e) if Instant::now() < deadline => tracing::debug!("not ready: {e}"),
+            Err(e) => panic!("the cluster never became ready: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn provider_jetstream_cluster_at_three_replicas() {
+    let cluster = Cluster::start(3);
+    let store = connect_when_ready(Options {
+        replicas: 3,
+        ..options(&cluster.urls(), "t3")
+    })
+    .await;
+    conformance::run_all(store).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_servers_are_named_with_the_fix() {
+    let nowhere = format!("nats://127.0.0.1:{}", weft_jetstream::testing::free_port());
+    let e = JetStream::connect(Options::new(&nowhere))
+        .await
+        .err()
+        .expect("nothing listens there");
+    assert!(matches!(e, ConnectError::Unreachable { .. }), "{e}");
+    assert!(e.to_string().contains("--nats"), "{e}");
+
+    let e = JetStream::connect(Options::new("http://[::1"))
+        .await
+        .err()
+        .expect("not a URL");
+    assert!(e.to_string().contains("nats://HOST:PORT"), "{e}");
+
+    let plain = NatsServer::start_without_jetstream();
+    let e = JetStream::connect(Options::new(&plain.url()))
+        .await
+        .err()
+        .expect("no JetStream");
+    assert!(matches!(e, ConnectError::NoJetStream { .. }), "{e}");
+    assert!(e.to_string().contains("nats-server -js"), "{e}");
+
+    let e = JetStream::connect(options("nats://127.0.0.1:4222", "a.b"))
+        .await
+        .err()
+        .expect("bad prefix");
+    assert!(e.to_string().contains("letters, digits or `-`"), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_stream_left_by_another_program_stops_the_start() {
+    let server = NatsServer::start();
+    let client = async_nats::connect(server.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    js.create_stream(async_nats::jetstream::stream::Config {
+        name: "clash_q_nqueue_3Aorders".into(),
+        subjects: vec!["orders.>".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let e = JetStream::connect(options(&server.url(), "clash"))
+        .await
+        .err()
+        .expect("a foreign stream under the prefix");
+    assert!(matches!(e, ConnectError::Incompatible { .. }), "{e}");
+    let text = e.to_string();
+    assert!(
+        text.contains("clash_q_nqueue_3Aorders") && text.contains("--nats-prefix"),
+        "{text}"
+    );
+}

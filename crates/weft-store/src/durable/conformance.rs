@@ -1,0 +1,308 @@
+//! The behaviour every storage provider must show, written once. Each
+//! check takes a `&dyn Storage`; a provider's test opens it and calls
+//! [`run_all`]. Built with the `conformance` feature, for tests only.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::{Append, Message, NewMessage, Receipt, Storage, StorageError};
+
+pub fn msg(id: &str, body: &str) -> NewMessage {
+    NewMessage {
+        id: id.into(),
+        body: body.as_bytes().to_vec(),
+        ..Default::default()
+    }
+}
+
+fn grouped(id: &str, group: &str) -> NewMessage {
+    NewMessage {
+        group: Some(group.into()),
+        ..msg(id, id)
+    }
+}
+
+pub const WINDOW: Duration = Duration::from_secs(300);
+const LONG: Duration = Duration::from_secs(60);
+
+pub fn bodies(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.body).into_owned())
+        .collect()
+}
+
+async fn lease_ack_in_order(s: &dyn Storage) {
+    s.append("q", vec![msg("1", "a"), msg("2", "b"), msg("3", "c")], WINDOW)
+        .await
+        .unwrap();
+    let first = s.lease("q", 2, LONG, false).await.unwrap();
+    assert_eq!(bodies(&first), ["a", "b"]);
+    assert!(first.iter().all(|m| m.receive_count == 1));
+    let stats = s.stats("q").await.unwrap();
+    assert_eq!((stats.visible, stats.in_flight, stats.delayed), (1, 2, 0));
+    let receipts: Vec<Receipt> = first.iter().map(|m| m.receipt()).collect();
+    assert_eq!(s.ack("q", &receipts).await.unwrap(), 2);
+    assert_eq!(s.ack("q", &receipts).await.unwrap(), 0, "a receipt acknowledges once");
+    assert_eq!(bodies(&s.lease("q", 10, LONG, false).await.unwrap()), ["c"]);
+    assert!(s.lease("q", 10, LONG, false).await.unwrap().is_empty());
+}
+
+async fn a_lapsed_lease_is_delivered_again(s: &dyn Storage) {
+    s.append("lapse", vec![msg("1", "a")], WINDOW).await.unwrap();
+    let first = s.lease("lapse", 1, Duration::from_millis(50), false).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    let again = s.lease("lapse", 1, LONG, false).await.unwrap();
+    assert_eq!((again[0].seq, again[0].receive_count), (first[0].seq, 2));
+    assert_eq!(
+        s.ack("lapse", &[first[0].receipt()]).await.unwrap(),
+        0,
+        "the old lease's receipt is stale"
+    );
+    assert_eq!(s.ack("lapse", &[again[0].receipt()]).await.unwrap(), 1);
+}
+
+async fn release_delays_and_keeps_the_error(s: &dyn Storage) {
+    s.append("rel", vec![msg("1", "a")], WINDOW).await.unwrap();
+    let m = s.lease("rel", 1, LONG, false).await.unwrap().remove(0);
+    assert!(
+        s.release("rel", m.receipt(), Duration::from_millis(100), Some("boom".into()))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.lease("rel", 1, LONG, false).await.unwrap().is_empty(),
+        "not before its delay"
+    );
+    assert_eq!(s.stats("rel").await.unwrap().delayed, 1);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let again = s.lease("rel", 1, LONG, false).await.unwrap().remove(0);
+    assert_eq!((again.receive_count, again.last_error.as_deref()), (2, Some("boom")));
+}
+
+async fn duplicates_are_acknowledged_not_stored(s: &dyn Storage) {
+    let a = s
+        .append("dup", vec![msg("x", "1"), msg("x", "2")], WINDOW)
+        .await
+        .unwrap();
+    assert!(!a[0].duplicate && a[1].duplicate);
+    assert_eq!(a[0].seq, a[1].seq);
+    assert_eq!(bodies(&s.peek("dup", 10).await.unwrap()), ["1"]);
+    let outside = s.append("dup", vec![msg("x", "3")], Duration::ZERO).await.unwrap();
+    assert!(!outside[0].duplicate, "outside the window the id is new again");
+}
+
+async fn delayed_messages_wait(s: &dyn Storage) {
+    let delayed = NewMessage {
+        delay: Duration::from_millis(100),
+        ..msg("1", "later")
+    };
+    s.append("delay", vec![delayed, msg("2", "now")], WINDOW).await.unwrap();
+    assert_eq!(bodies(&s.lease("delay", 10, LONG, false).await.unwrap()), ["now"]);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(bodies(&s.lease("delay", 10, LONG, false).await.unwrap()), ["later"]);
+}
+
+/// FIFO: a group's messages come in order, and never two of one group at
+/// once. Whether other groups are delivered beside it is the provider's
+/// choice (the embedded one does; see [`groups_run_side_by_side`]).
+async fn fifo_delivers_one_at_a_time_per_group(s: &dyn Storage) {
+    s.append(
+        "fifo",
+        vec![grouped("a1", "a"), grouped("a2", "a"), grouped("b1", "b")],
+        WINDOW,
+    )
+    .await
+    .unwrap();
+    let mut delivered = Vec::new();
+    for _ in 0..10 {
+        let leased = s.lease("fifo", 10, LONG, true).await.unwrap();
+        let mut groups: Vec<_> = leased.iter().map(|m| m.group.clone()).collect();
+        groups.dedup();
+        assert_eq!(
+            groups.len(),
+            leased.len(),
+            "two of one group at once: {:?}",
+            bodies(&leased)
+        );
+        assert!(
+            s.lease("fifo", 10, LONG, true).await.unwrap().is_empty(),
+            "a group with a message in flight gives nothing more"
+        );
+        delivered.extend(bodies(&leased));
+        let receipts: Vec<Receipt> = leased.iter().map(|m| m.receipt()).collect();
+        s.ack("fifo", &receipts).await.unwrap();
+        if delivered.len() == 3 {
+            break;
+        }
+    }
+    let order = |g: char| {
+        delivered
+            .iter()
+            .filter(|b| b.starts_with(g))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        (order('a'), order('b')),
+        (vec!["a1".into(), "a2".into()], vec!["b1".to_string()])
+    );
+}
+
+/// The embedded provider delivers the oldest message of every group at once.
+pub async fn groups_run_side_by_side(s: &dyn Storage) {
+    s.append(
+        "fifo-side",
+        vec![grouped("a1", "a"), grouped("a2", "a"), grouped("b1", "b")],
+        WINDOW,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        bodies(&s.lease("fifo-side", 10, LONG, true).await.unwrap()),
+        ["a1", "b1"]
+    );
+}
+
+async fn transfer_moves_atomically(s: &dyn Storage) {
+    s.append("src", vec![msg("1", "a"), msg("2", "b")], WINDOW)
+        .await
+        .unwrap();
+    let leased = s.lease("src", 1, LONG, false).await.unwrap();
+    let attrs = BTreeMap::from([("source".to_string(), "src".to_string())]);
+    assert_eq!(
+        s.transfer("src", &[leased[0].seq], "dlq", attrs, false).await.unwrap(),
+        1
+    );
+    let moved = s.peek("dlq", 10).await.unwrap();
+    assert_eq!((bodies(&moved), moved[0].receive_count), (vec!["a".to_string()], 1));
+    assert_eq!(moved[0].attributes["source"], "src");
+    assert_eq!(bodies(&s.peek("src", 10).await.unwrap()), ["b"]);
+    assert_eq!(
+        s.transfer("dlq", &[moved[0].seq], "src", BTreeMap::new(), true)
+            .await
+            .unwrap(),
+        1
+    );
+    let back = s.peek("src", 10).await.unwrap();
+    assert_eq!(
+        (bodies(&back), back[1].receive_count),
+        (vec!["b".to_string(), "a".to_string()], 0)
+    );
+}
+
+async fn expire_drops_old_messages(s: &dyn Storage) {
+    s.append("old", vec![msg("1", "a")], WINDOW).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.expire("old", Duration::from_secs(3600)).await.unwrap(), 0);
+    assert_eq!(s.expire("old", Duration::from_millis(10)).await.unwrap(), 1);
+    assert!(s.peek("old", 10).await.unwrap().is_empty());
+}
+
+async fn read_pages_through_a_stream_without_leasing(s: &dyn Storage) {
+    let all: Vec<NewMessage> = (0..5).map(|i| msg(&i.to_string(), &i.to_string())).collect();
+    s.append("log", all, WINDOW).await.unwrap();
+    let first = s.read("log", 0, 2).await.unwrap();
+    assert_eq!(bodies(&first), ["0", "1"]);
+    let rest = s.read("log", first[1].seq, 10).await.unwrap();
+    assert_eq!(bodies(&rest), ["2", "3", "4"]);
+    assert!(s.read("log", rest[2].seq, 10).await.unwrap().is_empty());
+    assert_eq!(s.stats("log").await.unwrap().in_flight, 0, "reading leases nothing");
+    assert_eq!(bodies(&s.lease("log", 10, LONG, false).await.unwrap()).len(), 5);
+}
+
+async fn append_all_writes_several_streams_at_once(s: &dyn Storage) {
+    let append = |stream: &str, id: &str| Append {
+        stream: stream.into(),
+        messages: vec![msg(id, id)],
+        dedup_window: WINDOW,
+    };
+    let first = s
+        .append_all(vec![append("many-a", "1"), append("many-b", "2")])
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first.iter().all(|a| a.len() == 1 && !a[0].duplicate));
+    let again = s
+        .append_all(vec![append("many-b", "2"), append("many-a", "3")])
+        .await
+        .unwrap();
+    assert!(again[0][0].duplicate, "deduplication holds per stream");
+    assert!(!again[1][0].duplicate);
+    assert_eq!(bodies(&s.peek("many-a", 10).await.unwrap()), ["1", "3"]);
+    assert_eq!(bodies(&s.peek("many-b", 10).await.unwrap()), ["2"]);
+}
+
+async fn key_value_compare_and_set(s: &dyn Storage) {
+    let r1 = s.create("kv", "k", b"1".to_vec()).await.unwrap();
+    assert!(
+        matches!(s.create("kv", "k", b"x".to_vec()).await, Err(StorageError::Conflict { current: Some(r) }) if r == r1)
+    );
+    let r2 = s.update("kv", "k", b"2".to_vec(), r1).await.unwrap();
+    assert!(r2 > r1);
+    assert!(matches!(
+        s.update("kv", "k", b"3".to_vec(), r1).await,
+        Err(StorageError::Conflict { .. })
+    ));
+    let e = s.get("kv", "k").await.unwrap().unwrap();
+    assert_eq!((e.value, e.revision), (b"2".to_vec(), r2));
+    s.put("kv", "k2", b"x".to_vec()).await.unwrap();
+    s.put("kv", "other", b"x".to_vec()).await.unwrap();
+    assert_eq!(s.keys("kv", "k").await.unwrap(), ["k", "k2"]);
+    assert!(s.delete("kv", "k").await.unwrap());
+    assert!(s.get("kv", "k").await.unwrap().is_none());
+    assert!(!s.delete("kv", "k").await.unwrap());
+}
+
+async fn objects_round_trip(s: &dyn Storage) {
+    s.put_object("b", "one", vec![1, 2, 3]).await.unwrap();
+    s.put_object("b", "two", vec![4]).await.unwrap();
+    assert_eq!(s.get_object("b", "one").await.unwrap(), Some(vec![1, 2, 3]));
+    assert_eq!(s.list_objects("b").await.unwrap(), ["one", "two"]);
+    assert!(s.delete_object("b", "one").await.unwrap());
+    assert_eq!(s.get_object("b", "one").await.unwrap(), None);
+}
+
+/// Appends from many tasks at once: every one is kept, under its own
+/// sequence number. The tasks start together, so their writes overlap.
+pub async fn concurrent_appends_all_land(s: Arc<dyn Storage>) {
+    const WRITERS: usize = 200;
+    let start = Arc::new(tokio::sync::Barrier::new(WRITERS));
+    let mut tasks = Vec::new();
+    for i in 0..WRITERS {
+        let s = s.clone();
+        let start = start.clone();
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            s.append("many", vec![msg(&format!("m{i}"), "x")], WINDOW).await
+        }));
+    }
+    let mut seqs = Vec::new();
+    for t in tasks {
+        seqs.push(t.await.unwrap().unwrap()[0].seq);
+    }
+    seqs.sort();
+    seqs.dedup();
+    assert_eq!(seqs.len(), WRITERS);
+    assert_eq!(s.stats("many").await.unwrap().visible, WRITERS as u64);
+}
+
+/// Runs every check against `s`, each on its own stream, bucket and key.
+/// A provider passes when this returns.
+pub async fn run_all(s: Arc<dyn Storage>) {
+    lease_ack_in_order(&*s).await;
+    a_lapsed_lease_is_delivered_again(&*s).await;
+    release_delays_and_keeps_the_error(&*s).await;
+    duplicates_are_acknowledged_not_stored(&*s).await;
+    delayed_messages_wait(&*s).await;
+    fifo_delivers_one_at_a_time_per_group(&*s).await;
+    transfer_moves_atomically(&*s).await;
+    expire_drops_old_messages(&*s).await;
+    read_pages_through_a_stream_without_leasing(&*s).await;
+    append_all_writes_several_streams_at_once(&*s).await;
+    key_value_compare_and_set(&*s).await;
+    objects_round_trip(&*s).await;
+    concurrent_appends_all_land(s).await;
+}
