@@ -693,6 +693,10 @@ impl Streams for JetStream {
     fn on_append(&self, wake: Wake) {
         self.wakes.write().unwrap_or_else(|p| p.into_inner()).push(wake);
     }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
 }
 
 impl JetStream {

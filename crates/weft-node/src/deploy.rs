@@ -74,6 +74,10 @@ pub enum DeployError {
     Loss(Vec<Change>),
     #[error("the store failed: {0}")]
     Store(String),
+    /// Deployed on this node, but the other nodes sharing its storage
+    /// could not be told (the shared storage is unreachable).
+    #[error("{0}")]
+    Unshared(String),
 }
 
 impl DeployError {
@@ -83,6 +87,7 @@ impl DeployError {
             DeployError::Rejected(_) | DeployError::Refused(_) => 422,
             DeployError::Loss(_) => 409,
             DeployError::Store(_) => 500,
+            DeployError::Unshared(_) => 503,
         }
     }
 }

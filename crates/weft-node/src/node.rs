@@ -24,6 +24,20 @@ pub struct NodeConfig {
     pub retention: std::time::Duration,
 }
 
+/// What a node knows of the nodes it shares its storage with (the
+/// behaviour is in `cluster.rs`).
+#[derive(Default)]
+pub(crate) struct Peers {
+    /// This node's id, unique among the nodes sharing the storage.
+    pub id: String,
+    /// The revision of the shared deployment this node runs (0: none).
+    pub applied: AtomicU64,
+    /// Artifacts already copied to the shared storage.
+    pub published: std::sync::Mutex<std::collections::HashSet<weft_store::Digest>>,
+    /// Where this node serves the app and the admin API, once it does.
+    pub addresses: std::sync::RwLock<Option<(String, String)>>,
+}
+
 /// The running node. Shared by the gateway, the admin API and in-process calls.
 pub struct Node {
     pub runtime: Runtime,
@@ -40,7 +54,7 @@ pub struct Node {
     /// stopped) by every deploy.
     pub(crate) workers: ArcSwap<Workers>,
     /// Node-wide workers: housekeeping.
-    background: Workers,
+    pub(crate) background: Workers,
     pub(crate) current: ArcSwap<Deployment>,
     pub(crate) deploying: tokio::sync::Mutex<()>,
     /// Invocations running now, and a wake-up for each that ends.
@@ -48,10 +62,22 @@ pub struct Node {
     pub(crate) ended: tokio::sync::Notify,
     ids: RequestIds,
     pub(crate) print_requests: bool,
+    pub(crate) peers: Peers,
 }
 
 /// How often capabilities' housekeeping runs.
 const HOUSEKEEPING: Duration = Duration::from_secs(60);
+
+/// A node id: the host name, the process and the start time, so that it
+/// repeats neither across machines nor across restarts.
+fn node_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "node".into());
+    format!("{host}-{}-{:x}", std::process::id(), weft_store::now_us() & 0xff_ffff)
+}
 
 impl Node {
     /// Opens a node on `storage` (the durable parts) with its records,
@@ -87,6 +113,10 @@ impl Node {
             ended: tokio::sync::Notify::new(),
             ids: RequestIds::new(),
             print_requests: config.print_requests,
+            peers: Peers {
+                id: node_id(),
+                ..Peers::default()
+            },
         });
         let weak = Arc::downgrade(&node);
         node.background.spawn(move |mut stop| async move {

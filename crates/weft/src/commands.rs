@@ -184,8 +184,9 @@ pub async fn up(
         artifacts.insert(name, digest);
     }
     let file = app_dir.join("weft.toml").display().to_string();
+    // With a shared storage, this deploy reaches every node sharing it.
     let report = node
-        .deploy(&text, &file, &artifacts, false)
+        .deploy_everywhere(&text, &file, &artifacts, false)
         .await
         .map_err(|e| anyhow!("{e}"))?;
 
@@ -230,6 +231,8 @@ pub async fn up(
             method.map_or("ANY", |m| m.as_str())
         );
     }
+    node.set_addresses(format!("http://{public_addr}"), format!("http://{admin_addr}"));
+    node.join();
     println!("listening on http://{public_addr}");
     println!("admin API on http://{admin_addr}");
 
@@ -735,6 +738,54 @@ pub async fn replay(
 }
 
 /// `weft events buses`.
+pub async fn app(server: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (status, answer) = client.get("/v1/app").await?;
+    if status >= 300 {
+        bail!("{}", error_text(&answer));
+    }
+    let revision = match answer["revision"].as_u64() {
+        Some(0) | None => "its own deployment".to_string(),
+        Some(r) => format!("shared deployment revision {r}"),
+    };
+    println!(
+        "app `{}` on node {} ({revision})",
+        answer["app"].as_str().unwrap_or(""),
+        answer["node"].as_str().unwrap_or("")
+    );
+    for f in answer["functions"].as_array().into_iter().flatten() {
+        println!(
+            "  function {} v{} {}",
+            f["name"].as_str().unwrap_or(""),
+            f["version"],
+            f["digest"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn nodes(server: &str) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (status, answer) = client.get("/v1/nodes").await?;
+    if status >= 300 {
+        bail!("{}", error_text(&answer));
+    }
+    let this = answer["this"].as_str().unwrap_or("");
+    let now = weft_store::now_us();
+    for n in answer["nodes"].as_array().into_iter().flatten() {
+        let id = n["id"].as_str().unwrap_or("");
+        let seen = (now - n["seen_us"].as_i64().unwrap_or(now)).max(0) as f64 / 1e6;
+        println!(
+            "{id}{}  app {}  admin {}  revision {}  seen {seen:.1}s ago",
+            if id == this { " (this node)" } else { "" },
+            n["app"].as_str().unwrap_or("-"),
+            n["admin"].as_str().unwrap_or("-"),
+            n["revision"]
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn buses(server: &str) -> anyhow::Result<ExitCode> {
     let client = Client::new(server)?;
     let (status, answer) = client.get("/v1/buses").await?;

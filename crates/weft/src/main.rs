@@ -142,6 +142,17 @@ enum Command {
         #[command(flatten)]
         nats: NatsArgs,
     },
+    /// Show the app a running server runs: its functions' versions and the
+    /// shared deployment's revision.
+    App {
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// List the live nodes sharing the server's storage (itself alone without --nats).
+    Nodes {
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
     /// Say what deploying an app to a running server would change, and change nothing.
     Plan {
         #[arg(default_value = ".")]
@@ -427,6 +438,8 @@ fn main() -> ExitCode {
                 follow,
                 server,
             } => commands::logs(&server, function, request, follow).await,
+            Command::App { server } => commands::app(&server).await,
+            Command::Nodes { server } => commands::nodes(&server).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,
             Command::Events { command } => match command {
                 EventsCommand::TestPattern { pattern, event } => Ok(commands::test_pattern(&pattern, &event)),

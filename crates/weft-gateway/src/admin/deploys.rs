@@ -78,7 +78,7 @@ async fn deploy(node: &Arc<Node>, request: &AdminRequest, plan_only: bool) -> Re
     let report = if plan_only {
         node.plan(&input.manifest, &input.file, &input.artifacts).await
     } else {
-        node.deploy(&input.manifest, &input.file, &input.artifacts, input.allow_loss)
+        node.deploy_everywhere(&input.manifest, &input.file, &input.artifacts, input.allow_loss)
             .await
     };
     match report {

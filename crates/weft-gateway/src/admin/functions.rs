@@ -82,7 +82,13 @@ fn app(node: &Node) -> Value {
         .entries()
         .map(|(m, p, f)| json!({ "method": m.map_or("ANY", |m| m.as_str()), "path": p.as_str(), "function": f }))
         .collect();
-    json!({ "app": d.app, "functions": functions, "routes": routes })
+    json!({
+        "app": d.app,
+        "node": node.node_id(),
+        "revision": node.revision(),
+        "functions": functions,
+        "routes": routes,
+    })
 }
 
 #[derive(Deserialize)]

@@ -12,6 +12,7 @@
 
 mod deploys;
 mod functions;
+mod peers;
 mod records;
 
 pub use functions::Listeners;
@@ -42,6 +43,7 @@ impl Admin {
         let mut all = Vec::new();
         all.extend(functions::routes(listeners));
         all.extend(records::routes());
+        all.extend(peers::routes());
         all.extend(deploys::routes());
         for capability in node.capabilities() {
             all.extend(capability.admin_routes());

@@ -17,7 +17,7 @@ pub(super) fn routes() -> Vec<AdminRoute<Node>> {
             invocations(&node, &r).await
         }),
         admin_route(Method::GET, "/v1/invocations/{id}", |node, r| async move {
-            invocation(&node, r.param("id")).await
+            invocation(&node, &r).await
         }),
         admin_route(Method::GET, "/v1/logs", |node, r| async move { logs(&node, &r).await }),
     ]
@@ -34,15 +34,26 @@ async fn invocations(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     Ok(AdminReply::ok(json!({ "invocations": records })))
 }
 
-async fn invocation(node: &Arc<Node>, id: &str) -> Reply {
-    let (node, wanted) = (node.clone(), id.to_string());
-    match blocking(move || node.store.record_by_id(&wanted)).await? {
-        Some(r) => Ok(AdminReply::ok(json!(r))),
-        None => Err(AdminReply::error(
-            404,
-            format!("no invocation with request id `{id}` (records appear when the instance ends)"),
-        )),
+/// One record: this node's, or (with a shared storage) another node's.
+async fn invocation(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let id = request.param("id");
+    let (local, wanted) = (node.clone(), id.to_string());
+    if let Some(r) = blocking(move || local.store.record_by_id(&wanted)).await? {
+        return Ok(AdminReply::ok(json!(r)));
     }
+    if super::peers::fans_out(node, request) {
+        let path = format!(
+            "/v1/invocations/{}?from=peer",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        if let Some(r) = super::peers::ask_others(node, &path).await.into_iter().next() {
+            return Ok(AdminReply::ok(r));
+        }
+    }
+    Err(AdminReply::error(
+        404,
+        format!("no invocation with request id `{id}` (records appear when the instance ends)"),
+    ))
 }
 
 async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
@@ -54,9 +65,26 @@ async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         after,
         limit,
     };
-    let node = node.clone();
-    let lines = blocking(move || node.store.log_lines(&q)).await?;
+    let local = node.clone();
+    let lines = blocking(move || local.store.log_lines(&q)).await?;
     let next = lines.last().map_or(after, |l| l.seq);
+    let mut lines: Vec<serde_json::Value> = lines.into_iter().map(|l| json!(l)).collect();
+    // One request's lines are on the node that ran it: with a shared
+    // storage, ask the others too. (Paging with `after` is per node, so
+    // other queries stay local.)
+    if let Some(id) = request.query.get("request_id")
+        && super::peers::fans_out(node, request)
+    {
+        let path = format!(
+            "/v1/logs?request_id={}&limit={limit}",
+            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        for answer in super::peers::ask_others(node, &path).await {
+            if let Some(more) = answer["lines"].as_array() {
+                lines.extend(more.iter().cloned());
+            }
+        }
+    }
     Ok(AdminReply::ok(json!({ "lines": lines, "next": next })))
 }
 

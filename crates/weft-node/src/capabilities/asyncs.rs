@@ -66,6 +66,8 @@ impl Condition {
 pub struct AsyncInvocations {
     /// The functions whose worker runs, in the deploy's workers of this id.
     running: Mutex<(u64, HashSet<String>)>,
+    /// Whether appends by other nodes start workers here.
+    listening: std::sync::OnceLock<()>,
 }
 
 impl Capability<Node> for AsyncInvocations {
@@ -123,6 +125,18 @@ struct Resume;
 
 impl Staged<Node> for Resume {
     fn start(&self, node: &Arc<Node>, deploy: &Deploy, workers: &Workers) {
+        // An invocation accepted by another node sharing the storage starts
+        // this node's worker too, so any node may run it.
+        if let Some(asyncs) = node.capability::<AsyncInvocations>() {
+            asyncs.listening.get_or_init(|| {
+                let weak = Arc::downgrade(node);
+                node.storage.on_append(Arc::new(move |stream: &str| {
+                    if let (Some(node), Some(function)) = (weak.upgrade(), stream.strip_prefix("async:")) {
+                        node.ensure_async_worker(function);
+                    }
+                }));
+            });
+        }
         let names: Vec<String> = deploy.manifest.functions.iter().map(|f| f.name.clone()).collect();
         let node = node.clone();
         workers.spawn(move |_| async move {

@@ -188,6 +188,11 @@ pub trait Streams: Send + Sync {
     fn on_append(&self, wake: Wake) {
         let _ = wake;
     }
+    /// Whether other processes (nodes) share this storage, so that the
+    /// node agrees with them through it on the deployment and its peers.
+    fn is_shared(&self) -> bool {
+        false
+    }
 }
 
 /// A key's value and revision.

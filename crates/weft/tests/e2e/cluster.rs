@@ -2,6 +2,7 @@
 //! nats-server processes, real weft processes.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use weft_jetstream::testing::NatsServer;
@@ -18,6 +19,11 @@ source = "PROBE"
 [[route]]
 method = "GET"
 path = "/hello/{name}"
+function = "probe"
+
+[[route]]
+method = "GET"
+path = "/log"
 function = "probe"
 
 [queue.jobs]
@@ -216,4 +222,221 @@ fn a_bad_nats_server_stops_the_start_with_the_fix() {
         .unwrap();
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--nats"), "{}", text(&out.stderr));
+}
+
+/// A webhook receiver on loopback: every delivery's `ce-id` and receive count.
+struct Hook {
+    url: String,
+    got: Arc<Mutex<Vec<(String, u32)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Hook {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn hook() -> Hook {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Arc<Mutex<Vec<(String, u32)>>> = Arc::default();
+    let seen = got.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let header = |name: &str| {
+                            request
+                                .headers()
+                                .get(name)
+                                .and_then(|v| v.to_str().ok())
+                                .unwrap_or_default()
+                                .to_string()
+                        };
+                        let count = header("ce-weftreceivecount").parse().unwrap_or(0);
+                        seen.lock().unwrap().push((header("ce-id"), count));
+                        Ok::<_, std::convert::Infallible>(hyper::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::new(),
+                        )))
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Hook { url, got, task }
+}
+
+/// Publishes event `id` to the `orders` topic through `public`.
+async fn order(public: &str, id: &str) -> u16 {
+    let (url, id) = (format!("{public}/events/orders"), id.to_string());
+    // A killed node refuses connections, on which `send` panics: see that
+    // it listens first, and ask in a task that counts a panic as no answer.
+    let address = public.trim_start_matches("http://");
+    if tokio::net::TcpStream::connect(address).await.is_err() {
+        return 0;
+    }
+    let request = tokio::spawn(async move {
+        let headers = [
+            ("ce-specversion", "1.0"),
+            ("ce-id", id.as_str()),
+            ("ce-source", "e2e"),
+            ("ce-type", "order"),
+            ("content-type", "text/plain"),
+        ];
+        send(&client(), "POST", &url, &id, &headers).await.status
+    });
+    request.await.unwrap_or(0)
+}
+
+/// Waits until `done` holds for the live nodes `weft nodes` lists through `via`.
+async fn wait_for_nodes(via: &Server, done: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serde_json::Value> {
+    let started = Instant::now();
+    loop {
+        let answer = get(&format!("{}/v1/nodes", via.admin)).await.json();
+        let nodes = answer["nodes"].as_array().cloned().unwrap_or_default();
+        if done(&nodes) {
+            return nodes;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "nodes: {answer}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every accepted event reached the hook; each id's deliveries carry
+/// receive counts 1, 2, ... in order; nothing arrived that was not sent.
+async fn wait_for_hook(hook: &Hook, accepted: &[String], sent: usize, within: Duration) {
+    let started = Instant::now();
+    loop {
+        let got = hook.got.lock().unwrap().clone();
+        let mut by_id: HashMap<String, Vec<u32>> = HashMap::new();
+        for (id, count) in got {
+            by_id.entry(id).or_default().push(count);
+        }
+        if accepted.iter().all(|id| by_id.contains_key(id)) {
+            for (id, counts) in &by_id {
+                let n: usize = id.trim_start_matches('e').parse().unwrap_or(usize::MAX);
+                assert!(n < sent, "`{id}` was never sent");
+                let expected: Vec<u32> = (1..=counts.len() as u32).collect();
+                assert_eq!(counts, &expected, "receive counts of {id}");
+            }
+            return;
+        }
+        let missing: Vec<&String> = accepted.iter().filter(|id| !by_id.contains_key(*id)).collect();
+        assert!(
+            started.elapsed() < within,
+            "{} accepted events never arrived: {missing:?}",
+            missing.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_deploy_to_one_node_reaches_every_node_and_records_are_found_from_any() {
+    let nats = NatsServer::start();
+    let app = App::new(APP);
+    let nodes: Vec<Server> = (0..3).map(|n| node(&app, &nats, n)).collect();
+    let listed = wait_for_nodes(&nodes[0], |n| n.len() == 3).await;
+    assert_eq!(listed.len(), 3, "{listed:?}");
+
+    // A new route, deployed through the second node only.
+    app.write(&format!(
+        "{APP}\n[[route]]\nmethod = \"GET\"\npath = \"/new/{{name}}\"\nfunction = \"probe\"\n"
+    ));
+    let started = Instant::now();
+    let out = weft()
+        .args(["deploy", "--no-build", "--server", &nodes[1].admin])
+        .arg(&app.dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let revision = get(&format!("{}/v1/app", nodes[1].admin)).await.json()["revision"].clone();
+    for n in &nodes {
+        loop {
+            let here = get(&format!("{}/v1/app", n.admin)).await.json();
+            if here["revision"] == revision && get(&format!("{}/new/x", n.public)).await.status == 200 {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{} runs {here}", n.admin);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    println!("every node ran the deploy {:?} after it was made", started.elapsed());
+    let out = nodes[2].cli(&["app"]);
+    assert!(
+        text(&out.stdout).contains(&format!("shared deployment revision {revision}")),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // A request served by the first node, looked up through the third.
+    let r = get(&format!("{}/log", nodes[0].public)).await;
+    let id = r.headers["weft-request-id"].to_str().unwrap().to_string();
+    let started = Instant::now();
+    loop {
+        let record = get(&format!("{}/v1/invocations/{id}", nodes[2].admin)).await;
+        if record.status == 200 {
+            assert_eq!(record.json()["function"], "probe");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{}", record.body);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let logs = nodes[2].cli(&["logs", "--request", &id]);
+    let logs = text(&logs.stdout);
+    assert!(
+        logs.contains("stdout line from probe") && logs.contains("stderr line from probe"),
+        "{logs}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_nodes_one_killed_with_sigkill_lose_no_accepted_event() {
+    let nats = NatsServer::start();
+    let hook = hook().await;
+    let app = App::new(&format!(
+        "{APP}\n[topic.orders]\n\n[[subscription]]\ntopic = \"orders\"\nurl = \"{}\"\n",
+        hook.url
+    ));
+    let mut nodes: Vec<Option<Server>> = (0..3).map(|n| Some(node(&app, &nats, n))).collect();
+    wait_for_nodes(nodes[0].as_ref().unwrap(), |n| n.len() == 3).await;
+    let publics: Vec<String> = nodes.iter().map(|n| n.as_ref().unwrap().public.clone()).collect();
+
+    const SENT: usize = 300;
+    let mut accepted = Vec::new();
+    let mut refused_by_live = Vec::new();
+    for i in 0..SENT {
+        if i == SENT / 3 {
+            // SIGKILL, mid-load.
+            nodes[2] = None;
+        }
+        let via = i % 3;
+        let status = order(&publics[via], &format!("e{i}")).await;
+        if (200..300).contains(&status) {
+            accepted.push(format!("e{i}"));
+        } else if via != 2 || i < SENT / 3 {
+            refused_by_live.push((i, status));
+        }
+        if i % 30 == 0 {
+            let hello = get(&format!("{}/hello/x", publics[i % 2])).await;
+            assert_eq!(hello.status, 200, "a live node stopped answering");
+        }
+    }
+    assert!(refused_by_live.is_empty(), "live nodes refused {refused_by_live:?}");
+    assert!(accepted.len() >= SENT * 2 / 3, "{} accepted", accepted.len());
+    // Deliveries the killed node held come back when their leases lapse
+    // (a URL subscription's lease is 60 s).
+    wait_for_hook(&hook, &accepted, SENT, Duration::from_secs(120)).await;
+    let listed = wait_for_nodes(nodes[0].as_ref().unwrap(), |n| n.len() == 2).await;
+    assert_eq!(listed.len(), 2);
 }
