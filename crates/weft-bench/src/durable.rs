@@ -1,4 +1,7 @@
-//! Durable queue throughput against the disk's fsync rate and Redis Streams.
+//! Durable queue throughput against the disk's fsync rate and Redis
+//! Streams, and weft's queue on NATS JetStream (one server, and a
+//! three-server cluster at three replicas) against raw JetStream doing
+//! the same with the same client library.
 //!
 //! The same loop runs on each: producers send one message at a time and
 //! wait for it to be durable (their latency is the acknowledgement
@@ -15,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use weft_events::{Outgoing, Queues};
 use weft_manifest::Queue;
-use weft_store::durable::Embedded;
+use weft_store::durable::{Embedded, Storage};
 
 pub const PRODUCERS: usize = 64;
 pub const CONSUMERS: usize = 2;
@@ -59,33 +62,27 @@ fn percentile(v: &mut [f64], q: f64) -> f64 {
 /// weft's queue on the embedded provider.
 pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
     std::fs::create_dir_all(dir)?;
-    let storage = Arc::new(Embedded::open(&dir.join("events.db"))?);
-    let queues = Arc::new(Queues::new(storage));
-    queues.configure(&[Queue {
-        name: "bench".into(),
-        visibility_timeout: Duration::from_secs(60),
-        retry: weft_manifest::Retry {
-            max_attempts: 5,
-            backoff: Duration::from_secs(1),
-            max_age: None,
-        },
-        dead_letter: None,
-        delay: Duration::ZERO,
-        retention: Duration::from_secs(86_400),
-        fifo: false,
-    }]);
+    let storage: Arc<dyn Storage> = Arc::new(Embedded::open(&dir.join("events.db"))?);
+    queue(vec![storage], duration).await
+}
+
+/// weft's queue on `nodes` (each a node's storage: one connection to a
+/// shared JetStream, say): the producers and consumers above, spread
+/// over them in turn, each node with its own consumers.
+pub async fn queue(nodes: Vec<Arc<dyn Storage>>, duration: Duration) -> anyhow::Result<Run> {
+    let all: Vec<Arc<Queues>> = nodes.into_iter().map(|s| Arc::new(bench_queues(s))).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let delivered = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let mut producers = Vec::new();
-    for _ in 0..PRODUCERS {
-        let (queues, stop) = (queues.clone(), stop.clone());
+    for i in 0..PRODUCERS {
+        let (queues, stop) = (all[i % all.len()].clone(), stop.clone());
         producers.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while !stop.load(Ordering::Relaxed) {
                 let sent = Instant::now();
                 let message = Outgoing {
-                    body: b"{\"order\":42}".to_vec(),
+                    body: BODY.to_vec(),
                     ..Default::default()
                 };
                 queues.send("bench", vec![message]).await?;
@@ -95,8 +92,8 @@ pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
         }));
     }
     let mut consumers = Vec::new();
-    for _ in 0..CONSUMERS {
-        let (queues, stop, delivered) = (queues.clone(), stop.clone(), delivered.clone());
+    for i in 0..CONSUMERS * all.len() {
+        let (queues, stop, delivered) = (all[i % all.len()].clone(), stop.clone(), delivered.clone());
         consumers.push(tokio::spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let messages = queues.receive("bench", 100, None).await?;
@@ -111,6 +108,43 @@ pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
             anyhow::Ok(())
         }));
     }
+    finish(duration, started, stop, delivered, producers, consumers).await
+}
+
+/// One node's queues, with the benchmark's queue.
+fn bench_queues(storage: Arc<dyn Storage>) -> Queues {
+    let queues = Queues::new(storage);
+    queues.configure(&[Queue {
+        name: "bench".into(),
+        visibility_timeout: Duration::from_secs(60),
+        retry: weft_manifest::Retry {
+            max_attempts: 5,
+            backoff: Duration::from_secs(1),
+            max_age: None,
+        },
+        dead_letter: None,
+        delay: Duration::ZERO,
+        retention: Duration::from_secs(86_400),
+        fifo: false,
+    }]);
+    queues
+}
+
+/// The message every run sends.
+const BODY: &[u8] = b"{\"order\":42}";
+
+type Producer = tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>;
+type Consumer = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Lets a run go for `duration`, stops it, and sums it up.
+async fn finish(
+    duration: Duration,
+    started: Instant,
+    stop: Arc<AtomicBool>,
+    delivered: Arc<AtomicU64>,
+    producers: Vec<Producer>,
+    consumers: Vec<Consumer>,
+) -> anyhow::Result<Run> {
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed().as_secs_f64();
@@ -126,6 +160,173 @@ pub async fn weft(dir: &Path, duration: Duration) -> anyhow::Result<Run> {
         ack_p50_us: percentile(&mut latencies, 0.5),
         ack_p99_us: percentile(&mut latencies, 0.99),
     })
+}
+
+/// Raw JetStream, the same loop with the same client library: producers
+/// publish and wait for the server's acknowledgement; consumers pull up
+/// to 100 from one durable consumer (explicit acks, as weft's) and
+/// acknowledge each, waiting for the server's confirmation.
+pub async fn raw_jetstream(url: &str, replicas: usize, duration: Duration) -> anyhow::Result<Run> {
+    use async_nats::jetstream::{self, consumer, stream};
+    use futures_util::StreamExt;
+    let servers: Vec<async_nats::ServerAddr> = url.split(',').map(str::parse).collect::<Result<_, _>>()?;
+    let client = async_nats::connect(servers).await?;
+    let js = jetstream::new(client.clone());
+    let s = js
+        .get_or_create_stream(stream::Config {
+            name: "RAW".into(),
+            subjects: vec!["raw".into()],
+            retention: stream::RetentionPolicy::WorkQueue,
+            num_replicas: replicas,
+            ..Default::default()
+        })
+        .await?;
+    let pull: consumer::PullConsumer = s
+        .get_or_create_consumer(
+            "raw",
+            consumer::pull::Config {
+                durable_name: Some("raw".into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ack_wait: Duration::from_secs(60),
+                max_ack_pending: 65_536,
+                num_replicas: replicas,
+                ..Default::default()
+            },
+        )
+        .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut producers: Vec<Producer> = Vec::new();
+    for _ in 0..PRODUCERS {
+        let (js, stop) = (js.clone(), stop.clone());
+        producers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let sent = Instant::now();
+                js.publish("raw", bytes::Bytes::from_static(BODY)).await?.await?;
+                latencies.push(sent.elapsed().as_secs_f64() * 1e6);
+            }
+            anyhow::Ok(latencies)
+        }));
+    }
+    let mut consumers: Vec<Consumer> = Vec::new();
+    for _ in 0..CONSUMERS {
+        let (pull, stop, delivered, client) = (pull.clone(), stop.clone(), delivered.clone(), client.clone());
+        consumers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let mut batch = pull
+                    .fetch()
+                    .max_messages(100)
+                    .messages()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let mut replies = Vec::new();
+                while let Some(m) = batch.next().await {
+                    let m = m.map_err(|e| anyhow::anyhow!("{e}"))?;
+                    if let Some(reply) = m.reply.clone() {
+                        replies.push(reply);
+                    }
+                }
+                if replies.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    continue;
+                }
+                let acks = replies
+                    .into_iter()
+                    .map(|r| client.request(r, bytes::Bytes::from_static(b"+ACK")));
+                let n = futures_util::future::join_all(acks)
+                    .await
+                    .into_iter()
+                    .filter(|a| a.is_ok())
+                    .count();
+                delivered.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            anyhow::Ok(())
+        }));
+    }
+    finish(duration, started, stop, delivered, producers, consumers).await
+}
+
+/// weft's queue on JetStream through `nodes` connections (nodes, as far
+/// as the durable path goes), with the prefix `bench`.
+async fn weft_on(url: &str, replicas: usize, nodes: usize, duration: Duration) -> anyhow::Result<Run> {
+    let mut storages: Vec<Arc<dyn Storage>> = Vec::new();
+    for n in 0..nodes {
+        let options = weft_jetstream::Options {
+            replicas,
+            name: format!("bench-node-{n}"),
+            ..weft_jetstream::Options::new(url)
+        };
+        storages.push(
+            weft_jetstream::JetStream::connect(options)
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        );
+    }
+    queue(storages, duration).await
+}
+
+/// weft on JetStream and raw JetStream, on one server and on a
+/// three-server cluster at three replicas, each on fresh servers.
+async fn jetstream_runs(duration: Duration) -> Vec<(String, anyhow::Result<Run>)> {
+    use weft_jetstream::testing::{Cluster, NatsServer};
+    let mut runs = Vec::new();
+    for replicas in [1, 3] {
+        for raw in [true, false] {
+            let (servers, url): (Box<dyn std::any::Any>, String) = if replicas == 1 {
+                let s = NatsServer::start();
+                let url = s.url();
+                (Box::new(s), url)
+            } else {
+                let c = Cluster::start(3);
+                let url = c.urls();
+                (Box::new(c), url)
+            };
+            let label = format!(
+                "{} on JetStream, R{replicas}{}",
+                if raw {
+                    "raw JetStream (async-nats)"
+                } else {
+                    "weft queue"
+                },
+                if replicas == 1 {
+                    ", one server"
+                } else {
+                    ", three-server cluster"
+                }
+            );
+            let run = async {
+                let ready = Instant::now() + Duration::from_secs(60);
+                loop {
+                    let attempt = if raw {
+                        raw_jetstream(&url, replicas, duration).await
+                    } else {
+                        weft_on(&url, replicas, 1, duration).await
+                    };
+                    // A new cluster takes some seconds to elect its leaders.
+                    match attempt {
+                        Err(e) if Instant::now() < ready => {
+                            eprintln!("{label}: not ready ({e}); retrying");
+                            tokio::time::sleep(Duration::from_secs(1)).await;
+                        }
+                        other => return other,
+                    }
+                }
+            }
+            .await;
+            runs.push((label, run));
+            drop(servers);
+        }
+    }
+    // Nodes 1, 2 and 3 on one server (each a connection with its own
+    // producers' share and consumers).
+    for nodes in [1, 2, 3] {
+        let server = NatsServer::start();
+        let run = weft_on(&server.url(), 1, nodes, duration).await;
+        runs.push((format!("weft queue on JetStream, R1, {nodes} node(s)"), run));
+    }
+    runs
 }
 
 /// A minimal RESP client: enough for XADD, XREADGROUP and XACK.
@@ -368,6 +569,35 @@ pub async fn report(scratch: &Path, duration: Duration) -> anyhow::Result<String
         out.push_str(&format!(
             "- weft / Redis Streams, delivered/s: {:.2}\n",
             weft.delivered_per_s / r.delivered_per_s
+        ));
+    }
+    let runs = jetstream_runs(duration).await;
+    out.push_str("\nOn NATS JetStream (Debian's nats-server, on this machine), the same loop:\n\n| system | delivered/s | ack p50 µs | ack p99 µs |\n| --- | ---: | ---: | ---: |\n");
+    for (label, run) in &runs {
+        match run {
+            Ok(r) => out.push_str(&format!(
+                "| {label} | {:.0} | {:.0} | {:.0} |\n",
+                r.delivered_per_s, r.ack_p50_us, r.ack_p99_us
+            )),
+            Err(e) => out.push_str(&format!("| {label} | failed: {e} | | |\n")),
+        }
+    }
+    out.push('\n');
+    for pair in runs[..4.min(runs.len())].chunks(2) {
+        if let [(raw_label, Ok(raw)), (_, Ok(w))] = pair {
+            out.push_str(&format!(
+                "- {}: weft ÷ raw, delivered/s **{:.2}** (bar: at least 0.5); ack p99 ÷ raw p99 **{:.2}** (bar: under 3)\n",
+                raw_label.trim_start_matches("raw JetStream (async-nats) on "),
+                w.delivered_per_s / raw.delivered_per_s,
+                w.ack_p99_us / raw.ack_p99_us
+            ));
+        }
+    }
+    if let (Some((_, Ok(w1))), Ok(Some(r))) = (runs.get(1), &redis) {
+        out.push_str(&format!(
+            "- weft on JetStream R1 / weft embedded: {:.2}; / Redis Streams: {:.2}\n",
+            w1.delivered_per_s / weft.delivered_per_s,
+            w1.delivered_per_s / r.delivered_per_s
         ));
     }
     Ok(out)

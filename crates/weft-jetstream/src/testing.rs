@@ -45,6 +45,18 @@ impl NatsServer {
         NatsServer::single("plain", |_| String::new())
     }
 
+    /// Starts a server with JetStream and `extra` lines in its config (an
+    /// `authorization { ... }` block, say).
+    pub fn start_with_config(extra: &str) -> NatsServer {
+        let extra = extra.to_string();
+        NatsServer::single("custom", move |dir| {
+            format!(
+                "jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
+                dir.join("store").display()
+            )
+        })
+    }
+
     /// One server on a free port, with `extra` lines in its config.
     fn single(label: &str, extra: impl Fn(&std::path::Path) -> String) -> NatsServer {
         let dir = temp_dir(label);

@@ -111,3 +111,43 @@ async fn a_stream_left_by_another_program_stops_the_start() {
         "{text}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn credentials_are_given_and_wrong_ones_are_named() {
+    use weft_jetstream::Auth;
+    let with_user = NatsServer::start_with_config("authorization { user: weft, password: s3cret }");
+    let user = |password: &str| Options {
+        auth: Auth::UserPassword {
+            user: "weft".into(),
+            password: password.into(),
+        },
+        ..Options::new(&with_user.url())
+    };
+    assert!(JetStream::connect(user("s3cret")).await.is_ok());
+    let e = JetStream::connect(user("wrong")).await.err().expect("a wrong password");
+    assert!(matches!(e, ConnectError::Credentials { .. }), "{e}");
+    assert!(e.to_string().contains("--nats-password"), "{e}");
+    let e = JetStream::connect(Options::new(&with_user.url()))
+        .await
+        .err()
+        .expect("no credentials");
+    assert!(matches!(e, ConnectError::Credentials { .. }), "{e}");
+
+    let with_token = NatsServer::start_with_config("authorization { token: t0ken }");
+    let token = |t: &str| Options {
+        auth: Auth::Token(t.into()),
+        ..Options::new(&with_token.url())
+    };
+    assert!(JetStream::connect(token("t0ken")).await.is_ok());
+    let e = JetStream::connect(token("nope")).await.err().expect("a wrong token");
+    assert!(matches!(e, ConnectError::Credentials { .. }), "{e}");
+
+    let e = JetStream::connect(Options {
+        auth: Auth::Creds("/nonexistent/weft.creds".into()),
+        ..Options::new(&with_token.url())
+    })
+    .await
+    .err()
+    .expect("a missing creds file");
+    assert!(e.to_string().contains("/nonexistent/weft.creds"), "{e}");
+}

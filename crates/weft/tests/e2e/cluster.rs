@@ -440,3 +440,89 @@ async fn three_nodes_one_killed_with_sigkill_lose_no_accepted_event() {
     let listed = wait_for_nodes(nodes[0].as_ref().unwrap(), |n| n.len() == 2).await;
     assert_eq!(listed.len(), 2);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_schedule_fires_once_per_time_across_three_nodes() {
+    let nats = NatsServer::start();
+    let hook = hook().await;
+    let app = App::new(&format!(
+        "{APP}\n[topic.ticks]\n\n[[subscription]]\ntopic = \"ticks\"\nurl = \"{}\"\n\n[schedule.tick]\nexpression = \"rate(1 second)\"\ntopic = \"ticks\"\npayload = '{{\"tick\":true}}'\n",
+        hook.url
+    ));
+    let nodes: Vec<Server> = (0..3).map(|n| node(&app, &nats, n)).collect();
+    wait_for_nodes(&nodes[0], |n| n.len() == 3).await;
+    let started = Instant::now();
+    while hook.got.lock().unwrap().len() < 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "{:?}",
+            hook.got.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let got = hook.got.lock().unwrap().clone();
+    let mut ids: Vec<&String> = got.iter().map(|(id, _)| id).collect();
+    ids.sort();
+    let before = ids.len();
+    ids.dedup();
+    assert_eq!(ids.len(), before, "a fire time fired twice: {got:?}");
+    assert!(ids.iter().all(|id| id.starts_with("tick@")), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_nats_cluster_losing_a_server_keeps_weft_accepting_and_loses_nothing() {
+    let mut cluster = weft_jetstream::testing::Cluster::start(3);
+    let hook = hook().await;
+    let app = App::new(&format!(
+        "{APP}\n[topic.orders]\n\n[[subscription]]\ntopic = \"orders\"\nurl = \"{}\"\n",
+        hook.url
+    ));
+    // A new cluster elects its JetStream leader some seconds after it starts.
+    let urls = cluster.urls();
+    let data = app.dir.join("data-r3");
+    let args = ["--nats", urls.as_str(), "--nats-prefix", "r3", "--nats-replicas", "3"];
+    let started = Instant::now();
+    let node = loop {
+        let attempt = std::panic::catch_unwind(|| Server::start_with(&app, &data, &args));
+        match attempt {
+            Ok(server) => break server,
+            Err(_) if started.elapsed() < Duration::from_secs(60) => std::thread::sleep(Duration::from_secs(1)),
+            Err(_) => panic!("weft never started on the cluster"),
+        }
+    };
+
+    const SENT: usize = 200;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    let mut accepted_after = 0;
+    for i in 0..SENT {
+        if i == SENT / 4 {
+            // One of the three servers, killed; the others elect new leaders.
+            cluster.servers[0].kill();
+        }
+        let id = format!("e{i}");
+        // Retried, as a client would, while the cluster elects.
+        let mut tries = 0;
+        loop {
+            let status = order(&node.public, &id).await;
+            if (200..300).contains(&status) {
+                accepted.push(id.clone());
+                if i > SENT / 4 {
+                    accepted_after += 1;
+                }
+                break;
+            }
+            assert_eq!(status, 503, "{id}: only 503 while the cluster elects");
+            refused += 1;
+            tries += 1;
+            assert!(tries < 100, "{id}: weft stopped accepting after the server was killed");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(accepted_after > 0);
+    println!(
+        "{} accepted, {refused} answers of 503 while the cluster elected",
+        accepted.len()
+    );
+    wait_for_hook(&hook, &accepted, SENT, Duration::from_secs(120)).await;
+}
