@@ -42,6 +42,11 @@ pub struct Options {
     pub replicas: usize,
     /// The connection's name, as the server's monitoring shows it.
     pub name: String,
+    /// A PEM file of the CA that signed the servers' certificates, for
+    /// `tls://` servers whose CA the system does not trust.
+    pub ca: Option<PathBuf>,
+    /// A client certificate and its key (PEM), for servers that verify clients.
+    pub client_cert: Option<(PathBuf, PathBuf)>,
 }
 
 impl Options {
@@ -52,6 +57,8 @@ impl Options {
             prefix: "weft".into(),
             replicas: 1,
             name: "weft".into(),
+            ca: None,
+            client_cert: None,
         }
     }
 }
@@ -69,6 +76,10 @@ pub enum ConnectError {
         "NATS at {url} refused weft's credentials: {reason}. Give the right ones with --nats-user and --nats-password, --nats-token, --nats-creds or --nats-nkey"
     )]
     Credentials { url: String, reason: String },
+    #[error(
+        "TLS with NATS at {url} failed: {reason}. Give the CA that signed the server's certificate with --nats-ca (and a client certificate with --nats-cert and --nats-key if the server asks for one)"
+    )]
+    Tls { url: String, reason: String },
     #[error(
         "NATS at {url} has no JetStream ({reason}). Start the server with JetStream on (`nats-server -js`, or `jetstream {{}}` in its config)"
     )]
@@ -109,6 +120,22 @@ impl JetStream {
         if url.split(',').any(|u| u.trim().starts_with("tls://")) {
             connect = connect.require_tls(true);
         }
+        let readable = |path: &PathBuf, what: &str| {
+            std::fs::metadata(path)
+                .map(|_| ())
+                .map_err(|e| ConnectError::Invalid(format!("cannot read the {what} {}: {e}", path.display())))
+        };
+        if let Some(ca) = &options.ca {
+            readable(ca, "NATS CA file (--nats-ca)")?;
+            connect = connect.add_root_certificates(ca.clone()).require_tls(true);
+        }
+        if let Some((cert, key)) = &options.client_cert {
+            readable(cert, "NATS client certificate (--nats-cert)")?;
+            readable(key, "NATS client key (--nats-key)")?;
+            connect = connect
+                .add_client_certificate(cert.clone(), key.clone())
+                .require_tls(true);
+        }
         connect = match &options.auth {
             Auth::None => connect,
             Auth::UserPassword { user, password } => connect.user_and_password(user.clone(), password.clone()),
@@ -136,6 +163,14 @@ impl JetStream {
                     url: url.clone(),
                     reason,
                 },
+                K::Tls => ConnectError::Tls {
+                    url: url.clone(),
+                    reason,
+                },
+                _ if reason.contains("certificate") || reason.to_lowercase().contains("tls") => ConnectError::Tls {
+                    url: url.clone(),
+                    reason,
+                },
                 K::ServerParse => ConnectError::Invalid(format!(
                     "--nats `{url}` is not a NATS URL ({reason}): write it as nats://HOST:PORT"
                 )),
@@ -156,6 +191,7 @@ impl JetStream {
             url,
             replicas: options.replicas,
             streams: RwLock::new(HashMap::new()),
+            opening: tokio::sync::Mutex::new(()),
             leases: Mutex::new(HashMap::new()),
             kv: RwLock::new(HashMap::new()),
             objects: RwLock::new(HashMap::new()),
@@ -238,10 +274,16 @@ async fn check_jetstream(client: &async_nats::Client, url: &str) -> Result<(), C
         url: url.to_string(),
         reason,
     };
-    let answer = client
-        .request("$JS.API.INFO", bytes::Bytes::new())
-        .await
-        .map_err(|e| no(e.to_string()))?;
+    let answer = client.request("$JS.API.INFO", bytes::Bytes::new()).await.map_err(|e| {
+        if e.kind() == async_nats::RequestErrorKind::TimedOut {
+            ConnectError::Unreachable {
+                url: url.to_string(),
+                reason: "JetStream did not answer within 5 s (a cluster that just started may still be electing its leader: try again)".into(),
+            }
+        } else {
+            no(e.to_string())
+        }
+    })?;
     let info: serde_json::Value =
         serde_json::from_slice(&answer.payload).map_err(|e| no(format!("its answer is not JSON: {e}")))?;
     if let Some(error) = info.get("error") {

@@ -45,6 +45,8 @@ pub struct JetStream {
     url: String,
     replicas: usize,
     streams: RwLock<HashMap<String, Arc<streams::Handle>>>,
+    /// Held while a stream's handle is made.
+    opening: tokio::sync::Mutex<()>,
     leases: Mutex<HashMap<(String, u64), streams::Lease>>,
     kv: RwLock<HashMap<String, jetstream::kv::Store>>,
     objects: RwLock<HashMap<String, jetstream::object_store::ObjectStore>>,
@@ -87,10 +89,26 @@ impl JetStream {
     }
 
     /// A failure from the client, as a storage error: unavailable while the
-    /// connection is down or a request timed out, else other.
+    /// connection is down, a request timed out, or the server (a cluster
+    /// electing a leader, a stream's replicas catching up) cannot answer
+    /// now; else other. Nothing was kept either way, and a retry is safe.
     fn error(&self, what: &str, e: impl std::fmt::Display) -> StorageError {
         let text = format!("{what}: {e}");
-        if !self.connected() || text.contains("timed out") || text.contains("no responders") {
+        let lower = text.to_lowercase();
+        const PASSING: &[&str] = &[
+            "timed out",
+            "no responders",
+            "unavailable",
+            "offline",
+            "leader",
+            "quorum",
+            "no suitable peers",
+            "connection",
+            "disconnected",
+            "broken pipe",
+            "no stream found",
+        ];
+        if !self.connected() || PASSING.iter().any(|p| lower.contains(p)) {
             StorageError::Unavailable(format!("NATS at {}: {text}", self.url))
         } else {
             StorageError::Other(text)

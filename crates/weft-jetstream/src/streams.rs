@@ -171,33 +171,7 @@ impl JetStream {
             .cloned();
         let handle = match known {
             Some(h) => h,
-            None => {
-                let config = stream::Config {
-                    name: self.names.stream(name),
-                    description: Some(format!("weft stream {name}")),
-                    subjects: vec![self.names.subject(name)],
-                    retention: stream::RetentionPolicy::WorkQueue,
-                    storage: stream::StorageType::File,
-                    num_replicas: self.replicas,
-                    duplicate_window: window.max(DEFAULT_WINDOW),
-                    allow_direct: true,
-                    ..Default::default()
-                };
-                let stream = self.ensure_stream(config).await?;
-                let window = stream.cached_info().config.duplicate_window;
-                let h = Arc::new(Handle {
-                    subject: self.names.subject(name),
-                    stream,
-                    window: Mutex::new(window),
-                    consumer: Mutex::new(None),
-                });
-                self.streams
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .entry(name.to_string())
-                    .or_insert(h)
-                    .clone()
-            }
+            None => self.open_handle(name, window).await?,
         };
         let wider = {
             let current = *handle.window.lock().unwrap_or_else(|p| p.into_inner());
@@ -213,6 +187,41 @@ impl JetStream {
             *handle.window.lock().unwrap_or_else(|p| p.into_inner()) = window;
         }
         Ok(handle)
+    }
+
+    /// Makes (or finds) the handle of `name`, one task at a time: a burst
+    /// of first appends asks the server once, not once each.
+    async fn open_handle(&self, name: &str, window: Duration) -> Result<Arc<Handle>> {
+        let _one = self.opening.lock().await;
+        if let Some(h) = self.streams.read().unwrap_or_else(|p| p.into_inner()).get(name) {
+            return Ok(h.clone());
+        }
+        let config = stream::Config {
+            name: self.names.stream(name),
+            description: Some(format!("weft stream {name}")),
+            subjects: vec![self.names.subject(name)],
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            num_replicas: self.replicas,
+            duplicate_window: window.max(DEFAULT_WINDOW),
+            allow_direct: true,
+            ..Default::default()
+        };
+        let stream = self.ensure_stream(config).await?;
+        let window = stream.cached_info().config.duplicate_window;
+        let h = Arc::new(Handle {
+            subject: self.names.subject(name),
+            stream,
+            window: Mutex::new(window),
+            consumer: Mutex::new(None),
+        });
+        Ok(self
+            .streams
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(name.to_string())
+            .or_insert(h)
+            .clone())
     }
 
     /// Gets a stream, or makes it; one that exists must be weft's.

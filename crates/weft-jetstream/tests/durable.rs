@@ -151,3 +151,79 @@ async fn credentials_are_given_and_wrong_ones_are_named() {
     .expect("a missing creds file");
     assert!(e.to_string().contains("/nonexistent/weft.creds"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_nkey_is_accepted_and_a_wrong_one_named() {
+    let user = nkeys::KeyPair::new_user();
+    let server = NatsServer::start_with_config(&format!(
+        "authorization {{ users: [ {{ nkey: {} }} ] }}",
+        user.public_key()
+    ));
+    let with = |seed: String| Options {
+        auth: weft_jetstream::Auth::NKey(seed),
+        ..Options::new(&server.url())
+    };
+    assert!(JetStream::connect(with(user.seed().unwrap())).await.is_ok());
+    let other = nkeys::KeyPair::new_user();
+    let e = JetStream::connect(with(other.seed().unwrap()))
+        .await
+        .err()
+        .expect("another key");
+    assert!(matches!(e, ConnectError::Credentials { .. }), "{e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tls_to_nats_with_the_servers_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let dir = std::env::temp_dir().join(format!("weft-nats-tls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_key = KeyPair::generate().unwrap();
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca_params, ca_key);
+    let server_key = KeyPair::generate().unwrap();
+    let server_cert = CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
+        .unwrap()
+        .signed_by(&server_key, &issuer)
+        .unwrap();
+    let (ca_file, cert_file, key_file) = (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server-key.pem"));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+    std::fs::write(&cert_file, server_cert.pem()).unwrap();
+    std::fs::write(&key_file, server_key.serialize_pem()).unwrap();
+    let server = NatsServer::start_with_config(&format!(
+        "tls {{ cert_file: \"{}\", key_file: \"{}\" }}",
+        cert_file.display(),
+        key_file.display()
+    ));
+    let url = format!("tls://127.0.0.1:{}", server.port);
+    let with_ca = Options {
+        ca: Some(ca_file.clone()),
+        ..Options::new(&url)
+    };
+    let store = JetStream::connect(with_ca)
+        .await
+        .unwrap_or_else(|e| panic!("{e}\n{}", server.log()));
+    weft_store::durable::Streams::append(
+        &*store,
+        "q",
+        vec![conformance::msg("1", "over TLS")],
+        conformance::WINDOW,
+    )
+    .await
+    .unwrap();
+    let e = JetStream::connect(Options::new(&url))
+        .await
+        .err()
+        .expect("an unknown CA");
+    assert!(e.to_string().contains("--nats-ca"), "{e}");
+    let e = JetStream::connect(Options {
+        ca: Some(dir.join("missing.pem")),
+        ..Options::new(&url)
+    })
+    .await
+    .err()
+    .expect("a missing CA file");
+    assert!(e.to_string().contains("missing.pem"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

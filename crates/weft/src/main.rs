@@ -49,6 +49,15 @@ struct NatsArgs {
     /// An nkey seed (SU...) for NATS.
     #[arg(long, env = "WEFT_NATS_NKEY", hide_env_values = true)]
     nats_nkey: Option<String>,
+    /// The CA (PEM) that signed the NATS servers' certificates (TLS).
+    #[arg(long, env = "WEFT_NATS_CA", requires = "nats")]
+    nats_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for NATS servers that verify clients, with --nats-key.
+    #[arg(long, env = "WEFT_NATS_CERT", requires_all = ["nats", "nats_key"])]
+    nats_cert: Option<PathBuf>,
+    /// The client certificate's key (PEM).
+    #[arg(long, env = "WEFT_NATS_KEY", requires = "nats_cert")]
+    nats_key: Option<PathBuf>,
 }
 
 impl NatsArgs {
@@ -81,6 +90,8 @@ impl NatsArgs {
         };
         Ok(Some(weft_jetstream::Options {
             auth,
+            ca: self.nats_ca,
+            client_cert: self.nats_cert.zip(self.nats_key),
             prefix: self.nats_prefix,
             replicas: self.nats_replicas as usize,
             ..weft_jetstream::Options::new(&url)
@@ -140,7 +151,7 @@ enum Command {
         #[arg(long, default_value = "30s", value_parser = parse_shutdown)]
         shutdown_timeout: std::time::Duration,
         #[command(flatten)]
-        nats: NatsArgs,
+        nats: Box<NatsArgs>,
     },
     /// Show the app a running server runs: its functions' versions and the
     /// shared deployment's revision.
