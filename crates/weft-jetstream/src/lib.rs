@@ -116,13 +116,11 @@ impl JetStream {
     }
 
     /// Tells the consumers on every node that `stream` may have messages.
-    fn wake(&self, stream: &str) {
-        let client = self.client.clone();
-        let subject = self.names.wake_subject();
+    /// A core publish, queued on the connection and not waited for by the
+    /// server; a lost wake only delays a consumer until its next poll.
+    async fn wake(&self, stream: &str) {
         let payload = bytes::Bytes::copy_from_slice(stream.as_bytes());
-        tokio::spawn(async move {
-            let _ = client.publish(subject, payload).await;
-        });
+        let _ = self.client.publish(self.names.wake_subject(), payload).await;
     }
 
     fn spawn(&self, task: impl std::future::Future<Output = ()> + Send + 'static) {

@@ -125,7 +125,7 @@ impl JetStream {
                 .publish(&h, part.messages, dedup, |_| 0)
                 .await
                 .map_err(|e| (sizes.clone(), e))?;
-            self.wake(&part.stream);
+            self.wake(&part.stream).await;
             out.push(appended);
         }
         let outbox = self.outbox().await.map_err(|e| (sizes.clone(), e))?;

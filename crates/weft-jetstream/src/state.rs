@@ -29,25 +29,23 @@ impl JetStream {
         let name = self.names.kv_bucket(bucket);
         // The bucket's stream is made here in the layout of NATS's
         // key-value buckets (the client's own maker needs a 2.10 server).
-        if self.js.get_stream(format!("KV_{name}")).await.is_err() {
-            self.js
-                .get_or_create_stream(stream::Config {
-                    name: format!("KV_{name}"),
-                    description: Some(format!("weft bucket {bucket}")),
-                    subjects: vec![format!("$KV.{name}.>")],
-                    max_messages_per_subject: 1,
-                    max_message_size: MAX_VALUE as i32,
-                    storage: stream::StorageType::File,
-                    num_replicas: self.replicas,
-                    allow_rollup: true,
-                    deny_delete: true,
-                    allow_direct: true,
-                    discard: stream::DiscardPolicy::New,
-                    ..Default::default()
-                })
-                .await
-                .map_err(|e| self.error(&format!("cannot make bucket {name}"), e))?;
-        }
+        self.js
+            .get_or_create_stream(stream::Config {
+                name: format!("KV_{name}"),
+                description: Some(format!("weft bucket {bucket}")),
+                subjects: vec![format!("$KV.{name}.>")],
+                max_messages_per_subject: 1,
+                max_message_size: MAX_VALUE as i32,
+                storage: stream::StorageType::File,
+                num_replicas: self.replicas,
+                allow_rollup: true,
+                deny_delete: true,
+                allow_direct: true,
+                discard: stream::DiscardPolicy::New,
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| self.error(&format!("cannot make bucket {name}"), e))?;
         let store = self
             .js
             .get_key_value(&name)

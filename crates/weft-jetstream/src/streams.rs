@@ -295,14 +295,16 @@ impl JetStream {
         received: impl Fn(usize) -> u32,
     ) -> Result<Vec<Appended>> {
         self.check_connected()?;
+        let send = |i: usize, id: Option<&str>| {
+            let m = &messages[i];
+            self.js
+                .publish_with_headers(h.subject.clone(), headers(m, id, received(i)), m.body.clone().into())
+        };
         let mut out = Vec::with_capacity(messages.len());
         let mut pending = Vec::with_capacity(messages.len());
         for (i, m) in messages.iter().enumerate() {
             let id = dedup(i, m);
-            let headers = headers(m, id.as_deref(), received(i));
-            let ack = self
-                .js
-                .publish_with_headers(h.subject.clone(), headers, m.body.clone().into())
+            let ack = send(i, id.as_deref())
                 .await
                 .map_err(|e| self.error("cannot append", e))?;
             pending.push((i, id, ack));
@@ -318,15 +320,10 @@ impl JetStream {
             {
                 tries += 1;
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                let headers = headers(&messages[i], id.as_deref(), received(i));
-                answer = match self
-                    .js
-                    .publish_with_headers(h.subject.clone(), headers, messages[i].body.clone().into())
+                let ack = send(i, id.as_deref())
                     .await
-                {
-                    Ok(ack) => ack.await,
-                    Err(e) => return Err(self.error("cannot append", e)),
-                };
+                    .map_err(|e| self.error("cannot append", e))?;
+                answer = ack.await;
             }
             let ack = answer.map_err(|e| self.error("the append was not confirmed", e))?;
             out.push(Appended {
@@ -392,8 +389,8 @@ impl JetStream {
             .map_err(|e| self.error("the acknowledgement was not confirmed", e))
     }
 
-    fn message(&self, seq: u64, payload: bytes::Bytes, headers: &HeaderMap, time: i64, count: u32) -> Message {
-        let (fields, _) = fields(headers);
+    /// A stored message from its fields (as [`fields`] read them from its headers).
+    fn message(seq: u64, fields: NewMessage, payload: &[u8], time: i64, count: u32) -> Message {
         Message {
             seq,
             id: fields.id,
@@ -413,15 +410,10 @@ impl JetStream {
         while out.len() < max {
             match h.stream.direct_get_next_for_subject(&h.subject, Some(seq)).await {
                 Ok(m) => {
-                    let (_, received) = fields(&m.headers);
+                    let (f, received) = fields(&m.headers);
                     seq = m.sequence + 1;
-                    out.push(self.message(
-                        m.sequence,
-                        m.payload,
-                        &m.headers,
-                        micros(m.time.unix_timestamp_nanos()),
-                        received,
-                    ));
+                    let time = micros(m.time.unix_timestamp_nanos());
+                    out.push(JetStream::message(m.sequence, f, &m.payload, time, received));
                 }
                 Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
                 Err(e) => return Err(self.error("cannot read the stream", e)),
@@ -452,7 +444,7 @@ impl Streams for JetStream {
                 |_| 0,
             )
             .await?;
-        self.wake(stream);
+        self.wake(stream).await;
         Ok(out)
     }
 
@@ -490,8 +482,7 @@ impl Streams for JetStream {
                 micros(info.published.unix_timestamp_nanos()),
             );
             let Some(reply) = m.reply.clone() else { continue };
-            let headers = m.headers.clone().unwrap_or_default();
-            let (f, received) = fields(&headers);
+            let (f, received) = m.headers.as_ref().map(fields).unwrap_or_default();
             let mut count = received + delivered;
             if !f.delay.is_zero() {
                 let due = published + f.delay.as_micros() as i64;
@@ -503,7 +494,7 @@ impl Streams for JetStream {
                 }
                 count -= 1;
             }
-            let mut message = self.message(seq, m.payload.clone(), &headers, published, count);
+            let mut message = JetStream::message(seq, f, &m.payload, published, count);
             let mut noted = false;
             if delivered > 1
                 && let Some(note) = self.note(stream, seq).await
@@ -566,7 +557,7 @@ impl Streams for JetStream {
         let kind = jetstream::AckKind::Nak((!delay.is_zero()).then_some(delay));
         self.answer(lease.reply, kind).await?;
         if delay.is_zero() {
-            self.wake(stream);
+            self.wake(stream).await;
         }
         Ok(true)
     }
@@ -618,7 +609,7 @@ impl Streams for JetStream {
             moved += 1;
         }
         if moved > 0 {
-            self.wake(to);
+            self.wake(to).await;
         }
         Ok(moved)
     }

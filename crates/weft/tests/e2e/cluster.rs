@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use weft_jetstream::testing::NatsServer;
 
-use crate::support::{App, Server, client, get, send, text, weft};
+use crate::support::{App, Server, client, get, probe_lines, send, text, weft};
 
 const APP: &str = r#"
 [app]
@@ -51,20 +51,9 @@ fn node(app: &App, nats: &NatsServer, n: usize) -> Server {
 
 /// The probe's delivery lines on one node: `event ID receives N body B`.
 async fn deliveries(server: &Server) -> Vec<String> {
-    let logs = get(&format!("{}/v1/logs?function=probe&limit=10000", server.admin))
-        .await
-        .json();
-    logs["lines"]
-        .as_array()
-        .map(|lines| {
-            lines
-                .iter()
-                .filter_map(|l| l["line"].as_str())
-                .filter(|l| l.starts_with("event "))
-                .map(str::to_string)
-                .collect()
-        })
-        .unwrap_or_default()
+    let mut lines = probe_lines(server).await;
+    lines.retain(|l| l.starts_with("event "));
+    lines
 }
 
 /// Waits until the nodes together have delivered `n` events; returns how

@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{App, Server, client, get, send, text};
+use crate::support::{App, Server, client, get, probe_lines, send, text};
 
 const APP: &str = r#"
 [app]
@@ -64,24 +64,11 @@ function = "probe"
 batch = 10
 "#;
 
-/// All log lines of the probe so far.
-async fn log_lines(server: &Server) -> Vec<String> {
-    let logs = get(&format!("{}/v1/logs?function=probe&limit=10000", server.admin))
-        .await
-        .json();
-    logs["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["line"].as_str().unwrap().to_string())
-        .collect()
-}
-
 /// Waits until `done` holds for the probe's log lines.
 async fn wait_for_logs(server: &Server, what: &str, done: impl Fn(&[String]) -> bool) -> Vec<String> {
     let started = Instant::now();
     loop {
-        let lines = log_lines(server).await;
+        let lines = probe_lines(server).await;
         if done(&lines) {
             return lines;
         }

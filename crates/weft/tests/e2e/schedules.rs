@@ -1,7 +1,7 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use crate::support::{App, Server, get};
+use crate::support::{App, Server, probe_lines};
 
 const APP: &str = r#"
 [app]
@@ -36,15 +36,11 @@ payload = '{"tick":true}'
 /// (schedule, fire time in ms) of every fire the probe received. A fire
 /// arrives as a CloudEvent whose id is `SCHEDULE@MILLISECONDS`.
 async fn fires(server: &Server) -> Vec<(String, i64)> {
-    let logs = get(&format!("{}/v1/logs?function=probe&limit=10000", server.admin))
+    probe_lines(server)
         .await
-        .json();
-    logs["lines"]
-        .as_array()
-        .unwrap()
         .iter()
-        .filter_map(|l| {
-            let id = l["line"].as_str()?.strip_prefix("event ")?.split_whitespace().next()?;
+        .filter_map(|line| {
+            let id = line.strip_prefix("event ")?.split_whitespace().next()?;
             let (name, ms) = id.split_once('@')?;
             Some((name.to_string(), ms.parse().ok()?))
         })

@@ -277,3 +277,16 @@ pub async fn records(server: &Server, query: &str, n: usize) -> Vec<serde_json::
     }
     panic!("fewer than {n} records for {query}");
 }
+
+/// Every line the `probe` function has written on `server` so far.
+pub async fn probe_lines(server: &Server) -> Vec<String> {
+    let logs = get(&format!("{}/v1/logs?function=probe&limit=10000", server.admin))
+        .await
+        .json();
+    logs["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["line"].as_str().unwrap().to_string())
+        .collect()
+}
