@@ -2,7 +2,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::support::{App, Server, client, get, send};
+use crate::support::{App, Server, client, get, probe_lines, send};
 
 const APP: &str = r#"
 [app]
@@ -134,17 +134,6 @@ async fn put(server: &Server, entries: Value) -> Value {
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
     r.json()
-}
-
-/// Log lines of the probe function.
-async fn probe_lines(server: &Server) -> Vec<String> {
-    let logs = get(&format!("{}/v1/logs?function=probe", server.admin)).await.json();
-    logs["lines"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|l| l["line"].as_str().unwrap().to_string())
-        .collect()
 }
 
 fn order(amount: u32, region: &str) -> Value {
