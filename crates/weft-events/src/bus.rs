@@ -30,6 +30,7 @@ use serde_json::{Map, Value, json};
 use weft_manifest::pattern::PatternSet;
 use weft_manifest::{DEDUP_WINDOW, Input, Manifest, Target, TemplateContext};
 use weft_store::durable::{Append, NewMessage, Storage};
+use weft_telemetry::SpanContext;
 
 use crate::{CloudEvent, Outgoing, QueueError, Queues, Topics};
 
@@ -41,6 +42,15 @@ pub const REGION: &str = "local";
 pub const MAX_ENTRIES: usize = 10;
 /// The largest event, envelope included (as EventBridge).
 pub const MAX_EVENT: usize = 256 * 1024;
+
+/// How an envelope is routed: a replay's name, the one rule to use, and
+/// the span its copies are stored by.
+#[derive(Clone, Copy, Default)]
+struct Via<'a> {
+    replay: Option<&'a str>,
+    only_rule: Option<&'a str>,
+    trace: Option<&'a SpanContext>,
+}
 
 /// One event on a bus, before it is put in an envelope.
 #[derive(Debug, Clone, PartialEq)]
@@ -306,6 +316,9 @@ pub struct BusRouting(Arc<State>);
 pub struct Buses {
     storage: Arc<dyn Storage>,
     state: RwLock<Arc<State>>,
+    /// Per (bus, rule): events matched, and of those, how many the put
+    /// failed to store; since the node started.
+    counts: std::sync::Mutex<BTreeMap<(String, String), (u64, u64)>>,
 }
 
 /// How many of the sent messages were stored (not duplicates).
@@ -322,6 +335,7 @@ impl Buses {
         Buses {
             storage,
             state: RwLock::default(),
+            counts: Default::default(),
         }
     }
 
@@ -422,9 +436,11 @@ impl Buses {
         topics: &Topics,
         bus: &str,
         events: Vec<BusEvent>,
+        trace: Option<&SpanContext>,
     ) -> Result<Vec<Put>, QueueError> {
         // The copies are checked against their queues while the routing
         // that chose them is held, so a deploy cannot drop a queue between.
+        let mut matched: Vec<String> = Vec::new();
         let (spans, prepared) = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
             let b = state
@@ -437,12 +453,22 @@ impl Buses {
             for event in &events {
                 let envelope = event.envelope();
                 let start = sends.len();
-                let rules = self.route(&state, topics, bus, &envelope, None, None, &mut sends)?;
-                spans.push((start, sends.len(), rules));
+                let via = Via {
+                    trace,
+                    ..Via::default()
+                };
+                let rules = self.route(&state, topics, bus, &envelope, via, &mut sends)?;
+                spans.push((start, sends.len(), rules.len()));
+                matched.extend(rules);
                 if b.archive.is_some() {
+                    let mut attributes = BTreeMap::new();
+                    if let Some(trace) = trace {
+                        crate::trace::store(&mut attributes, trace);
+                    }
                     archived.push(NewMessage {
                         id: event.id.clone(),
                         body: envelope.to_string().into_bytes(),
+                        attributes,
                         ..Default::default()
                     });
                 }
@@ -458,7 +484,9 @@ impl Buses {
             let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();
             (spans, queues.prepare_all(batches, archive)?)
         };
-        let sent = queues.commit(prepared).await?;
+        let sent = queues.commit(prepared).await;
+        self.count(bus, &matched, sent.is_err());
+        let sent = sent?;
         Ok(events
             .into_iter()
             .zip(spans)
@@ -470,22 +498,46 @@ impl Buses {
             .collect())
     }
 
+    /// Counts the rules of `bus` that `matched` events, and whether their
+    /// put `failed`.
+    fn count(&self, bus: &str, matched: &[String], failed: bool) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for rule in matched {
+            let entry = counts.entry((bus.to_string(), rule.clone())).or_default();
+            entry.0 += 1;
+            entry.1 += u64::from(failed);
+        }
+    }
+
+    /// Per bus and rule: events matched and, of those, how many their put
+    /// failed to store, since the node started.
+    pub fn rule_counts(&self) -> Vec<(String, String, u64, u64)> {
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        counts
+            .iter()
+            .map(|((b, r), (m, f))| (b.clone(), r.clone(), *m, *f))
+            .collect()
+    }
+
     /// Adds to `out` a (queue, message) for every copy of `envelope` the
-    /// rules of `bus` make (only `only_rule`'s, if given): for queue and
+    /// rules of `bus` make (only `via.only_rule`'s, if given): for queue and
     /// function targets directly, for topic targets one per matching
-    /// subscription, for bus targets those of that bus's rules. Returns how
-    /// many rules matched.
-    #[allow(clippy::too_many_arguments)]
+    /// subscription, for bus targets those of that bus's rules. Returns the
+    /// names of the rules that matched.
     fn route(
         &self,
         state: &State,
         topics: &Topics,
         bus: &str,
         envelope: &Value,
-        replay: Option<&str>,
-        only_rule: Option<&str>,
+        via: Via<'_>,
         out: &mut Vec<(String, Outgoing)>,
-    ) -> Result<usize, QueueError> {
+    ) -> Result<Vec<String>, QueueError> {
+        let Via {
+            replay,
+            only_rule,
+            trace,
+        } = via;
         let Some(b) = state.buses.get(bus) else {
             return Err(QueueError::NoSuchBus(bus.to_string()));
         };
@@ -520,11 +572,12 @@ impl Buses {
                             event_type: text("detail-type"),
                             source: text("source"),
                             time: text("time"),
+                            trace: trace.cloned(),
                             ..Default::default()
                         },
                     )),
                     Target::Topic(t) => {
-                        let event = CloudEvent {
+                        let mut event = CloudEvent {
                             id: delivery_id,
                             source: text("source").unwrap_or_default(),
                             event_type: text("detail-type").unwrap_or_default(),
@@ -533,10 +586,14 @@ impl Buses {
                             data: body,
                             extensions: BTreeMap::new(),
                         };
+                        if let Some(trace) = trace {
+                            crate::trace::set_extensions(&mut event.extensions, trace);
+                        }
                         out.extend(topics.deliveries(t, &[event])?.into_iter().flatten());
                     }
                     Target::Bus(next) => {
-                        self.route(state, topics, next, envelope, replay, None, out)?;
+                        let via = Via { only_rule: None, ..via };
+                        self.route(state, topics, next, envelope, via, out)?;
                     }
                     // The manifest check allows no other rule targets, and
                     // function targets were turned into their queues.
@@ -544,7 +601,7 @@ impl Buses {
                 }
             }
         }
-        Ok(matched.len())
+        Ok(matched.iter().map(|r| r.name.clone()).collect())
     }
 
     /// Sends the events `bus` archived between `from_us` and `to_us`
@@ -595,7 +652,14 @@ impl Buses {
                     };
                     envelope.insert("replay-name".into(), name.into());
                     let envelope = Value::Object(envelope);
-                    self.route(&state, topics, bus, &envelope, Some(name), rule, &mut sends)?;
+                    // A replayed copy continues the trace of the put it was archived by.
+                    let original = crate::trace::of_message(m);
+                    let via = Via {
+                        replay: Some(name),
+                        only_rule: rule,
+                        trace: original.as_ref(),
+                    };
+                    self.route(&state, topics, bus, &envelope, via, &mut sends)?;
                     events += 1;
                 }
                 let batches = sends.into_iter().map(|(q, m)| (q, vec![m])).collect();

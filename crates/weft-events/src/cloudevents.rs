@@ -258,6 +258,17 @@ pub fn binary(queue: &str, m: &Message) -> (Vec<(&'static str, String)>, Vec<u8>
         ("ce-weftreceivecount", m.receive_count.to_string()),
         ("content-type", content_type(m)),
     ];
+    let mut headers = headers;
+    for (name, value) in crate::trace::attributes(m) {
+        headers.push((
+            if name == "traceparent" {
+                "ce-traceparent"
+            } else {
+                "ce-tracestate"
+            },
+            value.clone(),
+        ));
+    }
     (headers, m.body.clone())
 }
 
@@ -274,6 +285,9 @@ pub fn structured(queue: &str, m: &Message) -> Value {
         "weftqueue": queue,
         "weftreceivecount": m.receive_count,
     });
+    for (name, value) in crate::trace::attributes(m) {
+        event[name] = Value::from(value.as_str());
+    }
     let json_data = if ct.contains("json") {
         serde_json::from_slice::<Value>(&m.body).ok()
     } else {

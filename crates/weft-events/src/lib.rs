@@ -20,6 +20,7 @@ pub mod bus;
 pub mod cloudevents;
 mod queue;
 mod topics;
+pub mod trace;
 
 pub use cloudevents::CloudEvent;
 pub use queue::{Hidden, Outgoing, Prepared, QueueError, Queues, Sent, hidden_queue};

@@ -52,6 +52,9 @@ pub struct Outgoing {
     /// CloudEvents `source` and `time` to deliver it with (from a topic).
     pub source: Option<String>,
     pub time: Option<String>,
+    /// The span that stored it (W3C trace context), kept with the message
+    /// and restored when it is delivered.
+    pub trace: Option<weft_telemetry::SpanContext>,
 }
 
 /// Messages checked by [`Queues::prepare_all`], ready for [`Queues::commit`].
@@ -76,6 +79,9 @@ pub struct Queues {
     config: RwLock<HashMap<String, Queue>>,
     wakers: Arc<RwLock<HashMap<String, Arc<Notify>>>>,
     ids: AtomicU64,
+    /// Messages moved to a dead-letter queue (or dropped as out of
+    /// tries), by the queue they left, since the node started.
+    given_up: std::sync::Mutex<BTreeMap<String, u64>>,
 }
 
 /// The content type of a body sent without one.
@@ -175,7 +181,20 @@ impl Queues {
             config: RwLock::default(),
             wakers,
             ids: AtomicU64::new(0),
+            given_up: Default::default(),
         }
+    }
+
+    /// How many messages each queue gave up on (moved to its dead-letter
+    /// queue, or dropped out of tries), since the node started.
+    pub fn dead_lettered(&self) -> Vec<(String, u64)> {
+        let counts = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+        counts.iter().map(|(q, n)| (q.clone(), *n)).collect()
+    }
+
+    fn count_given_up(&self, queue: &str, n: usize) {
+        let mut counts = self.given_up.lock().unwrap_or_else(|p| p.into_inner());
+        *counts.entry(queue.to_string()).or_default() += n as u64;
     }
 
     /// Replaces the queue settings (on deploy). Messages are kept.
@@ -329,6 +348,9 @@ impl Queues {
                     attributes.insert(key.to_string(), v);
                 }
             }
+            if let Some(trace) = &m.trace {
+                crate::trace::store(&mut attributes, trace);
+            }
             let delay = q.delay + m.delay.unwrap_or_default();
             batch.push(NewMessage {
                 id,
@@ -386,6 +408,7 @@ impl Queues {
         }
         let receipts: Vec<Receipt> = messages.iter().map(Message::receipt).collect();
         self.storage.ack(&stream(&q.name), &receipts).await?;
+        self.count_given_up(&q.name, messages.len());
         for m in messages {
             tracing::warn!(
                 "event {} of `{}` dropped after {} tries: {}",
@@ -404,6 +427,7 @@ impl Queues {
         self.storage
             .transfer(&stream(&q.name), seqs, &stream(dlq), attributes, false)
             .await?;
+        self.count_given_up(&q.name, seqs.len());
         tracing::info!(
             "{} message(s) of queue `{}` moved to dead-letter queue `{dlq}`",
             seqs.len(),

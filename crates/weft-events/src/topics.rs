@@ -170,6 +170,7 @@ fn deliveries(
                         event_type: Some(event.event_type.clone()),
                         source: Some(event.source.clone()),
                         time: event.time.clone(),
+                        trace: crate::trace::of_extensions(&event.extensions),
                         ..Default::default()
                     };
                     (routes.queues[i].clone(), message)

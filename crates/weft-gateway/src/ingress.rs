@@ -75,8 +75,9 @@ pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incomin
             return body::error(408, &message, None);
         }
     };
+    let parent = weft_node::telemetry::incoming(&parts.headers);
     let Some(inlet) = inlet else {
-        let (status, answer) = put_events(&node, &bytes, None).await;
+        let (status, answer) = put_events(&node, &bytes, None, parent.as_ref()).await;
         return body::json(status, &answer);
     };
     let events = match weft_events::cloudevents::decode(&parts.headers, bytes) {
@@ -84,7 +85,7 @@ pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incomin
         Err(why) => return body::error(400, &why, None),
     };
     match inlet {
-        Inlet::Topic(topic) => match node.topics.publish(&node.queues, topic, events).await {
+        Inlet::Topic(topic) => match weft_node::capabilities::topics::publish(&node, topic, events, parent).await {
             Ok(published) => {
                 let duplicates = published.iter().filter(|p| p.duplicate).count();
                 body::json(
@@ -95,7 +96,7 @@ pub async fn handle(node: Arc<Node>, rest: &str, request: hyper::Request<Incomin
             Err(e) => body::error(e.status(), &e.to_string(), None),
         },
         Inlet::Bus(bus) => {
-            let (status, answer) = put_cloudevents(&node, bus, events).await;
+            let (status, answer) = put_cloudevents(&node, bus, events, parent).await;
             body::json(status, &answer)
         }
     }

@@ -2,6 +2,7 @@
 
 use tokio::sync::oneshot;
 use weft_store::{InvocationRecord, Trigger};
+use weft_telemetry::{Link, SpanContext, SpanEvent};
 
 use crate::body::Body;
 
@@ -13,6 +14,9 @@ pub struct Call<'a> {
     pub depth: u32,
     /// `weft-*` headers weft itself sets (clients' are removed).
     pub trusted: &'a [(&'a str, &'a str)],
+    /// Where it sits in its trace, when weft knows better than the
+    /// request's `traceparent` (a message's wait, a forward).
+    pub trace: Traced,
 }
 
 impl<'a> Call<'a> {
@@ -24,8 +28,18 @@ impl<'a> Call<'a> {
             parent: None,
             depth: 0,
             trusted: &[],
+            trace: Traced::default(),
         }
     }
+}
+
+/// The parent span of an invocation, the spans it links to, and what
+/// happened before it started (a retry, a forward).
+#[derive(Debug, Clone, Default)]
+pub struct Traced {
+    pub parent: Option<SpanContext>,
+    pub links: Vec<Link>,
+    pub events: Vec<SpanEvent>,
 }
 
 /// A handled invocation: the response to send, and the record once it exists.
@@ -33,4 +47,6 @@ pub struct Handled {
     pub response: hyper::Response<Body>,
     pub request_id: String,
     pub record: oneshot::Receiver<InvocationRecord>,
+    /// The invocation's span, unless tracing is off.
+    pub span: Option<SpanContext>,
 }

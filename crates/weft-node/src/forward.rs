@@ -22,10 +22,11 @@ use http::HeaderName;
 use http_body_util::{BodyExt, Limited};
 
 use crate::body::{self, Body};
-use crate::call::{Call, Handled};
+use crate::call::{Call, Handled, Traced};
 use crate::deployment::Deployed;
 use crate::node::Node;
 use weft_store::Trigger;
+use weft_telemetry::SpanEvent;
 
 /// The most hops one request may be forwarded.
 pub const MAX_FORWARDS: u32 = 16;
@@ -115,6 +116,7 @@ impl Node {
                 }
             };
             let parent = handled.request_id.clone();
+            let previous_span = handled.span.clone();
             // The forwarding instance is gone once its record exists.
             let _ = handled.record.await;
             let mut next_request = hyper::Request::builder()
@@ -137,15 +139,27 @@ impl Node {
                         response,
                         request_id: parent,
                         record,
+                        span: previous_span,
                     };
                 }
             };
+            // The next hop is a child of the one that forwarded, with an
+            // event that says so.
+            let forwarded = SpanEvent::new("forward", weft_store::now_us())
+                .with("weft.forward.from", from.as_str())
+                .with("weft.forward.from_request_id", parent.as_str())
+                .with("weft.forward.path", path.as_str());
             let call = Call {
                 trigger: Trigger::Forward,
                 params: &[],
                 parent: Some(&parent),
                 depth: depth + hops,
                 trusted: &[],
+                trace: Traced {
+                    parent: previous_span,
+                    links: Vec::new(),
+                    events: vec![forwarded],
+                },
             };
             handled = self.invoke(&target, next_request, call).await;
             from = next;

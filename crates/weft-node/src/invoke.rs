@@ -12,12 +12,14 @@ use http::{HeaderName, HeaderValue};
 use tokio::sync::oneshot;
 use weft_runtime::{Answer, Exit, InvocationContext};
 use weft_store::{InvocationRecord, LogLine, Outcome, Trigger};
+use weft_telemetry::{Link, Report, SpanContext, SpanEvent};
 
 use crate::body;
 use crate::call::{Call, Handled};
 use crate::deployment::Deployed;
 use crate::node::Node;
 use crate::outbound::FunctionOutbound;
+use crate::telemetry;
 
 const REQUEST_ID: HeaderName = HeaderName::from_static("weft-request-id");
 
@@ -38,13 +40,30 @@ impl Node {
         let started = Instant::now();
         let method = request.method().clone();
         let path = request.uri().path().to_string();
+        // The invocation's span continues the one weft knows of, or the
+        // caller's `traceparent`, or starts a trace.
+        let trace = call.trace;
+        let span = self.tracing.then(|| {
+            let parent = trace.parent.or_else(|| telemetry::incoming(request.headers()));
+            (SpanContext::child_of(parent.as_ref()), parent)
+        });
         prepare_headers(request.headers_mut(), &request_id, &function.name, call.params);
+        if let Some((context, _)) = &span {
+            telemetry::set_headers(request.headers_mut(), context);
+        }
         for (name, value) in call.trusted {
             if let (Ok(n), Ok(v)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
                 request.headers_mut().insert(n, v);
             }
         }
-        let outbound = Arc::new(FunctionOutbound::new(self, function, &request_id, call.depth));
+        let context = span.as_ref().map(|(c, _)| c.clone());
+        let outbound = Arc::new(FunctionOutbound::new(
+            self,
+            function,
+            &request_id,
+            call.depth,
+            context.clone(),
+        ));
         let (record_tx, record_rx) = oneshot::channel();
         let base = RecordBase {
             request_id: request_id.clone(),
@@ -52,6 +71,9 @@ impl Node {
             trigger: call.trigger,
             parent: call.parent.map(str::to_string),
             outbound: outbound.clone(),
+            span,
+            links: trace.links,
+            events: trace.events,
         };
         // The record is written on the invocation's own task when the
         // instance is gone: no task of our own waits for it.
@@ -102,6 +124,7 @@ impl Node {
             response,
             request_id,
             record: record_rx,
+            span: context,
         }
     }
 
@@ -131,6 +154,8 @@ impl Node {
             stream: stream.into(),
             time_us,
             line,
+            version: None,
+            trace_id: None,
         };
         let mut lines: Vec<LogLine> = base
             .outbound
@@ -144,21 +169,49 @@ impl Node {
                 .iter()
                 .map(|o| line(o.stream, o.time_us, o.line.clone())),
         );
+        let duration_us = completion.duration.as_micros() as u64;
+        let memory_bytes = base.function.image.limits.memory;
+        let init_us = completion.cold.then_some(completion.instantiate.as_micros() as u64);
+        let report = Report {
+            request_id: &base.request_id,
+            duration_us,
+            memory_bytes,
+            peak_memory_bytes: completion.peak_memory,
+            init_us,
+        };
+        lines.push(line(PLATFORM, completion.start_us + duration_us as i64, report.line()));
         self.store.logs(lines);
+        let (trace_id, span_id, parent_span_id) = match &base.span {
+            Some((c, p)) => (
+                Some(c.trace_hex()),
+                Some(c.span_hex()),
+                p.as_ref().map(SpanContext::span_hex),
+            ),
+            None => (None, None, None),
+        };
         let record = InvocationRecord {
             request_id: base.request_id,
             function: name.clone(),
             version: base.function.version,
             trigger: base.trigger,
             start_us: completion.start_us,
-            duration_us: completion.duration.as_micros() as u64,
+            duration_us,
             cold: completion.cold,
             peak_memory_bytes: completion.peak_memory,
             outcome,
             status,
             error,
             parent_request_id: base.parent,
+            memory_bytes,
+            billed_ms: weft_telemetry::billed_ms(duration_us),
+            init_us,
+            trace_id,
+            span_id,
+            parent_span_id,
+            links: base.links,
+            events: base.events,
         };
+        self.count_invocation(&record);
         if wanted {
             self.store.record(record.clone());
             return Some(record);
@@ -193,7 +246,15 @@ struct RecordBase {
     trigger: Trigger,
     parent: Option<String>,
     outbound: Arc<FunctionOutbound>,
+    /// The invocation's span and its parent (in the same trace).
+    span: Option<(SpanContext, Option<SpanContext>)>,
+    links: Vec<Link>,
+    events: Vec<SpanEvent>,
 }
+
+/// The log stream of the lines weft writes about an invocation (its
+/// `REPORT`), beside the function's own `stdout` and `stderr`.
+pub const PLATFORM: &str = "platform";
 
 /// Status and message for an invocation that ended without answering.
 fn failure(function: &str, exit: &Exit) -> (u16, String) {
@@ -219,7 +280,8 @@ fn failure(function: &str, exit: &Exit) -> (u16, String) {
 }
 
 /// Removes `weft-*` headers a client sent (they are weft's to set), then
-/// adds the request id, the function name and the route parameters.
+/// adds the request id, the function name and the route parameters. (The
+/// trace headers are set after, to the invocation's own span.)
 fn prepare_headers(headers: &mut http::HeaderMap, request_id: &str, function: &str, params: &[(&str, &str)]) {
     let spoofed: Vec<HeaderName> = headers
         .keys()

@@ -31,11 +31,13 @@ mod deploy;
 mod deployment;
 mod forward;
 mod invoke;
+mod metrics;
 mod node;
 mod outbound;
+pub mod telemetry;
 
 pub use body::Body;
-pub use call::{Call, Handled};
+pub use call::{Call, Handled, Traced};
 pub use capability::{Action, Capability, Change};
 pub use cluster::NodeInfo;
 pub use deploy::{DeployError, DeployReport, FunctionAction, FunctionChange};

@@ -22,6 +22,9 @@ pub struct NodeConfig {
     pub print_requests: bool,
     /// How long invocation records and function logs are kept.
     pub retention: std::time::Duration,
+    /// Trace every invocation and hop (W3C trace context, spans kept in
+    /// the store). On unless turned off.
+    pub tracing: bool,
 }
 
 /// What a node knows of the nodes it shares its storage with (the
@@ -62,6 +65,9 @@ pub struct Node {
     pub(crate) ended: tokio::sync::Notify,
     ids: RequestIds,
     pub(crate) print_requests: bool,
+    pub(crate) tracing: bool,
+    /// Counters and histograms, rendered by [`Node::metrics`].
+    pub metrics: weft_telemetry::metrics::Registry,
     pub(crate) peers: Peers,
 }
 
@@ -113,6 +119,8 @@ impl Node {
             ended: tokio::sync::Notify::new(),
             ids: RequestIds::new(),
             print_requests: config.print_requests,
+            tracing: config.tracing,
+            metrics: Default::default(),
             peers: Peers {
                 id: node_id(),
                 ..Peers::default()

@@ -30,16 +30,25 @@ pub(crate) struct FunctionOutbound {
     caller: Arc<Deployed>,
     request_id: String,
     depth: u32,
+    /// The invocation's span, which its outgoing requests carry on.
+    span: Option<weft_telemetry::SpanContext>,
     denials: Mutex<Vec<String>>,
 }
 
 impl FunctionOutbound {
-    pub(crate) fn new(node: &Arc<Node>, caller: &Arc<Deployed>, request_id: &str, depth: u32) -> Self {
+    pub(crate) fn new(
+        node: &Arc<Node>,
+        caller: &Arc<Deployed>,
+        request_id: &str,
+        depth: u32,
+        span: Option<weft_telemetry::SpanContext>,
+    ) -> Self {
         FunctionOutbound {
             node: Arc::downgrade(node),
             caller: caller.clone(),
             request_id: request_id.to_string(),
             depth,
+            span,
             denials: Mutex::new(Vec::new()),
         }
     }
@@ -83,7 +92,14 @@ impl FunctionOutbound {
 }
 
 impl Outbound for FunctionOutbound {
-    fn send(&self, request: http::Request<WasiBody>, options: Option<RequestOptions>) -> OutboundFuture {
+    fn send(&self, mut request: http::Request<WasiBody>, options: Option<RequestOptions>) -> OutboundFuture {
+        // Every outgoing request carries the trace on, unless the function
+        // set its own `traceparent` (its own spans under this one).
+        if let Some(span) = &self.span
+            && !request.headers().contains_key(crate::telemetry::TRACEPARENT)
+        {
+            crate::telemetry::set_headers(request.headers_mut(), span);
+        }
         let uri = request.uri();
         let Some(host) = uri.host().map(str::to_ascii_lowercase) else {
             return self.deny("outbound request without a host".into());

@@ -95,6 +95,12 @@ pub struct Runtime {
     linker: Linker<Host>,
     cache: ArtifactCache,
     pub(crate) slots: Arc<tokio::sync::Semaphore>,
+    /// How many top-level invocations may run at once (`slots` when idle).
+    slot_count: usize,
+    /// The pooling allocator's instance slots.
+    pool: u32,
+    /// Instances alive now, nested ones included.
+    pub(crate) live: Arc<std::sync::atomic::AtomicUsize>,
     ticker: Arc<AtomicBool>,
 }
 
@@ -134,14 +140,31 @@ impl Runtime {
         // Half the pool serves top-level invocations; the rest is headroom
         // for the in-process calls they make, so callers waiting on callees
         // cannot take every slot.
-        let slots = Arc::new(tokio::sync::Semaphore::new((config.max_instances as usize / 2).max(1)));
+        let slot_count = (config.max_instances as usize / 2).max(1);
+        let slots = Arc::new(tokio::sync::Semaphore::new(slot_count));
         Ok(Runtime {
             engine,
             linker,
             cache,
             slots,
+            slot_count,
+            pool: config.max_instances,
+            live: Arc::default(),
             ticker,
         })
+    }
+
+    /// Instances alive now, and the pool's instance slots.
+    pub fn instances(&self) -> (usize, u32) {
+        (self.live.load(Ordering::Relaxed), self.pool)
+    }
+
+    /// Top-level invocations running now, and how many may run at once.
+    pub fn invocation_slots(&self) -> (usize, usize) {
+        (
+            self.slot_count - self.slots.available_permits().min(self.slot_count),
+            self.slot_count,
+        )
     }
 
     /// Compiles (or loads from cache) and pre-instantiates a component.

@@ -172,8 +172,10 @@ impl Runtime {
 
         let cold = !image.warm.swap(true, Ordering::Relaxed);
         let start_us = now_us();
+        let live = self.live.clone();
         tokio::spawn(async move {
             let _permit = permit;
+            live.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let mut instantiate = Duration::ZERO;
             let run = tokio::time::timeout(timeout, async {
@@ -206,6 +208,7 @@ impl Runtime {
                 });
             }
             drop(store);
+            live.fetch_sub(1, Ordering::Relaxed);
             let status = Some(status.load(Ordering::Relaxed)).filter(|s| *s != 0);
             let completion = Completion {
                 exit,

@@ -19,5 +19,5 @@ mod records;
 pub use artifacts::{ArtifactError, Artifacts, Digest};
 pub use records::{
     DEFAULT_RETENTION, FunctionVersion, InvocationRecord, LogLine, LogQuery, Outcome, QUEUED_LOG_LINES, QUEUED_RECORDS,
-    RecordQuery, Shed, Store, StoreError, Trigger, UnknownName, now_us,
+    QUEUED_SPANS, RecordQuery, Shed, Store, StoreError, Trigger, UnknownName, UsageBy, UsageQuery, now_us,
 };

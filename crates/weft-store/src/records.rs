@@ -1,6 +1,7 @@
 //! Function versions, invocation records and function logs in SQLite.
 
 mod queue;
+mod telemetry;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
@@ -14,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::Digest;
 
 use queue::{Batch, Limits, Queue, Taken, Work};
-pub use queue::{QUEUED_LOG_LINES, QUEUED_RECORDS, Shed};
+pub use queue::{QUEUED_LOG_LINES, QUEUED_RECORDS, QUEUED_SPANS, Shed};
+pub use telemetry::{UsageBy, UsageQuery};
+use weft_telemetry::{Link, Span, SpanEvent};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -179,6 +182,29 @@ pub struct InvocationRecord {
     pub error: Option<String>,
     /// The invocation that called this one, for internal calls.
     pub parent_request_id: Option<String>,
+    /// The function's configured memory limit, in bytes.
+    #[serde(default)]
+    pub memory_bytes: u64,
+    /// The duration rounded up to the millisecond, as billed.
+    #[serde(default)]
+    pub billed_ms: u64,
+    /// Time spent creating the instance, set on a cold start.
+    #[serde(default)]
+    pub init_us: Option<u64>,
+    /// The invocation's span: its trace, its own id and its parent's
+    /// (none when tracing is off).
+    #[serde(default)]
+    pub trace_id: Option<String>,
+    #[serde(default)]
+    pub span_id: Option<String>,
+    #[serde(default)]
+    pub parent_span_id: Option<String>,
+    /// Spans it is linked to (the other messages of a batch).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<Link>,
+    /// What happened during it (a retry, a forward that led to it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub events: Vec<SpanEvent>,
 }
 
 /// One line a function wrote to stdout or stderr.
@@ -192,6 +218,12 @@ pub struct LogLine {
     pub stream: String,
     pub time_us: i64,
     pub line: String,
+    /// The function version and trace of the invocation that wrote it,
+    /// filled in when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<String>,
 }
 
 /// One deployed version of a function.
@@ -215,6 +247,10 @@ pub struct RecordQuery {
 pub struct LogQuery {
     pub function: Option<String>,
     pub request_id: Option<String>,
+    /// Only lines of invocations in this trace.
+    pub trace_id: Option<String>,
+    /// Only lines written at or after this time (microseconds since the epoch).
+    pub since_us: Option<i64>,
     /// Only lines with `seq` greater than this.
     pub after: i64,
     pub limit: usize,
@@ -251,6 +287,7 @@ CREATE TABLE IF NOT EXISTS invocations (
     parent_request_id TEXT
 );
 CREATE INDEX IF NOT EXISTS invocations_by_function ON invocations (function, start_us);
+CREATE INDEX IF NOT EXISTS invocations_by_start ON invocations (start_us);
 CREATE TABLE IF NOT EXISTS logs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     request_id TEXT NOT NULL,
@@ -261,7 +298,52 @@ CREATE TABLE IF NOT EXISTS logs (
 );
 CREATE INDEX IF NOT EXISTS logs_by_function ON logs (function, seq);
 CREATE INDEX IF NOT EXISTS logs_by_request ON logs (request_id);
+CREATE TABLE IF NOT EXISTS spans (
+    span_id TEXT NOT NULL,
+    trace_id TEXT NOT NULL,
+    parent_span_id TEXT,
+    name TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    duration_us INTEGER NOT NULL,
+    error TEXT,
+    request_id TEXT,
+    function TEXT,
+    extra TEXT
+);
+CREATE INDEX IF NOT EXISTS spans_by_trace ON spans (trace_id);
+CREATE INDEX IF NOT EXISTS spans_by_start ON spans (start_us);
 ";
+
+/// Columns added to `invocations` after its first release, added to an
+/// older file when it is opened.
+const ADDED_COLUMNS: [(&str, &str); 7] = [
+    ("memory_bytes", "INTEGER NOT NULL DEFAULT 0"),
+    ("billed_ms", "INTEGER NOT NULL DEFAULT 0"),
+    ("init_us", "INTEGER"),
+    ("trace_id", "TEXT"),
+    ("span_id", "TEXT"),
+    ("parent_span_id", "TEXT"),
+    ("span_extra", "TEXT"),
+];
+
+/// Brings an older database up to [`SCHEMA`] and [`ADDED_COLUMNS`].
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    conn.execute_batch(SCHEMA)?;
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('invocations')")?;
+    let have: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+    for (column, kind) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == column) {
+            conn.execute_batch(&format!("ALTER TABLE invocations ADD COLUMN {column} {kind}"))?;
+        }
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS invocations_by_trace ON invocations (trace_id)")
+}
+
+/// The columns [`record_from_row`] reads, in its order.
+const RECORD_COLUMNS: &str = "request_id, function, version, trigger, start_us, duration_us, cold, peak_memory_bytes,
+    outcome, status, error, parent_request_id, memory_bytes, billed_ms, init_us, trace_id, span_id, parent_span_id,
+    span_extra";
 
 fn open(path: &Path) -> Result<Connection, StoreError> {
     let shown = path.display().to_string();
@@ -293,7 +375,7 @@ impl Store {
 
     fn start(path: &Path, retention: Duration, limits: Limits) -> Result<Store, StoreError> {
         let conn = open(path)?;
-        conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let writer_conn = open(path)?;
         let queue = Arc::new(Queue::new(limits));
         let writer_queue = queue.clone();
@@ -323,6 +405,15 @@ impl Store {
     pub fn record(&self, record: InvocationRecord) {
         if self.queue.push(Work::Record(record)).is_err() {
             tracing::warn!("invocation record dropped: the store is closed");
+        }
+    }
+
+    /// Queues spans for the writer. Never blocks: past [`QUEUED_SPANS`]
+    /// waiting, the spans that do not fit are shed and counted in
+    /// [`Store::shed`].
+    pub fn spans(&self, spans: Vec<Span>) {
+        if !spans.is_empty() && self.queue.push(Work::Spans(spans)).is_err() {
+            tracing::warn!("spans dropped: the store is closed");
         }
     }
 
@@ -412,11 +503,9 @@ impl Store {
         self.flush()?;
         let conn = self.conn();
         let limit = query.limit.clamp(1, 10_000) as i64;
-        let mut stmt = conn.prepare_cached(
-            "SELECT request_id, function, version, trigger, start_us, duration_us, cold, peak_memory_bytes,
-                    outcome, status, error, parent_request_id
-             FROM invocations WHERE (?1 IS NULL OR function = ?1) ORDER BY start_us DESC LIMIT ?2",
-        )?;
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT {RECORD_COLUMNS} FROM invocations WHERE (?1 IS NULL OR function = ?1) ORDER BY start_us DESC LIMIT ?2"
+        ))?;
         let rows = stmt.query_map(params![query.function, limit], record_from_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -426,9 +515,7 @@ impl Store {
         let conn = self.conn();
         let row = conn
             .query_row(
-                "SELECT request_id, function, version, trigger, start_us, duration_us, cold, peak_memory_bytes,
-                        outcome, status, error, parent_request_id
-                 FROM invocations WHERE request_id = ?1",
+                &format!("SELECT {RECORD_COLUMNS} FROM invocations WHERE request_id = ?1"),
                 params![request_id],
                 record_from_row,
             )
@@ -441,11 +528,22 @@ impl Store {
         let conn = self.conn();
         let limit = query.limit.clamp(1, 10_000) as i64;
         let mut stmt = conn.prepare_cached(
-            "SELECT seq, request_id, function, stream, time_us, line FROM logs
-             WHERE seq > ?1 AND (?2 IS NULL OR function = ?2) AND (?3 IS NULL OR request_id = ?3)
-             ORDER BY seq LIMIT ?4",
+            "SELECT l.seq, l.request_id, l.function, l.stream, l.time_us, l.line, i.version, i.trace_id
+             FROM logs l LEFT JOIN invocations i ON i.request_id = l.request_id
+             WHERE l.seq > ?1 AND (?2 IS NULL OR l.function = ?2) AND (?3 IS NULL OR l.request_id = ?3)
+               AND (?4 IS NULL OR l.time_us >= ?4)
+               AND (?5 IS NULL OR l.request_id IN (SELECT request_id FROM invocations WHERE trace_id = ?5))
+             ORDER BY l.seq LIMIT ?6",
         )?;
-        let rows = stmt.query_map(params![query.after, query.function, query.request_id, limit], |r| {
+        let args = params![
+            query.after,
+            query.function,
+            query.request_id,
+            query.since_us,
+            query.trace_id,
+            limit
+        ];
+        let rows = stmt.query_map(args, |r| {
             Ok(LogLine {
                 seq: r.get(0)?,
                 request_id: r.get(1)?,
@@ -453,6 +551,8 @@ impl Store {
                 stream: r.get(3)?,
                 time_us: r.get(4)?,
                 line: r.get(5)?,
+                version: r.get(6)?,
+                trace_id: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
@@ -490,6 +590,23 @@ fn record_from_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<InvocationRecord> 
         status: r.get(9)?,
         error: r.get(10)?,
         parent_request_id: r.get(11)?,
+        memory_bytes: r.get(12)?,
+        billed_ms: r.get(13)?,
+        init_us: r.get(14)?,
+        trace_id: r.get(15)?,
+        span_id: r.get(16)?,
+        parent_span_id: r.get(17)?,
+        links: Vec::new(),
+        events: Vec::new(),
+    })
+    .map(|mut record| {
+        if let Ok(Some(extra)) = r.get::<_, Option<String>>(18)
+            && let Ok(extra) = serde_json::from_str::<telemetry::SpanExtra>(&extra)
+        {
+            record.links = extra.links;
+            record.events = extra.events;
+        }
+        record
     })
 }
 
@@ -519,9 +636,10 @@ fn write_loop(mut conn: Connection, queue: &Queue, retention: Duration) {
             Taken::Work(batch) => {
                 if let Err(e) = commit(&mut conn, &batch) {
                     tracing::error!(
-                        "could not store {} invocation records and {} log lines: {e}",
+                        "could not store {} invocation records, {} log lines and {} spans: {e}",
                         batch.records.len(),
-                        batch.lines.len()
+                        batch.lines.len(),
+                        batch.spans.len()
                     );
                 }
                 for done in batch.flushes {
@@ -555,7 +673,8 @@ fn prune_if_due(conn: &Connection, last: &mut Instant, retention: Duration) {
 fn prune(conn: &Connection, cutoff_us: i64) -> rusqlite::Result<usize> {
     let records = conn.execute("DELETE FROM invocations WHERE start_us < ?1", params![cutoff_us])?;
     let lines = conn.execute("DELETE FROM logs WHERE time_us < ?1", params![cutoff_us])?;
-    Ok(records + lines)
+    let spans = conn.execute("DELETE FROM spans WHERE start_us < ?1", params![cutoff_us])?;
+    Ok(records + lines + spans)
 }
 
 /// Microseconds since the Unix epoch.
@@ -570,10 +689,12 @@ fn commit(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
     {
         let mut rec = tx.prepare_cached(
             "INSERT OR REPLACE INTO invocations (request_id, function, version, trigger, start_us, duration_us, cold,
-                peak_memory_bytes, outcome, status, error, parent_request_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                peak_memory_bytes, outcome, status, error, parent_request_id, memory_bytes, billed_ms, init_us,
+                trace_id, span_id, parent_span_id, span_extra)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
         )?;
         for r in &batch.records {
+            let extra = telemetry::SpanExtra::of_record(r);
             rec.execute(params![
                 r.request_id,
                 r.function,
@@ -586,9 +707,17 @@ fn commit(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
                 r.outcome.as_str(),
                 r.status,
                 r.error,
-                r.parent_request_id
+                r.parent_request_id,
+                r.memory_bytes,
+                r.billed_ms,
+                r.init_us,
+                r.trace_id,
+                r.span_id,
+                r.parent_span_id,
+                extra
             ])?;
         }
+        telemetry::insert_spans(&tx, &batch.spans)?;
         let mut log = tx.prepare_cached(
             "INSERT INTO logs (request_id, function, stream, time_us, line) VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
@@ -617,6 +746,14 @@ mod tests {
             status: 200,
             error: None,
             parent_request_id: None,
+            memory_bytes: 128 << 20,
+            billed_ms: 1,
+            init_us: None,
+            trace_id: None,
+            span_id: None,
+            parent_span_id: None,
+            links: Vec::new(),
+            events: Vec::new(),
         }
     }
 
@@ -706,6 +843,8 @@ mod tests {
             stream: "stdout".into(),
             time_us: 1,
             line: text.into(),
+            version: None,
+            trace_id: None,
         }
     }
 
@@ -747,6 +886,7 @@ mod tests {
         let limits = Limits {
             records: 4,
             log_lines: 6,
+            spans: 2,
         };
         let store = Store::start(&db, DEFAULT_RETENTION, limits).unwrap();
         let holder = hold_writer(&store, &db);
@@ -756,6 +896,17 @@ mod tests {
         }
         store.logs(["a1", "a2", "a3", "a4"].map(|t| line("r1", t)).to_vec());
         store.logs(["b1", "b2", "b3", "b4", "b5"].map(|t| line("r2", t)).to_vec());
+        let root = weft_telemetry::SpanContext::root();
+        let span = |name: &str| {
+            Span::new(
+                &root.child(),
+                Some(&root),
+                name.into(),
+                weft_telemetry::SpanKind::Producer,
+                1,
+            )
+        };
+        store.spans(vec![span("s1"), span("s2"), span("s3")]);
         assert!(
             queued.elapsed() < Duration::from_secs(1),
             "queueing waited for the writer"
@@ -764,7 +915,8 @@ mod tests {
             store.shed(),
             Shed {
                 records: 2,
-                log_lines: 3
+                log_lines: 3,
+                spans: 1
             }
         );
 
@@ -795,10 +947,14 @@ mod tests {
             store.shed(),
             Shed {
                 records: 2,
-                log_lines: 3
+                log_lines: 3,
+                spans: 1
             },
             "nothing more was shed"
         );
+        let (_, spans) = store.trace(&root.trace_hex()).unwrap().unwrap();
+        let names: Vec<&str> = spans.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["s1", "s2"], "spans are kept up to the bound");
         drop(store);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -872,6 +1028,8 @@ mod tests {
                 stream: "stdout".into(),
                 time_us: 1,
                 line: "hello".into(),
+                version: None,
+                trace_id: None,
             }]);
             let digest = Digest::of(b"x");
             let (v1, new1) = store.version_for("f", &digest, "{}", 5).unwrap();

@@ -127,6 +127,14 @@ fn components(app_dir: &Path, manifest: &weft_manifest::Manifest) -> anyhow::Res
 }
 
 /// Where `weft up` listens, and the bounds of the app's connections.
+/// What a node keeps about its invocations.
+pub struct Telemetry {
+    /// How long records, logs and spans are kept.
+    pub retention: Duration,
+    /// Trace invocations and hops.
+    pub tracing: bool,
+}
+
 pub struct Listen {
     pub app: SocketAddr,
     pub admin: SocketAddr,
@@ -162,7 +170,7 @@ pub async fn up(
     listen: Listen,
     data: Option<PathBuf>,
     build: bool,
-    retention: Duration,
+    telemetry: Telemetry,
     nats: Option<weft_jetstream::Options>,
 ) -> anyhow::Result<ExitCode> {
     let (manifest, text) = prepare_app(app_dir, build)?;
@@ -171,7 +179,8 @@ pub async fn up(
     let config = NodeConfig {
         data_dir: data.clone(),
         print_requests,
-        retention,
+        retention: telemetry.retention,
+        tracing: telemetry.tracing,
     };
     let storage = storage(&data, nats).await?;
     let node = Node::open(config, storage, weft_node::capabilities::all()).map_err(|e| anyhow!(e))?;
@@ -449,21 +458,41 @@ pub async fn deploy(app_dir: &Path, server: &str, build: bool, allow_loss: bool)
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn logs(
-    server: &str,
-    function: Option<String>,
-    request: Option<String>,
-    follow: bool,
-) -> anyhow::Result<ExitCode> {
+/// Which log lines `weft logs` prints, and how.
+pub struct LogOptions {
+    pub function: Option<String>,
+    pub request: Option<String>,
+    pub trace: Option<String>,
+    pub since: Option<Duration>,
+    pub json: bool,
+    pub follow: bool,
+}
+
+pub async fn logs(server: &str, options: LogOptions) -> anyhow::Result<ExitCode> {
     let client = Client::new(server)?;
+    if let Some(t) = &options.trace
+        && !weft_telemetry::context::is_trace_id(t)
+    {
+        bail!("`{t}` is not a trace id: trace ids are 32 lowercase hex digits (`weft trace REQUEST_ID` shows one)");
+    }
+    let since_us = options
+        .since
+        .map(|d| weft_store::now_us().saturating_sub(d.as_micros().min(i64::MAX as u128) as i64));
     let mut after: i64 = 0;
     loop {
         let mut path = format!("/v1/logs?after={after}&limit=1000");
-        if let Some(f) = &function {
-            path.push_str(&format!("&function={}", encode(f)));
+        let filters = [
+            ("function", &options.function),
+            ("request_id", &options.request),
+            ("trace_id", &options.trace),
+        ];
+        for (key, value) in filters {
+            if let Some(v) = value {
+                path.push_str(&format!("&{key}={}", encode(v)));
+            }
         }
-        if let Some(r) = &request {
-            path.push_str(&format!("&request_id={}", encode(r)));
+        if let Some(since) = since_us {
+            path.push_str(&format!("&since_us={since}"));
         }
         let (status, answer) = client.get(&path).await?;
         if status != 200 {
@@ -471,6 +500,10 @@ pub async fn logs(
         }
         let lines = answer["lines"].as_array().cloned().unwrap_or_default();
         for l in &lines {
+            if options.json {
+                println!("{}", show::log_json(l));
+                continue;
+            }
             println!(
                 "{} {} {} {}: {}",
                 show::timestamp(l["time_us"].as_i64().unwrap_or(0)),
@@ -484,11 +517,63 @@ pub async fn logs(
         if lines.len() == 1000 {
             continue;
         }
-        if !follow {
+        if !options.follow {
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+pub async fn trace(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (status, answer) = client.get(&format!("/v1/traces/{}", encode(id))).await?;
+    if status != 200 {
+        bail!("{}", error_text(&answer));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", show::waterfall(&answer));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// What `weft cost` asks for.
+pub struct CostQuery {
+    pub since: Duration,
+    pub function: Option<String>,
+    pub by: String,
+    pub per_request: Option<f64>,
+    pub per_gb_second: Option<f64>,
+}
+
+pub async fn cost(server: &str, query: &CostQuery, json: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let since_us = weft_store::now_us().saturating_sub(query.since.as_micros().min(i64::MAX as u128) as i64);
+    let mut path = format!("/v1/cost?since_us={since_us}&by={}", encode(&query.by));
+    if let Some(f) = &query.function {
+        path.push_str(&format!("&function={}", encode(f)));
+    }
+    for (key, price) in [
+        ("per_request", query.per_request),
+        ("per_gb_second", query.per_gb_second),
+    ] {
+        match price {
+            Some(p) if !p.is_finite() || p < 0.0 => bail!("--{} must be a price of 0 or more", key.replace('_', "-")),
+            Some(p) => path.push_str(&format!("&{key}={p}")),
+            None => {}
+        }
+    }
+    let (status, answer) = client.get(&path).await?;
+    if status != 200 {
+        bail!("{}", error_text(&answer));
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        print!("{}", show::cost(&answer));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn print_messages(answer: &Value, empty: &str) {

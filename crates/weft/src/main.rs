@@ -150,6 +150,9 @@ enum Command {
         /// running may take to finish, e.g. 30s.
         #[arg(long, default_value = "30s", value_parser = parse_shutdown)]
         shutdown_timeout: std::time::Duration,
+        /// Trace nothing: no trace context, no spans (records and logs stay).
+        #[arg(long, env = "WEFT_NO_TRACES")]
+        no_traces: bool,
         #[command(flatten)]
         nats: Box<NatsArgs>,
     },
@@ -231,9 +234,55 @@ enum Command {
         /// Only this invocation's lines.
         #[arg(long)]
         request: Option<String>,
+        /// Only the lines of the invocations in this trace (its 32 hex digits).
+        #[arg(long)]
+        trace: Option<String>,
+        /// Only lines written within this long before now, e.g. 10m, 1h, 2d.
+        #[arg(long, value_parser = parse_since)]
+        since: Option<std::time::Duration>,
+        /// One JSON object per line: time, function, version, request_id,
+        /// trace_id, stream, text (a line that is JSON stays JSON).
+        #[arg(long)]
+        json: bool,
         /// Keep printing new lines as they arrive.
         #[arg(long, short = 'f')]
         follow: bool,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Show one request's hops, from any of them: a trace id, or the request
+    /// id of any invocation in it. Prints a waterfall of every span.
+    Trace {
+        /// A trace id (32 hex digits) or a request id.
+        id: String,
+        /// Print the trace as JSON (the admin API's tree).
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// What the app's invocations cost: requests and GB-seconds, by
+    /// configured memory (as Lambda bills) and by measured peak memory,
+    /// priced by Lambda's public x86 prices unless given others.
+    Cost {
+        /// Invocations that started within this long before now, e.g. 1d, 12h.
+        #[arg(long, default_value = "1d", value_parser = parse_since)]
+        since: std::time::Duration,
+        /// Only this function.
+        #[arg(long)]
+        function: Option<String>,
+        /// Group by function, day (UTC) or trigger.
+        #[arg(long, default_value = "function", value_parser = ["function", "day", "trigger"])]
+        by: String,
+        /// Price per request (default: Lambda's, 0.0000002).
+        #[arg(long)]
+        per_request: Option<f64>,
+        /// Price per GB-second (default: Lambda's x86, 0.0000166667).
+        #[arg(long)]
+        per_gb_second: Option<f64>,
+        /// Print the admin API's JSON.
+        #[arg(long)]
+        json: bool,
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
     },
@@ -354,6 +403,13 @@ fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
+fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+    match weft_manifest::parse_duration(text)? {
+        d if !d.is_zero() && d.as_secs() <= 3650 * 86_400 => Ok(d),
+        _ => Err("give a time back from now, from 1ms to 3650d, e.g. 10m, 1h, 2d".into()),
+    }
+}
+
 fn parse_timeout(text: &str) -> Result<std::time::Duration, String> {
     match weft_manifest::parse_duration(text)? {
         d if d.as_millis() >= 100 && d.as_secs() <= 3600 => Ok(d),
@@ -396,6 +452,7 @@ fn main() -> ExitCode {
                 idle_timeout,
                 max_connections,
                 shutdown_timeout,
+                no_traces,
                 nats,
             } => {
                 let limits = weft_gateway::Limits {
@@ -411,7 +468,13 @@ fn main() -> ExitCode {
                     limits,
                 };
                 match nats.options() {
-                    Ok(nats) => commands::up(&app_dir, listen, data, !no_build, retention, nats).await,
+                    Ok(nats) => {
+                        let telemetry = commands::Telemetry {
+                            retention,
+                            tracing: !no_traces,
+                        };
+                        commands::up(&app_dir, listen, data, !no_build, telemetry, nats).await
+                    }
                     Err(e) => Err(anyhow::anyhow!(e)),
                 }
             }
@@ -446,9 +509,41 @@ fn main() -> ExitCode {
             Command::Logs {
                 function,
                 request,
+                trace,
+                since,
+                json,
                 follow,
                 server,
-            } => commands::logs(&server, function, request, follow).await,
+            } => {
+                let options = commands::LogOptions {
+                    function,
+                    request,
+                    trace,
+                    since,
+                    json,
+                    follow,
+                };
+                commands::logs(&server, options).await
+            }
+            Command::Trace { id, json, server } => commands::trace(&server, &id, json).await,
+            Command::Cost {
+                since,
+                function,
+                by,
+                per_request,
+                per_gb_second,
+                json,
+                server,
+            } => {
+                let query = commands::CostQuery {
+                    since,
+                    function,
+                    by,
+                    per_request,
+                    per_gb_second,
+                };
+                commands::cost(&server, &query, json).await
+            }
             Command::App { server } => commands::app(&server).await,
             Command::Nodes { server } => commands::nodes(&server).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,

@@ -165,7 +165,7 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         }
         let headers = input.headers.into_iter().collect();
         let id = node
-            .invoke_async(name, method, path, headers, input.body.unwrap_or_default())
+            .invoke_async(name, method, path, headers, input.body.unwrap_or_default(), None)
             .await
             .map_err(|e| {
                 let status = match e {

@@ -14,6 +14,7 @@ mod deploys;
 mod functions;
 mod peers;
 mod records;
+mod telemetry;
 
 pub use functions::Listeners;
 
@@ -34,6 +35,7 @@ const READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
 pub struct Admin {
     node: Arc<Node>,
     routes: matchit::Router<Vec<AdminRoute<Node>>>,
+    listeners: Listeners,
 }
 
 impl Admin {
@@ -41,8 +43,9 @@ impl Admin {
     /// `/v1/health` shows the connection counts of `listeners`.
     pub fn new(node: Arc<Node>, listeners: Listeners) -> Result<Arc<Admin>, String> {
         let mut all = Vec::new();
-        all.extend(functions::routes(listeners));
+        all.extend(functions::routes(listeners.clone()));
         all.extend(records::routes());
+        all.extend(telemetry::routes());
         all.extend(peers::routes());
         all.extend(deploys::routes());
         for capability in node.capabilities() {
@@ -61,7 +64,11 @@ impl Admin {
                 .insert(path, list)
                 .map_err(|e| format!("admin route {path}: {e}"))?;
         }
-        Ok(Arc::new(Admin { node, routes }))
+        Ok(Arc::new(Admin {
+            node,
+            routes,
+            listeners,
+        }))
     }
 
     /// Handles one admin API request.
@@ -75,6 +82,9 @@ impl Admin {
                 None,
             )
         };
+        if path == "/metrics" && method == http::Method::GET {
+            return telemetry::metrics(&self.node, &self.listeners).await;
+        }
         let Ok(found) = self.routes.at(&path) else {
             return not_found();
         };

@@ -59,9 +59,23 @@ async fn invocation(node: &Arc<Node>, request: &AdminRequest) -> Reply {
 async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     let after = request.number("after", 0)?;
     let limit = request.number("limit", 1000)?.clamp(1, 10_000) as usize;
+    let since_us = match request.query.get("since") {
+        Some(text) => {
+            let back = weft_manifest::parse_duration(text)
+                .map_err(|why| AdminReply::error(400, format!("query parameter `since`: {why} (say `10m`, `1h`)")))?;
+            Some(weft_store::now_us().saturating_sub(back.as_micros().min(i64::MAX as u128) as i64))
+        }
+        None => request
+            .query
+            .contains_key("since_us")
+            .then(|| request.number("since_us", 0))
+            .transpose()?,
+    };
     let q = LogQuery {
         function: request.query.get("function").cloned(),
         request_id: request.query.get("request_id").cloned(),
+        trace_id: request.query.get("trace_id").cloned(),
+        since_us,
         after,
         limit,
     };
@@ -69,14 +83,20 @@ async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     let lines = blocking(move || local.store.log_lines(&q)).await?;
     let next = lines.last().map_or(after, |l| l.seq);
     let mut lines: Vec<serde_json::Value> = lines.into_iter().map(|l| json!(l)).collect();
-    // One request's lines are on the node that ran it: with a shared
-    // storage, ask the others too. (Paging with `after` is per node, so
-    // other queries stay local.)
-    if let Some(id) = request.query.get("request_id")
+    // One request's (or trace's) lines are on the nodes that ran it:
+    // with a shared storage, ask the others too. (Paging with `after` is
+    // per node, so other queries stay local.)
+    let asked = [
+        ("request_id", request.query.get("request_id")),
+        ("trace_id", request.query.get("trace_id")),
+    ]
+    .into_iter()
+    .find_map(|(key, v)| v.map(|v| (key, v)));
+    if let Some((key, id)) = asked
         && super::peers::fans_out(node, request)
     {
         let path = format!(
-            "/v1/logs?request_id={}&limit={limit}",
+            "/v1/logs?{key}={}&limit={limit}",
             percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
         );
         for answer in super::peers::ask_others(node, &path).await {
@@ -89,7 +109,7 @@ async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
 }
 
 /// Runs a store query off the async threads.
-async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
     f: impl FnOnce() -> Result<T, E> + Send + 'static,
 ) -> Result<T, AdminReply> {
     match tokio::task::spawn_blocking(f).await {

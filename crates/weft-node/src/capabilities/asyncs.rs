@@ -96,6 +96,7 @@ impl Capability<Node> for AsyncInvocations {
         event: weft_events::CloudEvent,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
+            let parent = weft_events::trace::of_extensions(&event.extensions);
             let mut headers = BTreeMap::from([
                 ("ce-specversion".to_string(), "1.0".to_string()),
                 ("ce-id".to_string(), event.id),
@@ -113,7 +114,8 @@ impl Capability<Node> for AsyncInvocations {
             }
             let body = String::from_utf8(event.data)
                 .map_err(|_| DeliveryError::Refused("an asynchronous invocation's body must be text".into()))?;
-            node.invoke_async(name, "POST", "/", headers, body).await?;
+            node.invoke_async(name, "POST", "/", headers, body, parent.as_ref())
+                .await?;
             Ok(())
         })
     }
@@ -152,7 +154,9 @@ impl Staged<Node> for Resume {
 }
 
 impl Node {
-    /// Accepts an asynchronous invocation; durable when this returns.
+    /// Accepts an asynchronous invocation; durable when this returns. It
+    /// is stored in a producer span, child of `parent`, whose context it
+    /// keeps (its `traceparent` attribute) for the invocation that runs it.
     pub async fn invoke_async(
         self: &Arc<Self>,
         function: &str,
@@ -160,6 +164,7 @@ impl Node {
         path: &str,
         headers: BTreeMap<String, String>,
         body: String,
+        parent: Option<&weft_telemetry::SpanContext>,
     ) -> Result<String, StorageError> {
         let id = self.new_request_id();
         let event = Event {
@@ -169,14 +174,22 @@ impl Node {
             body,
             accepted_us: weft_store::now_us(),
         };
-        let message = NewMessage {
-            id: id.clone(),
-            body: serde_json::to_vec(&event).map_err(|e| StorageError::Other(e.to_string()))?,
-            ..Default::default()
-        };
-        self.storage
-            .append(&stream(function), vec![message], Duration::ZERO)
-            .await?;
+        let body = serde_json::to_vec(&event).map_err(|e| StorageError::Other(e.to_string()))?;
+        let message_id = id.clone();
+        self.produce("async", function, parent, |trace| async move {
+            let mut message = NewMessage {
+                id: message_id,
+                body,
+                ..Default::default()
+            };
+            if let Some(trace) = &trace {
+                weft_events::trace::store(&mut message.attributes, trace);
+            }
+            self.storage
+                .append(&stream(function), vec![message], Duration::ZERO)
+                .await
+        })
+        .await?;
         self.ensure_async_worker(function);
         self.queues.waker(&stream(function)).notify_waiters();
         Ok(id)
@@ -282,6 +295,7 @@ async fn attempt(
     };
     let call = Call {
         trusted: &[("weft-invocation-id", message.id.as_str())],
+        trace: node.received(&stream, std::slice::from_ref(message)),
         ..Call::new(Trigger::Event)
     };
     let handled = node.invoke(deployed, request, call).await;

@@ -14,6 +14,7 @@ use serde_json::{Value, json};
 use weft_events::bus::{BusEvent, EntryError};
 use weft_manifest::TargetKind;
 use weft_runtime::{OutboundFuture, WasiBody};
+use weft_telemetry::SpanContext;
 
 use super::http::{default_ce_headers, read_post, reply};
 use super::routing::Routing;
@@ -74,13 +75,14 @@ impl Capability<Node> for Bus {
                 Ok(read) => read,
                 Err(answer) => return answer,
             };
+            let parent = crate::telemetry::incoming(&parts.headers);
             if !weft_events::cloudevents::is_cloudevents(&parts.headers) {
-                let (status, answer) = put_events(&node, &body, Some(&bus)).await;
+                let (status, answer) = put_events(&node, &body, Some(&bus), parent.as_ref()).await;
                 return reply(status, answer);
             }
             default_ce_headers(&mut parts.headers, &node, &caller);
             let (status, answer) = match weft_events::cloudevents::decode(&parts.headers, body) {
-                Ok(events) => put_cloudevents(&node, &bus, events).await,
+                Ok(events) => put_cloudevents(&node, &bus, events, parent).await,
                 Err(why) => (400, json!({ "error": why })),
             };
             reply(status, answer)
@@ -100,8 +102,11 @@ impl Capability<Node> for Bus {
         event: weft_events::CloudEvent,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
+            let mut event = event;
+            // The trace goes on in the put's span, not in the envelope.
+            let parent = weft_events::trace::take_extensions(&mut event.extensions);
             let event = BusEvent::from_cloudevent(event).map_err(DeliveryError::Refused)?;
-            node.buses.put(&node.queues, &node.topics, name, vec![event]).await?;
+            put(node, name, vec![event], parent.as_ref()).await?;
             Ok(())
         })
     }
@@ -118,7 +123,7 @@ impl Capability<Node> for Bus {
         use http::Method;
         vec![
             admin_route(Method::POST, "/v1/events/put", |node, r| async move {
-                let (status, answer) = put_events(&node, &r.body, None).await;
+                let (status, answer) = put_events(&node, &r.body, None, None).await;
                 Ok(AdminReply::with_status(status, answer))
             }),
             admin_route(Method::POST, "/v1/events/test-pattern", |_, r| async move {
@@ -132,16 +137,43 @@ impl Capability<Node> for Bus {
     }
 }
 
+/// Puts `events` on `bus` in a producer span, child of `parent`.
+async fn put(
+    node: &Node,
+    bus: &str,
+    events: Vec<BusEvent>,
+    parent: Option<&SpanContext>,
+) -> Result<Vec<weft_events::bus::Put>, weft_events::QueueError> {
+    node.produce("bus", bus, parent, |trace| async move {
+        node.buses
+            .put(&node.queues, &node.topics, bus, events, trace.as_ref())
+            .await
+    })
+    .await
+}
+
 /// CloudEvents put on `bus` (from the ingress or a function): answers the
 /// status and `{"accepted", "events"}`, or `{"error"}` for an event whose
-/// data is not a JSON object or a put that failed.
-pub async fn put_cloudevents(node: &Node, bus: &str, events: Vec<weft_events::CloudEvent>) -> (u16, Value) {
+/// data is not a JSON object or a put that failed. The put is a child of
+/// `parent` (the request's trace), else of the first event's
+/// `traceparent` extension.
+pub async fn put_cloudevents(
+    node: &Node,
+    bus: &str,
+    events: Vec<weft_events::CloudEvent>,
+    parent: Option<SpanContext>,
+) -> (u16, Value) {
+    let parent = parent.or_else(|| {
+        events
+            .first()
+            .and_then(|e| weft_events::trace::of_extensions(&e.extensions))
+    });
     let events: Result<Vec<BusEvent>, String> = events.into_iter().map(BusEvent::from_cloudevent).collect();
     let events = match events {
         Ok(e) => e,
         Err(why) => return (400, json!({ "error": why })),
     };
-    match node.buses.put(&node.queues, &node.topics, bus, events).await {
+    match put(node, bus, events, parent.as_ref()).await {
         Ok(put) => (202, json!({ "accepted": put.len(), "events": put })),
         Err(e) => (e.status(), json!({ "error": e.to_string() })),
     }
@@ -150,8 +182,14 @@ pub async fn put_cloudevents(node: &Node, bus: &str, events: Vec<weft_events::Cl
 /// A PutEvents request: answers the status and EventBridge's response
 /// shape, `{"FailedEntryCount", "Entries": [{"EventId"} or {"ErrorCode",
 /// "ErrorMessage"}]}`, one result per entry in order. With `only_bus`
-/// (a function's grant), entries for other buses are refused.
-pub async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>) -> (u16, Value) {
+/// (a function's grant), entries for other buses are refused. Each bus's
+/// put is a child of `parent`.
+pub async fn put_events(
+    node: &Node,
+    body: &[u8],
+    only_bus: Option<&str>,
+    parent: Option<&SpanContext>,
+) -> (u16, Value) {
     let default_bus = only_bus.unwrap_or(weft_manifest::DEFAULT_BUS);
     let entries = match weft_events::bus::put_entries(body, default_bus, || node.queues.new_id()) {
         Ok(e) => e,
@@ -180,7 +218,7 @@ pub async fn put_events(node: &Node, body: &[u8], only_bus: Option<&str>) -> (u1
         .collect();
     for (bus, list) in by_bus {
         let (places, events): (Vec<usize>, Vec<BusEvent>) = list.into_iter().unzip();
-        let outcome = node.buses.put(&node.queues, &node.topics, &bus, events).await;
+        let outcome = put(node, &bus, events, parent).await;
         for (n, i) in places.into_iter().enumerate() {
             results[i] = Some(match &outcome {
                 Ok(put) => Ok(put[n].id.clone()),

@@ -115,7 +115,8 @@ impl Capability<Node> for Queues {
                 delay,
                 ..Default::default()
             };
-            let sent = node.queues.send(&queue, vec![message]).await;
+            let parent = crate::telemetry::incoming(&parts.headers);
+            let sent = send_traced(&node, &queue, vec![message], parent.as_ref()).await;
             answer(202, sent.map(|mut sent| sent.remove(0)))
         })
     }
@@ -132,6 +133,7 @@ impl Capability<Node> for Queues {
         event: weft_events::CloudEvent,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
+            let parent = weft_events::trace::of_extensions(&event.extensions);
             let message = weft_events::Outgoing {
                 id: Some(event.id),
                 body: event.data,
@@ -139,7 +141,7 @@ impl Capability<Node> for Queues {
                 event_type: Some(event.event_type),
                 ..Default::default()
             };
-            node.queues.send(name, vec![message]).await?;
+            send_traced(node, name, vec![message], parent.as_ref()).await?;
             Ok(())
         })
     }
@@ -335,8 +337,25 @@ async fn send(node: &Arc<Node>, request: &AdminRequest) -> Reply {
             ..Default::default()
         });
     }
-    let sent = node.queues.send(request.param("queue"), outgoing).await?;
+    let sent = send_traced(node, request.param("queue"), outgoing, None).await?;
     Ok(AdminReply::with_status(201, json!({ "messages": sent })))
+}
+
+/// Sends `messages` to `queue` in a producer span, child of `parent`;
+/// every message keeps the span's context.
+async fn send_traced(
+    node: &Node,
+    queue: &str,
+    mut messages: Vec<weft_events::Outgoing>,
+    parent: Option<&weft_telemetry::SpanContext>,
+) -> Result<Vec<weft_events::Sent>, weft_events::QueueError> {
+    node.produce("queue", queue, parent, |trace| async move {
+        for m in &mut messages {
+            m.trace.clone_from(&trace);
+        }
+        node.queues.send(queue, messages).await
+    })
+    .await
 }
 
 async fn peek(node: &Arc<Node>, request: &AdminRequest) -> Reply {

@@ -16,6 +16,7 @@ use jiff::Timestamp;
 use jiff::tz::TimeZone;
 use weft_manifest::{Missed, Schedule, TargetKind};
 use weft_store::durable::StorageError;
+use weft_telemetry::SpanKind;
 
 use crate::capability::{BoxFuture, Capability, Deploy, Staged, Stop, Workers};
 use crate::node::Node;
@@ -190,10 +191,31 @@ async fn deliver(node: &Arc<Node>, schedule: &Schedule, at: Timestamp) {
         event.event_type = "Scheduled Event".to_string();
         event.extensions.insert("subject".into(), source);
     }
-    if let Err(e) = node.deliver(&schedule.target, event).await {
+    // Each fire starts a trace; its target continues it.
+    let span = node
+        .start_span(format!("fire {}", schedule.name), SpanKind::Producer, None)
+        .map(|s| {
+            s.with("weft.schedule", schedule.name.as_str())
+                .with("weft.fire_time", time.as_str())
+        });
+    if let Some(span) = &span {
+        weft_events::trace::set_extensions(&mut event.extensions, &span.context);
+    }
+    let delivered = node.deliver(&schedule.target, event).await;
+    if let Err(e) = &delivered {
         tracing::warn!(
             "schedule `{}` fired at {time} but could not deliver: {e}",
             schedule.name
         );
+    }
+    let outcome = if delivered.is_ok() { "delivered" } else { "failed" };
+    node.metrics.count(
+        "weft_schedule_fires_total",
+        "Schedule fires, by schedule and whether the target took them.",
+        &weft_telemetry::metrics::labels(&[("schedule", &schedule.name), ("outcome", outcome)]),
+        1,
+    );
+    if let Some(span) = span {
+        span.end(node, delivered.err().map(|e| e.to_string()));
     }
 }

@@ -74,7 +74,8 @@ impl Capability<Node> for Topics {
                 Ok(e) => e,
                 Err(why) => return reply(400, json!({ "error": why })),
             };
-            let published = node.topics.publish(&node.queues, &topic, vec![event]).await;
+            let parent = crate::telemetry::incoming(&parts.headers);
+            let published = publish(&node, &topic, vec![event], parent).await;
             answer(202, published.map(|mut published| published.remove(0)))
         })
     }
@@ -90,8 +91,33 @@ impl Capability<Node> for Topics {
         event: weft_events::CloudEvent,
     ) -> BoxFuture<'a, Result<(), DeliveryError>> {
         Box::pin(async move {
-            node.topics.publish(&node.queues, name, vec![event]).await?;
+            publish(node, name, vec![event], None).await?;
             Ok(())
         })
     }
+}
+
+/// Publishes `events` to `topic` in a producer span, child of `parent`
+/// (the request's trace), else of the first event's `traceparent`
+/// extension. Every copy keeps the span's context.
+pub async fn publish(
+    node: &Node,
+    topic: &str,
+    mut events: Vec<weft_events::CloudEvent>,
+    parent: Option<weft_telemetry::SpanContext>,
+) -> Result<Vec<weft_events::Published>, weft_events::QueueError> {
+    let parent = parent.or_else(|| {
+        events
+            .first()
+            .and_then(|e| weft_events::trace::of_extensions(&e.extensions))
+    });
+    node.produce("topic", topic, parent.as_ref(), |trace| async move {
+        if let Some(trace) = &trace {
+            for event in &mut events {
+                weft_events::trace::set_extensions(&mut event.extensions, trace);
+            }
+        }
+        node.topics.publish(&node.queues, topic, events).await
+    })
+    .await
 }

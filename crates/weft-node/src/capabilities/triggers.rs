@@ -161,7 +161,11 @@ async fn deliver(
             return Ok(());
         }
     };
-    let handled = node.invoke(&function, request, Call::new(Trigger::Queue)).await;
+    let call = Call {
+        trace: node.received(queue, messages),
+        ..Call::new(Trigger::Queue)
+    };
+    let handled = node.invoke_following(&function, request, call).await;
     let status = handled.response.status();
     let answer = match Limited::new(handled.response.into_body(), MAX_ANSWER).collect().await {
         Ok(c) => Ok(c.to_bytes()),
@@ -219,6 +223,10 @@ async fn deliver_url(
 ) -> Result<(), weft_events::QueueError> {
     let (headers, body) = weft_events::cloudevents::binary(queue, message);
     let mut request = hyper::Request::builder().method("POST").uri(url);
+    // The subscriber continues the trace from the message's wait.
+    if let Some(waited) = node.received(queue, std::slice::from_ref(message)).parent {
+        request = request.header(crate::telemetry::TRACEPARENT, waited.traceparent());
+    }
     for (k, v) in headers {
         // The hidden queue's name says nothing to the subscriber.
         if k != "ce-weftqueue" {

@@ -184,13 +184,35 @@ pub struct CommitStats {
     pub commits: u64,
     /// Operations those transactions carried, reads included.
     pub operations: u64,
+    /// Commits by how long each took (transaction and fsync), in
+    /// microseconds: per bound of [`COMMIT_BOUNDS_US`], then the rest.
+    pub commit_us: [u64; COMMIT_BOUNDS_US.len() + 1],
+    pub commit_us_sum: u64,
+    /// Commits by how many operations each carried: per bound of
+    /// [`BATCH_BOUNDS`], then the rest.
+    pub batch: [u64; BATCH_BOUNDS.len() + 1],
 }
+
+/// Upper bounds of the commit-time buckets, in microseconds.
+pub const COMMIT_BOUNDS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+/// Upper bounds of the operations-per-commit buckets.
+pub const BATCH_BOUNDS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /// The writer thread's counts behind [`CommitStats`].
 #[derive(Default)]
 struct Commits {
     commits: AtomicU64,
     operations: AtomicU64,
+    commit_us: [AtomicU64; COMMIT_BOUNDS_US.len() + 1],
+    commit_us_sum: AtomicU64,
+    batch: [AtomicU64; BATCH_BOUNDS.len() + 1],
+}
+
+/// The bucket of `value` among `bounds` (the last one past them all).
+fn bucket(bounds: &[u64], value: u64) -> usize {
+    bounds.iter().position(|b| value <= *b).unwrap_or(bounds.len())
 }
 
 fn micros(d: Duration) -> i64 {
@@ -239,9 +261,13 @@ impl Embedded {
     /// than operations; one commit per operation means group commit is
     /// not sharing fsyncs.
     pub fn commit_stats(&self) -> CommitStats {
+        let c = &self.commits;
         CommitStats {
-            commits: self.commits.commits.load(Ordering::Relaxed),
-            operations: self.commits.operations.load(Ordering::Relaxed),
+            commits: c.commits.load(Ordering::Relaxed),
+            operations: c.operations.load(Ordering::Relaxed),
+            commit_us: std::array::from_fn(|i| c.commit_us[i].load(Ordering::Relaxed)),
+            commit_us_sum: c.commit_us_sum.load(Ordering::Relaxed),
+            batch: std::array::from_fn(|i| c.batch[i].load(Ordering::Relaxed)),
         }
     }
 
@@ -301,6 +327,7 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &Commits) 
 
 /// Runs a group of operations in one transaction and one fsync.
 fn run_group(conn: &mut Connection, jobs: &[Job], commits: &Commits) -> Vec<Result<Reply>> {
+    let started = std::time::Instant::now();
     let mut tx = match conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate) {
         Ok(tx) => tx,
         Err(e) => {
@@ -325,8 +352,12 @@ fn run_group(conn: &mut Connection, jobs: &[Job], commits: &Commits) -> Vec<Resu
         let e = classify(e);
         return jobs.iter().map(|_| Err(e.clone())).collect();
     }
+    let took = started.elapsed().as_micros() as u64;
     commits.commits.fetch_add(1, Ordering::Relaxed);
     commits.operations.fetch_add(jobs.len() as u64, Ordering::Relaxed);
+    commits.commit_us[bucket(&COMMIT_BOUNDS_US, took)].fetch_add(1, Ordering::Relaxed);
+    commits.commit_us_sum.fetch_add(took, Ordering::Relaxed);
+    commits.batch[bucket(&BATCH_BOUNDS, jobs.len() as u64)].fetch_add(1, Ordering::Relaxed);
     results
 }
 
@@ -817,6 +848,10 @@ impl Streams for Embedded {
             Reply::Count(n) => Ok(n),
             _ => unexpected(),
         }
+    }
+
+    fn commit_stats(&self) -> Option<CommitStats> {
+        Some(Embedded::commit_stats(self))
     }
 }
 

@@ -22,7 +22,7 @@
 pub mod conformance;
 mod embedded;
 
-pub use embedded::{CommitStats, Embedded};
+pub use embedded::{BATCH_BOUNDS, COMMIT_BOUNDS_US, CommitStats, Embedded};
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -192,6 +192,11 @@ pub trait Streams: Send + Sync {
     /// node agrees with them through it on the deployment and its peers.
     fn is_shared(&self) -> bool {
         false
+    }
+    /// How commits went, for a provider that groups writes into commits
+    /// of its own (the embedded one); none for the others.
+    fn commit_stats(&self) -> Option<CommitStats> {
+        None
     }
 }
 

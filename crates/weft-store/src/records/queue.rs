@@ -1,5 +1,5 @@
-//! What waits for the store's writer thread: invocation records, log lines
-//! and flushes, each kind bounded by a count of items.
+//! What waits for the store's writer thread: invocation records, log lines,
+//! spans and flushes, each kind bounded by a count of items.
 //!
 //! Callers are async tasks on the request path, so queueing never blocks
 //! on the writer: what does not fit is shed, counted ([`Shed`]) and
@@ -12,6 +12,8 @@
 
 use std::sync::{Condvar, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
+
+use weft_telemetry::Span;
 
 use super::{InvocationRecord, LogLine, StoreError};
 
@@ -28,6 +30,10 @@ pub const QUEUED_RECORDS: usize = 65_536;
 /// under 1 GiB.
 pub const QUEUED_LOG_LINES: usize = 65_536;
 
+/// Spans (other than invocations', which are their records) that may
+/// wait for the writer: a few per message hop, a few hundred bytes each.
+pub const QUEUED_SPANS: usize = 65_536;
+
 /// Shedding is reported at most this often, with the counts since the
 /// last report, so an overload writes a warning a second and not one per
 /// invocation.
@@ -40,6 +46,7 @@ pub(super) const WARN_EVERY: Duration = Duration::from_secs(1);
 pub struct Shed {
     pub records: u64,
     pub log_lines: u64,
+    pub spans: u64,
 }
 
 impl Shed {
@@ -47,6 +54,7 @@ impl Shed {
         Shed {
             records: self.records - earlier.records,
             log_lines: self.log_lines - earlier.log_lines,
+            spans: self.spans - earlier.spans,
         }
     }
 }
@@ -56,19 +64,24 @@ impl Shed {
 pub(super) struct Limits {
     pub records: usize,
     pub log_lines: usize,
+    pub spans: usize,
 }
 
 impl Limits {
     pub const DEFAULT: Limits = Limits {
         records: QUEUED_RECORDS,
         log_lines: QUEUED_LOG_LINES,
+        spans: QUEUED_SPANS,
     };
 }
 
-/// One piece of work for the writer.
+/// One piece of work for the writer. A record is most of the work, so it
+/// is kept inline rather than boxed (one allocation fewer per invocation).
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Work {
     Record(InvocationRecord),
     Lines(Vec<LogLine>),
+    Spans(Vec<Span>),
     /// Answered once everything queued before it is committed.
     Flush(mpsc::Sender<()>),
 }
@@ -78,12 +91,13 @@ pub(super) enum Work {
 pub(super) struct Batch {
     pub records: Vec<InvocationRecord>,
     pub lines: Vec<LogLine>,
+    pub spans: Vec<Span>,
     pub flushes: Vec<mpsc::Sender<()>>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.records.is_empty() && self.lines.is_empty() && self.flushes.is_empty()
+        self.records.is_empty() && self.lines.is_empty() && self.spans.is_empty() && self.flushes.is_empty()
     }
 }
 
@@ -129,9 +143,11 @@ fn warn(shed: Option<Shed>) {
         tracing::warn!(
             records = shed.records,
             log_lines = shed.log_lines,
-            "the store's writer cannot keep up: shed {} invocation records and {} log lines since the last warning",
+            spans = shed.spans,
+            "the store's writer cannot keep up: shed {} invocation records, {} log lines and {} spans since the last warning",
             shed.records,
-            shed.log_lines
+            shed.log_lines,
+            shed.spans
         );
     }
 }
@@ -178,6 +194,14 @@ impl Queue {
                         lines.truncate(room);
                     }
                     p.waiting.lines.append(&mut lines);
+                }
+                Work::Spans(mut spans) => {
+                    let room = self.limits.spans.saturating_sub(p.waiting.spans.len());
+                    if spans.len() > room {
+                        p.shed.spans += (spans.len() - room) as u64;
+                        spans.truncate(room);
+                    }
+                    p.waiting.spans.append(&mut spans);
                 }
                 Work::Flush(done) => p.waiting.flushes.push(done),
             }
@@ -262,12 +286,14 @@ mod tests {
             first,
             Some(Shed {
                 records: 1,
-                log_lines: 0
+                log_lines: 0,
+                spans: 0
             })
         );
         p.shed = Shed {
             records: 5,
             log_lines: 2,
+            spans: 3,
         };
         assert_eq!(p.unreported(start + WARN_EVERY / 2), None, "too soon");
         let second = p.unreported(start + WARN_EVERY);
@@ -275,7 +301,8 @@ mod tests {
             second,
             Some(Shed {
                 records: 4,
-                log_lines: 2
+                log_lines: 2,
+                spans: 3
             })
         );
         assert_eq!(p.unreported(start + 3 * WARN_EVERY), None, "nothing new");

@@ -14,4 +14,5 @@ mod isolation;
 mod queues;
 mod routing;
 mod schedules;
+mod telemetry;
 mod topics;

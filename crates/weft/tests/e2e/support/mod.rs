@@ -278,7 +278,8 @@ pub async fn records(server: &Server, query: &str, n: usize) -> Vec<serde_json::
     panic!("fewer than {n} records for {query}");
 }
 
-/// Every line the `probe` function has written on `server` so far.
+/// Every line the `probe` function has written on `server` so far (not
+/// weft's own `platform` lines about its invocations).
 pub async fn probe_lines(server: &Server) -> Vec<String> {
     let logs = get(&format!("{}/v1/logs?function=probe&limit=10000", server.admin))
         .await
@@ -287,6 +288,7 @@ pub async fn probe_lines(server: &Server) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
+        .filter(|l| l["stream"] != "platform")
         .map(|l| l["line"].as_str().unwrap().to_string())
         .collect()
 }

@@ -1,0 +1,209 @@
+//! Admin operations on telemetry: a trace as a tree of its hops, and what
+//! the app's invocations cost.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::Method;
+use serde_json::{Value, json};
+use weft_node::Node;
+use weft_node::capability::{AdminReply, AdminRequest, AdminRoute, admin_route};
+use weft_store::{UsageBy, UsageQuery};
+use weft_telemetry::{Prices, Span, Trace, Usage};
+
+use super::records::blocking;
+
+type Reply = Result<AdminReply, AdminReply>;
+
+pub(super) fn routes() -> Vec<AdminRoute<Node>> {
+    vec![
+        admin_route(Method::GET, "/v1/traces/{id}", |node, r| async move {
+            trace(&node, &r).await
+        }),
+        admin_route(Method::GET, "/v1/cost", |node, r| async move { cost(&node, &r).await }),
+    ]
+}
+
+/// `GET /metrics`: the node's metrics and its listeners' connection
+/// counts, in the Prometheus text format.
+pub(super) async fn metrics(node: &Node, listeners: &super::Listeners) -> hyper::Response<weft_node::Body> {
+    for (name, counters) in listeners {
+        let l = weft_telemetry::metrics::labels(&[("listener", name)]);
+        let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+        node.metrics.set_total(
+            "weft_connections_shed_total",
+            "Connections refused with a 503 because the listener was full (requests shed under overload).",
+            &l,
+            load(&counters.shed),
+        );
+        node.metrics.set(
+            "weft_connections_open",
+            "Connections open now.",
+            &l,
+            counters.open.load(std::sync::atomic::Ordering::Relaxed) as f64,
+        );
+    }
+    let text = node.metrics().await;
+    let mut response = hyper::Response::new(weft_node::body::full(text));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    response
+}
+
+/// A trace by its id or by the request id of any invocation in it, as a
+/// tree; with a shared storage, with the spans the other nodes hold.
+/// `spans=flat` answers the spans as a list instead (what nodes ask
+/// each other for).
+async fn trace(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let id = request.param("id").to_string();
+    if id.is_empty() || id.len() > 256 {
+        return Err(AdminReply::error(
+            400,
+            "name a trace id or a request id of 1 to 256 characters",
+        ));
+    }
+    let (local, wanted) = (node.clone(), id.clone());
+    let found = blocking(move || local.store.trace(&wanted)).await?;
+    let (mut trace_id, mut spans) = found.unwrap_or_default();
+    if super::peers::fans_out(node, request) {
+        // Ask by trace id once it is known here, so that every node
+        // answers the whole trace and not only the invocation it ran.
+        let ask = if trace_id.is_empty() {
+            id.as_str()
+        } else {
+            trace_id.as_str()
+        };
+        let path = format!(
+            "/v1/traces/{}?spans=flat",
+            percent_encoding::utf8_percent_encode(ask, percent_encoding::NON_ALPHANUMERIC)
+        );
+        for answer in super::peers::ask_others(node, &path).await {
+            if trace_id.is_empty()
+                && let Some(t) = answer["trace_id"].as_str()
+            {
+                trace_id = t.to_string();
+            }
+            if let Ok(more) = serde_json::from_value::<Vec<Span>>(answer["spans"].clone()) {
+                spans.extend(more.into_iter().filter(|s| s.trace_id == trace_id));
+            }
+        }
+    }
+    if spans.is_empty() {
+        return Err(AdminReply::error(
+            404,
+            format!("no trace `{id}`: name a trace id (32 hex digits) or the request id of an invocation in it"),
+        ));
+    }
+    if request.query.get("spans").is_some_and(|v| v == "flat") {
+        return Ok(AdminReply::ok(json!({ "trace_id": trace_id, "spans": spans })));
+    }
+    Ok(AdminReply::ok(json!(Trace::build(&trace_id, spans))))
+}
+
+/// Requests, GB-seconds (by configured and by measured memory) and their
+/// price, grouped by function, day or trigger, since a time.
+async fn cost(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let now = weft_store::now_us();
+    let since_us = match (request.query.get("since_us"), request.query.get("since")) {
+        (Some(_), _) => request.number("since_us", 0)?,
+        (None, Some(text)) => {
+            let back = weft_manifest::parse_duration(text)
+                .map_err(|why| AdminReply::error(400, format!("query parameter `since`: {why} (say `1d`, `12h`)")))?;
+            now.saturating_sub(back.as_micros().min(i64::MAX as u128) as i64)
+        }
+        (None, None) => now - 86_400_000_000,
+    };
+    let by: UsageBy = match request.query.get("by") {
+        Some(b) => b.parse().map_err(|why: String| AdminReply::error(400, why))?,
+        None => UsageBy::Function,
+    };
+    let prices = prices(request)?;
+    let query = UsageQuery {
+        since_us,
+        function: request.query.get("function").cloned(),
+        by,
+    };
+    let local = node.clone();
+    let rows = blocking(move || local.store.usage(&query)).await?;
+    let mut merged: BTreeMap<String, Usage> = rows.into_iter().collect();
+    if super::peers::fans_out(node, request) {
+        let mut path = format!("/v1/cost?since_us={since_us}&by={}", by.as_str());
+        if let Some(f) = request.query.get("function") {
+            path.push_str("&function=");
+            path.extend(percent_encoding::utf8_percent_encode(
+                f,
+                percent_encoding::NON_ALPHANUMERIC,
+            ));
+        }
+        for answer in super::peers::ask_others(node, &path).await {
+            for row in answer["rows"].as_array().into_iter().flatten() {
+                if let (Some(key), Ok(usage)) = (row["key"].as_str(), serde_json::from_value::<Usage>(row.clone())) {
+                    merged.entry(key.to_string()).or_default().add(&usage);
+                }
+            }
+        }
+    }
+    let mut total = Usage::default();
+    let rows: Vec<Value> = merged
+        .iter()
+        .map(|(key, usage)| {
+            total.add(usage);
+            row(Some(key), usage, &prices)
+        })
+        .collect();
+    Ok(AdminReply::ok(json!({
+        "since_us": since_us,
+        "by": by.as_str(),
+        "prices": prices,
+        "rows": rows,
+        "total": row(None, &total, &prices),
+    })))
+}
+
+/// The price table: Lambda's public x86 prices unless the request names others.
+fn prices(request: &AdminRequest) -> Result<Prices, AdminReply> {
+    let mut prices = Prices::lambda_x86();
+    let price = |key: &str| -> Result<Option<f64>, AdminReply> {
+        match request.query.get(key) {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(p) if p.is_finite() && p >= 0.0 => Ok(Some(p)),
+                _ => Err(AdminReply::error(
+                    400,
+                    format!("query parameter `{key}` must be a price of 0 or more, like 0.0000166667; got `{v}`"),
+                )),
+            },
+        }
+    };
+    let (per_request, per_gb_second) = (price("per_request")?, price("per_gb_second")?);
+    if per_request.is_some() || per_gb_second.is_some() {
+        prices.label = "given prices".into();
+        prices.per_request = per_request.unwrap_or(prices.per_request);
+        prices.per_gb_second = per_gb_second.unwrap_or(prices.per_gb_second);
+    }
+    if let Some(label) = request.query.get("label") {
+        prices.label = label.chars().take(200).collect();
+    }
+    if let Some(currency) = request.query.get("currency") {
+        prices.currency = currency.chars().take(16).collect();
+    }
+    Ok(prices)
+}
+
+fn row(key: Option<&str>, usage: &Usage, prices: &Prices) -> Value {
+    let (configured, measured) = usage.price(prices);
+    let mut row = json!({
+        "requests": usage.requests,
+        "billed_ms": usage.billed_ms,
+        "configured_kib_ms": usage.configured_kib_ms,
+        "measured_kib_ms": usage.measured_kib_ms,
+        "gb_seconds": { "configured": usage.configured_gb_seconds(), "measured": usage.measured_gb_seconds() },
+        "cost": { "configured": configured, "measured": measured },
+    });
+    if let Some(key) = key {
+        row["key"] = key.into();
+    }
+    row
+}
