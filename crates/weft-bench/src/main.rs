@@ -10,6 +10,7 @@ mod load;
 mod matcher;
 mod procs;
 mod runtime;
+mod telemetry;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +28,11 @@ struct Cli {
 enum Command {
     /// Serve the bare hyper baseline.
     HyperHello {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        addr: SocketAddr,
+    },
+    /// Receive OTLP exports (read and acknowledge them), for the telemetry section.
+    OtlpSink {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: SocketAddr,
     },
@@ -58,7 +64,7 @@ enum Command {
         /// The probe component (tests/fixtures/probe), for the chain section.
         #[arg(long)]
         probe: PathBuf,
-        /// Run only these sections: http, instantiate, cold, memory, durable, chain, matcher.
+        /// Run only these sections: http, instantiate, cold, memory, durable, chain, matcher, telemetry.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -70,6 +76,10 @@ fn main() -> anyhow::Result<()> {
         Command::HyperHello { addr } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(hello::serve(addr))
+        }
+        Command::OtlpSink { addr } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(telemetry::serve_sink(addr))
         }
         Command::HyperChain { addr } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -157,6 +167,13 @@ async fn run(
         println!(
             "{}",
             chain::report(&weft, &probe, &scratch, seconds.min(Duration::from_secs(3))).await?
+        );
+    }
+    if wanted("telemetry") {
+        println!("\n## Telemetry: its cost, off, with spans kept locally, and with OTLP export\n");
+        println!(
+            "{}",
+            telemetry::report(&weft, &app, &probe, &scratch, seconds, connections).await?
         );
     }
     if wanted("matcher") {

@@ -37,6 +37,16 @@ impl Server {
         Server::from_banner(child, Duration::from_secs(10))
     }
 
+    /// The OTLP receiver the telemetry benchmark exports to.
+    pub fn otlp_sink() -> anyhow::Result<Server> {
+        let exe = std::env::current_exe()?;
+        let child = Command::new(exe)
+            .args(["otlp-sink", "--addr", "127.0.0.1:0"])
+            .stdout(Stdio::piped())
+            .spawn()?;
+        Server::from_banner(child, Duration::from_secs(10))
+    }
+
     pub fn hyper_chain() -> anyhow::Result<Server> {
         let exe = std::env::current_exe()?;
         let child = Command::new(exe)
@@ -47,6 +57,11 @@ impl Server {
     }
 
     pub fn weft(weft: &Path, app: &Path, data: &Path) -> anyhow::Result<Server> {
+        Server::weft_with(weft, app, data, &[])
+    }
+
+    /// `weft up` with `extra` arguments.
+    pub fn weft_with(weft: &Path, app: &Path, data: &Path, extra: &[&str]) -> anyhow::Result<Server> {
         let child = Command::new(weft)
             .arg("up")
             .arg(app)
@@ -59,6 +74,7 @@ impl Server {
                 "--data",
             ])
             .arg(data)
+            .args(extra)
             .stdout(Stdio::piped())
             .spawn()
             .context("starting weft")?;

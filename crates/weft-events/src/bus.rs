@@ -312,13 +312,16 @@ struct State {
 /// The buses and rules of a manifest, compiled, ready for [`Buses::install`].
 pub struct BusRouting(Arc<State>);
 
+/// Per rule of one bus: (events matched, of those failed).
+type RuleCounts = BTreeMap<String, (u64, u64)>;
+
 /// The app's buses and rules.
 pub struct Buses {
     storage: Arc<dyn Storage>,
     state: RwLock<Arc<State>>,
     /// Per (bus, rule): events matched, and of those, how many the put
     /// failed to store; since the node started.
-    counts: std::sync::Mutex<BTreeMap<(String, String), (u64, u64)>>,
+    counts: std::sync::Mutex<BTreeMap<String, RuleCounts>>,
 }
 
 /// How many of the sent messages were stored (not duplicates).
@@ -440,9 +443,11 @@ impl Buses {
     ) -> Result<Vec<Put>, QueueError> {
         // The copies are checked against their queues while the routing
         // that chose them is held, so a deploy cannot drop a queue between.
-        let mut matched: Vec<String> = Vec::new();
+        let mut matched: Vec<usize> = Vec::new();
+        let snapshot: Arc<State>;
         let (spans, prepared) = {
             let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+            snapshot = Arc::clone(&state);
             let b = state
                 .buses
                 .get(bus)
@@ -485,7 +490,7 @@ impl Buses {
             (spans, queues.prepare_all(batches, archive)?)
         };
         let sent = queues.commit(prepared).await;
-        self.count(bus, &matched, sent.is_err());
+        self.count(bus, &snapshot, &matched, sent.is_err());
         let sent = sent?;
         Ok(events
             .into_iter()
@@ -500,12 +505,26 @@ impl Buses {
 
     /// Counts the rules of `bus` that `matched` events, and whether their
     /// put `failed`.
-    fn count(&self, bus: &str, matched: &[String], failed: bool) {
+    /// (`matched` holds indices into `state.rules`; names are copied only
+    /// the first time a rule is counted.)
+    fn count(&self, bus: &str, state: &State, matched: &[usize], failed: bool) {
+        if matched.is_empty() {
+            return;
+        }
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        for rule in matched {
-            let entry = counts.entry((bus.to_string(), rule.clone())).or_default();
-            entry.0 += 1;
-            entry.1 += u64::from(failed);
+        if !counts.contains_key(bus) {
+            counts.insert(bus.to_string(), BTreeMap::new());
+        }
+        let Some(rules) = counts.get_mut(bus) else { return };
+        for &i in matched {
+            let Some(rule) = state.rules.get(i) else { continue };
+            if !rules.contains_key(&rule.name) {
+                rules.insert(rule.name.clone(), (0, 0));
+            }
+            if let Some(entry) = rules.get_mut(&rule.name) {
+                entry.0 += 1;
+                entry.1 += u64::from(failed);
+            }
         }
     }
 
@@ -515,7 +534,7 @@ impl Buses {
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         counts
             .iter()
-            .map(|((b, r), (m, f))| (b.clone(), r.clone(), *m, *f))
+            .flat_map(|(b, rules)| rules.iter().map(move |(r, (m, f))| (b.clone(), r.clone(), *m, *f)))
             .collect()
     }
 
@@ -523,7 +542,7 @@ impl Buses {
     /// rules of `bus` make (only `via.only_rule`'s, if given): for queue and
     /// function targets directly, for topic targets one per matching
     /// subscription, for bus targets those of that bus's rules. Returns the
-    /// names of the rules that matched.
+    /// indices (into `state.rules`) of the rules that matched.
     fn route(
         &self,
         state: &State,
@@ -532,7 +551,7 @@ impl Buses {
         envelope: &Value,
         via: Via<'_>,
         out: &mut Vec<(String, Outgoing)>,
-    ) -> Result<Vec<String>, QueueError> {
+    ) -> Result<Vec<usize>, QueueError> {
         let Via {
             replay,
             only_rule,
@@ -541,13 +560,14 @@ impl Buses {
         let Some(b) = state.buses.get(bus) else {
             return Err(QueueError::NoSuchBus(bus.to_string()));
         };
-        let matched: Vec<&RuleState> = b
+        let indices: Vec<usize> = b
             .rules
             .matching(envelope)
             .into_iter()
-            .map(|&r| &state.rules[r])
-            .filter(|r| only_rule.is_none_or(|only| only == r.name))
+            .copied()
+            .filter(|&r| only_rule.is_none_or(|only| only == state.rules[r].name))
             .collect();
+        let matched: Vec<&RuleState> = indices.iter().map(|&r| &state.rules[r]).collect();
         let id = envelope["id"].as_str().unwrap_or_default();
         let text = |field: &str| envelope[field].as_str().map(str::to_string);
         let ingestion_time = crate::cloudevents::now();
@@ -601,7 +621,7 @@ impl Buses {
                 }
             }
         }
-        Ok(matched.iter().map(|r| r.name.clone()).collect())
+        Ok(indices)
     }
 
     /// Sends the events `bus` archived between `from_us` and `to_us`

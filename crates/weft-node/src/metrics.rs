@@ -145,6 +145,24 @@ impl Node {
                 failed as f64,
             );
         }
+        if let Some(exporter) = &self.exporter {
+            let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed) as f64;
+            let s = &exporter.stats;
+            m.set_total(
+                "weft_spans_exported_total",
+                "Spans sent to the OTLP collector.",
+                "",
+                load(&s.exported),
+            );
+            for (reason, n) in [("queue_full", &s.dropped_full), ("export_failed", &s.dropped_failed)] {
+                m.set_total(
+                    "weft_spans_dropped_total",
+                    "Spans not exported: the export queue was full, or the collector refused them or was unreachable.",
+                    &labels(&[("reason", reason)]),
+                    load(n),
+                );
+            }
+        }
         let shed = self.store.shed();
         for (what, n) in [
             ("records", shed.records),

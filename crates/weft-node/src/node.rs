@@ -25,6 +25,9 @@ pub struct NodeConfig {
     /// Trace every invocation and hop (W3C trace context, spans kept in
     /// the store). On unless turned off.
     pub tracing: bool,
+    /// Where to export spans over OTLP too, if anywhere. An empty
+    /// `instance` is filled with the node's id.
+    pub otlp: Option<weft_telemetry::otlp::OtlpConfig>,
 }
 
 /// What a node knows of the nodes it shares its storage with (the
@@ -68,6 +71,8 @@ pub struct Node {
     pub(crate) tracing: bool,
     /// Counters and histograms, rendered by [`Node::metrics`].
     pub metrics: weft_telemetry::metrics::Registry,
+    /// Spans go here too when an OTLP endpoint is configured.
+    pub(crate) exporter: Option<weft_telemetry::otlp::Exporter>,
     pub(crate) peers: Peers,
 }
 
@@ -102,6 +107,13 @@ impl Node {
         let artifacts = Artifacts::open(&data.join("artifacts")).map_err(|e| e.to_string())?;
         let runtime =
             Runtime::new(weft_runtime::RuntimeConfig::new(data.join("compiled"))).map_err(|e| e.to_string())?;
+        let id = node_id();
+        let exporter = config.otlp.map(|mut otlp| {
+            if otlp.instance.is_empty() {
+                otlp.instance = id.clone();
+            }
+            weft_telemetry::otlp::Exporter::start(otlp)
+        });
         let node = Arc::new(Node {
             runtime,
             store,
@@ -121,10 +133,8 @@ impl Node {
             print_requests: config.print_requests,
             tracing: config.tracing,
             metrics: Default::default(),
-            peers: Peers {
-                id: node_id(),
-                ..Peers::default()
-            },
+            exporter,
+            peers: Peers { id, ..Peers::default() },
         });
         let weak = Arc::downgrade(&node);
         node.background.spawn(move |mut stop| async move {
@@ -175,6 +185,9 @@ impl Node {
                 tracing::warn!("{n} invocations still running after {within:?} of shutdown were cut");
                 break;
             }
+        }
+        if let Some(exporter) = &self.exporter {
+            exporter.flush(Duration::from_secs(5).min(within)).await;
         }
         self.store.close();
     }

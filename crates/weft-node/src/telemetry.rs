@@ -172,8 +172,22 @@ impl Node {
         traced
     }
 
-    /// Keeps finished spans: in the store, for the records' retention.
+    /// Keeps finished spans: in the store, for the records' retention,
+    /// and offered for export when an OTLP endpoint is configured.
     pub(crate) fn keep_spans(&self, spans: Vec<Span>) {
+        if let Some(exporter) = &self.exporter {
+            exporter.offer(spans.iter().cloned());
+        }
         self.store.spans(spans);
+    }
+
+    /// Offers an invocation's span for export, if its trace is sampled and
+    /// an OTLP endpoint is configured.
+    pub(crate) fn export_invocation(&self, record: &weft_store::InvocationRecord, sampled: bool) {
+        if let Some(exporter) = &self.exporter
+            && sampled
+        {
+            exporter.offer(record.span());
+        }
     }
 }

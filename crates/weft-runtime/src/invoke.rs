@@ -172,10 +172,9 @@ impl Runtime {
 
         let cold = !image.warm.swap(true, Ordering::Relaxed);
         let start_us = now_us();
-        let live = self.live.clone();
+        let live = Live::new(self.live.clone());
         tokio::spawn(async move {
             let _permit = permit;
-            live.fetch_add(1, Ordering::Relaxed);
             let started = Instant::now();
             let mut instantiate = Duration::ZERO;
             let run = tokio::time::timeout(timeout, async {
@@ -208,7 +207,7 @@ impl Runtime {
                 });
             }
             drop(store);
-            live.fetch_sub(1, Ordering::Relaxed);
+            drop(live);
             let status = Some(status.load(Ordering::Relaxed)).filter(|s| *s != 0);
             let completion = Completion {
                 exit,
@@ -232,6 +231,22 @@ impl Runtime {
             answer,
             completion: done_rx,
         }
+    }
+}
+
+/// Counts one instance alive until dropped, however its task ends.
+struct Live(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Live {
+    fn new(count: Arc<std::sync::atomic::AtomicUsize>) -> Live {
+        count.fetch_add(1, Ordering::Relaxed);
+        Live(count)
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -16,7 +16,7 @@ use crate::Digest;
 
 use queue::{Batch, Limits, Queue, Taken, Work};
 pub use queue::{QUEUED_LOG_LINES, QUEUED_RECORDS, QUEUED_SPANS, Shed};
-pub use telemetry::{UsageBy, UsageQuery};
+pub use telemetry::{MAX_TRACE_SPANS, UsageBy, UsageQuery};
 use weft_telemetry::{Link, Span, SpanEvent};
 
 #[derive(Debug, thiserror::Error)]
@@ -527,14 +527,25 @@ impl Store {
         self.flush()?;
         let conn = self.conn();
         let limit = query.limit.clamp(1, 10_000) as i64;
-        let mut stmt = conn.prepare_cached(
-            "SELECT l.seq, l.request_id, l.function, l.stream, l.time_us, l.line, i.version, i.trace_id
-             FROM logs l LEFT JOIN invocations i ON i.request_id = l.request_id
-             WHERE l.seq > ?1 AND (?2 IS NULL OR l.function = ?2) AND (?3 IS NULL OR l.request_id = ?3)
-               AND (?4 IS NULL OR l.time_us >= ?4)
-               AND (?5 IS NULL OR l.request_id IN (SELECT request_id FROM invocations WHERE trace_id = ?5))
-             ORDER BY l.seq LIMIT ?6",
-        )?;
+        // By trace, the trace's invocations lead (by their index) to their
+        // lines; otherwise the lines are read in order.
+        let sql = match query.trace_id {
+            Some(_) => {
+                "SELECT l.seq, l.request_id, l.function, l.stream, l.time_us, l.line, i.version, i.trace_id
+                 FROM invocations i JOIN logs l ON l.request_id = i.request_id
+                 WHERE i.trace_id = ?5 AND l.seq > ?1 AND (?2 IS NULL OR l.function = ?2)
+                   AND (?3 IS NULL OR l.request_id = ?3) AND (?4 IS NULL OR l.time_us >= ?4)
+                 ORDER BY l.seq LIMIT ?6"
+            }
+            None => {
+                "SELECT l.seq, l.request_id, l.function, l.stream, l.time_us, l.line, i.version, i.trace_id
+                 FROM logs l LEFT JOIN invocations i ON i.request_id = l.request_id
+                 WHERE l.seq > ?1 AND (?2 IS NULL OR l.function = ?2) AND (?3 IS NULL OR l.request_id = ?3)
+                   AND (?4 IS NULL OR l.time_us >= ?4) AND ?5 IS NULL
+                 ORDER BY l.seq LIMIT ?6"
+            }
+        };
+        let mut stmt = conn.prepare_cached(sql)?;
         let args = params![
             query.after,
             query.function,

@@ -1,11 +1,13 @@
 //! What weft's telemetry is made of, knowing no node or store: W3C trace
 //! context ([`context`]), spans and traces as trees ([`span`]), the
 //! per-invocation report ([`report`]), pay-per-use ([`cost`]) and
-//! metrics in the Prometheus text format ([`metrics`]).
+//! metrics in the Prometheus text format ([`metrics`]), and export over
+//! OTLP ([`otlp`]).
 
 pub mod context;
 pub mod cost;
 pub mod metrics;
+pub mod otlp;
 pub mod report;
 pub mod span;
 

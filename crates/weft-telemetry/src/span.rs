@@ -163,6 +163,9 @@ impl Span {
     }
 }
 
+/// How deep a trace's tree goes; deeper spans start trees of their own.
+pub const MAX_DEPTH: usize = 256;
+
 /// One span and the spans under it, in start order.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SpanNode {
@@ -205,10 +208,11 @@ impl Trace {
                 None => roots.push(span),
             }
         }
-        // Iterative, so a deep chain cannot exhaust the stack; a cycle
-        // (only from forged data) leaves its spans out.
+        // The tree is at most MAX_DEPTH deep, so walking it cannot exhaust
+        // a stack; spans deeper than that, or in a cycle (only from forged
+        // data), become roots of their own rather than vanish.
         fn attach(span: Span, children: &mut HashMap<String, Vec<Span>>, depth: usize) -> SpanNode {
-            let under = if depth > 256 {
+            let under = if depth >= MAX_DEPTH {
                 Vec::new()
             } else {
                 children.remove(&span.span_id).unwrap_or_default()
@@ -218,7 +222,19 @@ impl Trace {
                 span,
             }
         }
-        let roots = roots.into_iter().map(|r| attach(r, &mut children, 0)).collect();
+        let mut roots: Vec<SpanNode> = roots.into_iter().map(|r| attach(r, &mut children, 0)).collect();
+        // The earliest left first, so a cut chain goes on in one tree.
+        let mut left: Vec<(i64, String)> = children
+            .iter()
+            .map(|(parent, under)| (under.iter().map(|s| s.start_us).min().unwrap_or(0), parent.clone()))
+            .collect();
+        left.sort();
+        for (_, parent) in left {
+            for orphan in children.remove(&parent).unwrap_or_default() {
+                roots.push(attach(orphan, &mut children, 0));
+            }
+        }
+        roots.sort_by(|a, b| (a.span.start_us, &a.span.span_id).cmp(&(b.span.start_us, &b.span.span_id)));
         Trace {
             trace_id: trace_id.to_string(),
             start_us,
@@ -284,9 +300,22 @@ mod tests {
     }
 
     #[test]
-    fn a_forged_cycle_ends() {
+    fn a_forged_cycle_and_a_deep_chain_keep_every_span() {
         let trace = Trace::build("t", vec![span("a", Some("b"), 0), span("b", Some("a"), 1)]);
-        assert!(trace.walk().len() <= 2);
+        let mut ids: Vec<&str> = trace.walk().iter().map(|(_, s)| s.span_id.as_str()).collect();
+        ids.sort();
+        assert_eq!(ids, ["a", "b"]);
+        let chain: Vec<Span> = (0..600)
+            .map(|i| {
+                let parent = (i > 0).then(|| format!("s{}", i - 1));
+                span(&format!("s{i}"), parent.as_deref(), i)
+            })
+            .collect();
+        let trace = Trace::build("t", chain);
+        let walked = trace.walk();
+        assert_eq!(walked.len(), 600);
+        assert!(walked.iter().all(|(depth, _)| *depth <= MAX_DEPTH));
+        assert_eq!(trace.roots.len(), 3);
     }
 
     #[test]

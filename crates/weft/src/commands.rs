@@ -126,15 +126,17 @@ fn components(app_dir: &Path, manifest: &weft_manifest::Manifest) -> anyhow::Res
         .collect()
 }
 
-/// Where `weft up` listens, and the bounds of the app's connections.
 /// What a node keeps about its invocations.
 pub struct Telemetry {
     /// How long records, logs and spans are kept.
     pub retention: Duration,
     /// Trace invocations and hops.
     pub tracing: bool,
+    /// `--otlp-endpoint`: export spans there (else the `OTEL_*` variables say).
+    pub otlp_endpoint: Option<String>,
 }
 
+/// Where `weft up` listens, and the bounds of the app's connections.
 pub struct Listen {
     pub app: SocketAddr,
     pub admin: SocketAddr,
@@ -181,6 +183,16 @@ pub async fn up(
         print_requests,
         retention: telemetry.retention,
         tracing: telemetry.tracing,
+        otlp: match telemetry.tracing {
+            true => weft_telemetry::otlp::OtlpConfig::from_env(
+                telemetry.otlp_endpoint.as_deref(),
+                |k| std::env::var(k).ok(),
+                &manifest.app,
+                "",
+            )
+            .map_err(|e| anyhow!(e))?,
+            false => None,
+        },
     };
     let storage = storage(&data, nats).await?;
     let node = Node::open(config, storage, weft_node::capabilities::all()).map_err(|e| anyhow!(e))?;
@@ -526,10 +538,18 @@ pub async fn logs(server: &str, options: LogOptions) -> anyhow::Result<ExitCode>
 
 pub async fn trace(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::new(server)?;
-    let (status, answer) = client.get(&format!("/v1/traces/{}", encode(id))).await?;
+    // The spans come as a list and the tree is built here: a deep tree
+    // would pass the JSON reader's nesting limit.
+    let (status, answer) = client.get(&format!("/v1/traces/{}?spans=flat", encode(id))).await?;
     if status != 200 {
         bail!("{}", error_text(&answer));
     }
+    let spans: Vec<weft_telemetry::Span> =
+        serde_json::from_value(answer["spans"].clone()).context("the server's spans are not of the expected shape")?;
+    let answer = json!(weft_telemetry::Trace::build(
+        answer["trace_id"].as_str().unwrap_or(""),
+        spans
+    ));
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {

@@ -153,6 +153,11 @@ enum Command {
         /// Trace nothing: no trace context, no spans (records and logs stay).
         #[arg(long, env = "WEFT_NO_TRACES")]
         no_traces: bool,
+        /// Export spans over OTLP/HTTP (protobuf) to this collector, e.g.
+        /// http://127.0.0.1:4318; without it, the standard
+        /// OTEL_EXPORTER_OTLP_ENDPOINT variables say where, if anywhere.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
         #[command(flatten)]
         nats: Box<NatsArgs>,
     },
@@ -453,6 +458,7 @@ fn main() -> ExitCode {
                 max_connections,
                 shutdown_timeout,
                 no_traces,
+                otlp_endpoint,
                 nats,
             } => {
                 let limits = weft_gateway::Limits {
@@ -472,6 +478,7 @@ fn main() -> ExitCode {
                         let telemetry = commands::Telemetry {
                             retention,
                             tracing: !no_traces,
+                            otlp_endpoint,
                         };
                         commands::up(&app_dir, listen, data, !no_build, telemetry, nats).await
                     }

@@ -163,9 +163,25 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
                 ));
             }
         }
+        // A `traceparent` among the headers is the trace the invocation joins.
+        let header = |n: &str| {
+            input
+                .headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(n))
+                .map(|(_, v)| v.as_str())
+        };
+        let parent = header("traceparent").and_then(|t| weft_telemetry::SpanContext::parse(t, header("tracestate")));
         let headers = input.headers.into_iter().collect();
         let id = node
-            .invoke_async(name, method, path, headers, input.body.unwrap_or_default(), None)
+            .invoke_async(
+                name,
+                method,
+                path,
+                headers,
+                input.body.unwrap_or_default(),
+                parent.as_ref(),
+            )
             .await
             .map_err(|e| {
                 let status = match e {

@@ -95,10 +95,14 @@ async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     if let Some((key, id)) = asked
         && super::peers::fans_out(node, request)
     {
-        let path = format!(
-            "/v1/logs?{key}={}&limit={limit}",
-            percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
-        );
+        let encode = |v: &str| percent_encoding::utf8_percent_encode(v, percent_encoding::NON_ALPHANUMERIC).to_string();
+        let mut path = format!("/v1/logs?{key}={}&limit={limit}", encode(id));
+        if let Some(since) = since_us {
+            path.push_str(&format!("&since_us={since}"));
+        }
+        if let Some(f) = request.query.get("function") {
+            path.push_str(&format!("&function={}", encode(f)));
+        }
         for answer in super::peers::ask_others(node, &path).await {
             if let Some(more) = answer["lines"].as_array() {
                 lines.extend(more.iter().cloned());

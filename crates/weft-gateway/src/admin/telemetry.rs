@@ -68,27 +68,23 @@ async fn trace(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     let found = blocking(move || local.store.trace(&wanted)).await?;
     let (mut trace_id, mut spans) = found.unwrap_or_default();
     if super::peers::fans_out(node, request) {
-        // Ask by trace id once it is known here, so that every node
-        // answers the whole trace and not only the invocation it ran.
-        let ask = if trace_id.is_empty() {
-            id.as_str()
-        } else {
-            trace_id.as_str()
-        };
-        let path = format!(
-            "/v1/traces/{}?spans=flat",
-            percent_encoding::utf8_percent_encode(ask, percent_encoding::NON_ALPHANUMERIC)
-        );
-        for answer in super::peers::ask_others(node, &path).await {
-            if trace_id.is_empty()
-                && let Some(t) = answer["trace_id"].as_str()
-            {
-                trace_id = t.to_string();
-            }
-            if let Ok(more) = serde_json::from_value::<Vec<Span>>(answer["spans"].clone()) {
-                spans.extend(more.into_iter().filter(|s| s.trace_id == trace_id));
+        // Every node is asked by trace id, so that each answers all it
+        // holds of the trace and not only the invocation asked for: when
+        // only a request id is known here, the node that ran it says
+        // which trace it is in first.
+        if trace_id.is_empty()
+            && let Some((t, _)) = ask_spans(node, &id).await.into_iter().next()
+        {
+            trace_id = t;
+        }
+        if !trace_id.is_empty() {
+            for (t, more) in ask_spans(node, &trace_id).await {
+                if t == trace_id {
+                    spans.extend(more.into_iter().filter(|s| s.trace_id == trace_id));
+                }
             }
         }
+        spans.truncate(4 * weft_store::MAX_TRACE_SPANS);
     }
     if spans.is_empty() {
         return Err(AdminReply::error(
@@ -100,6 +96,23 @@ async fn trace(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         return Ok(AdminReply::ok(json!({ "trace_id": trace_id, "spans": spans })));
     }
     Ok(AdminReply::ok(json!(Trace::build(&trace_id, spans))))
+}
+
+/// The other nodes' trace id and spans for `id`, from each that has any.
+async fn ask_spans(node: &Arc<Node>, id: &str) -> Vec<(String, Vec<Span>)> {
+    let path = format!(
+        "/v1/traces/{}?spans=flat",
+        percent_encoding::utf8_percent_encode(id, percent_encoding::NON_ALPHANUMERIC)
+    );
+    super::peers::ask_others(node, &path)
+        .await
+        .into_iter()
+        .filter_map(|answer| {
+            let trace_id = answer["trace_id"].as_str()?.to_string();
+            let spans = serde_json::from_value::<Vec<Span>>(answer["spans"].clone()).ok()?;
+            Some((trace_id, spans))
+        })
+        .collect()
 }
 
 /// Requests, GB-seconds (by configured and by measured memory) and their

@@ -327,6 +327,7 @@ async fn attempt(
             error: None,
             response: response_text,
             record: record_json,
+            span: handled.span.clone(),
         };
         finish(node, deployed, message, &event, &config.on_success, outcome).await?;
         return node.storage.ack(&stream, &[message.receipt()]).await.map(|_| ());
@@ -342,6 +343,7 @@ async fn attempt(
         error,
         response: response_text,
         record: record_json,
+        span: handled.span.clone(),
     };
     finish(node, deployed, message, &event, &config.on_failure, outcome).await?;
     node.storage.ack(&stream, &[message.receipt()]).await.map(|_| ())
@@ -353,6 +355,8 @@ struct Outcome {
     error: Option<String>,
     response: Option<String>,
     record: Option<Value>,
+    /// The attempt's span, which the destination record continues.
+    span: Option<weft_telemetry::SpanContext>,
 }
 
 impl Outcome {
@@ -363,6 +367,7 @@ impl Outcome {
             error,
             response: None,
             record: None,
+            span: None,
         }
     }
 }
@@ -421,6 +426,11 @@ async fn finish(
         data: body.to_string().into_bytes(),
         extensions: Default::default(),
     };
+    // The record continues the attempt's trace (or, when nothing ran,
+    // the trace the invocation was accepted in).
+    if let Some(trace) = outcome.span.clone().or_else(|| weft_events::trace::of_message(message)) {
+        weft_events::trace::set_extensions(&mut record.extensions, &trace);
+    }
     if destination.kind() == TargetKind::Bus {
         // As Lambda's EventBridge destination, so rules written for it match.
         let result = if outcome.condition == Condition::Success {

@@ -261,9 +261,10 @@ impl Store {
         self.flush()?;
         let conn = self.conn();
         let mut stmt = conn.prepare(&format!(
-            "SELECT {key}, COUNT(*), SUM(billed_ms), SUM(billed_ms * ((memory_bytes + 1023) / 1024)),
-                    SUM(billed_ms * ((peak_memory_bytes + 1023) / 1024))
-             FROM invocations WHERE start_us >= ?1 AND (?2 IS NULL OR function = ?2)
+            "SELECT {key}, COUNT(*), SUM(billed), SUM(billed * ((memory_bytes + 1023) / 1024)),
+                    SUM(billed * ((peak_memory_bytes + 1023) / 1024))
+             FROM (SELECT *, CASE WHEN billed_ms > 0 THEN billed_ms ELSE MAX((duration_us + 999) / 1000, 1) END AS billed
+                   FROM invocations WHERE start_us >= ?1 AND (?2 IS NULL OR function = ?2))
              GROUP BY 1 ORDER BY 1",
             key = query.by.column()
         ))?;

@@ -620,3 +620,198 @@ async fn metrics_read_with_the_prometheus_parser() {
     assert_eq!(value("weft_connections_shed_total", &[("listener", "app")]), 0.0);
     assert_eq!(value("weft_telemetry_shed_total", &[("kind", "records")]), 0.0);
 }
+
+/// A real OTLP/HTTP receiver on loopback: every span of every
+/// `ExportTraceServiceRequest` posted to `/v1/traces`, decoded, with the
+/// resource's `service.name`.
+struct Collector {
+    url: String,
+    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn collector() -> Collector {
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use prost::Message;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let spans: std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>> =
+        Default::default();
+    let seen = spans.clone();
+    let task = tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+                    let seen = seen.clone();
+                    async move {
+                        let ok = request.uri().path() == "/v1/traces"
+                            && request.headers()["content-type"] == "application/x-protobuf";
+                        let body = http_body_util::BodyExt::collect(request.into_body())
+                            .await
+                            .unwrap()
+                            .to_bytes();
+                        let status = match ExportTraceServiceRequest::decode(body) {
+                            Ok(export) if ok => {
+                                for rs in export.resource_spans {
+                                    let service = rs
+                                        .resource
+                                        .iter()
+                                        .flat_map(|r| r.attributes.iter())
+                                        .find(|a| a.key == "service.name")
+                                        .and_then(|a| a.value.as_ref()?.value.as_ref())
+                                        .map(|v| format!("{v:?}"))
+                                        .unwrap_or_default();
+                                    for ss in rs.scope_spans {
+                                        for s in ss.spans {
+                                            seen.lock().unwrap().push((service.clone(), s));
+                                        }
+                                    }
+                                }
+                                200
+                            }
+                            _ => 400,
+                        };
+                        let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
+                        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    Collector { url, spans, task }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_a_real_otlp_collector() {
+    let otel = collector().await;
+    let app = App::new(APP);
+    let server = Server::start_with(&app, &app.dir.join("data"), &["--otlp-endpoint", &otel.url]);
+    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let client = crate::support::client();
+    let r = send(
+        &client,
+        "GET",
+        &format!("{}/send/orders?put/main", server.public),
+        "",
+        &[("traceparent", traceparent.as_str())],
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // Spans leave in batches, at most a second after they end.
+    let mut got = Vec::new();
+    for _ in 0..200 {
+        got = otel.spans.lock().unwrap().clone();
+        if got.iter().any(|(_, s)| s.name == "last") && got.len() >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let trace: Vec<u8> = (0..16)
+        .map(|i| u8::from_str_radix(&TRACE[2 * i..2 * i + 2], 16).unwrap())
+        .collect();
+    let find = |name: &str| {
+        got.iter().map(|(_, s)| s).find(|s| s.name == name).unwrap_or_else(|| {
+            panic!(
+                "the collector got no span `{name}`: {:?}",
+                got.iter().map(|(_, s)| &s.name).collect::<Vec<_>>()
+            )
+        })
+    };
+    for (service, s) in &got {
+        assert_eq!(s.trace_id, trace, "{}", s.name);
+        assert!(service.contains("\"traced\""), "service.name is the app's: {service}");
+    }
+    let (front, send_span, wait, worker, put, hop, last) = (
+        find("front"),
+        find("send orders"),
+        find("wait orders"),
+        find("worker"),
+        find("put main"),
+        find("hop"),
+        find("last"),
+    );
+    use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+    assert_eq!(front.kind, SpanKind::Server as i32);
+    assert_eq!(send_span.kind, SpanKind::Producer as i32);
+    assert_eq!(wait.kind, SpanKind::Consumer as i32);
+    assert_eq!(send_span.parent_span_id, front.span_id);
+    assert_eq!(wait.parent_span_id, send_span.span_id);
+    assert_eq!(worker.parent_span_id, wait.span_id);
+    assert_eq!(put.parent_span_id, worker.span_id);
+    assert_eq!(last.parent_span_id, hop.span_id);
+    assert!(last.events.iter().any(|e| e.name == "forward"));
+    assert!(front.end_time_unix_nano > front.start_time_unix_nano);
+    let trigger = front.attributes.iter().find(|a| a.key == "faas.trigger").unwrap();
+    assert_eq!(
+        format!("{:?}", trigger.value.as_ref().unwrap().value),
+        "Some(StringValue(\"http\"))"
+    );
+
+    let metrics = get(&format!("{}/metrics", server.admin)).await.body;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("weft_spans_exported_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_dead_collector_slows_and_fails_nothing() {
+    // Nothing listens here: every export fails, and requests do not care.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app = App::new(APP);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let server = Server::start_with(&app, &app.dir.join("data"), &["--otlp-endpoint", &endpoint]);
+    for _ in 0..20 {
+        let r = get(&format!("{}/hello/x", server.public)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let mut dropped = 0.0;
+    for _ in 0..100 {
+        let text = get(&format!("{}/metrics", server.admin)).await.body;
+        dropped = text
+            .lines()
+            .find_map(|l| l.strip_prefix("weft_spans_dropped_total{reason=\"export_failed\"} "))
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if dropped >= 20.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(dropped >= 20.0, "failed exports are counted, got {dropped}");
+
+    // A bad endpoint stops the start with what to give.
+    let out = crate::support::weft()
+        .args([
+            "up",
+            app.dir.to_str().unwrap(),
+            "--no-build",
+            "--otlp-endpoint",
+            "https://collector:4318",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("https is not supported yet"), "{err}");
+}
