@@ -711,7 +711,7 @@ async fn spans_reach_a_real_otlp_collector() {
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    // Spans leave in batches, at most a second after they end.
+    // Spans leave in batches, about 200 ms after they end.
     let mut got = Vec::new();
     for _ in 0..200 {
         got = otel.spans.lock().unwrap().clone();
