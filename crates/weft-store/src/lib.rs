@@ -20,5 +20,5 @@ pub use artifacts::{ArtifactError, Artifacts, Digest};
 pub use records::{
     DEFAULT_RETENTION, FunctionVersion, InvocationRecord, LogLine, LogQuery, MAX_TRACE_SPANS, Outcome,
     QUEUED_LOG_LINES, QUEUED_RECORDS, QUEUED_SPANS, RecordQuery, Shed, Store, StoreError, Trigger, UnknownName,
-    UsageBy, UsageQuery, now_us,
+    UsageBy, UsageQuery, now_us, us_before_now,
 };

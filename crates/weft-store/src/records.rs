@@ -695,6 +695,12 @@ pub fn now_us() -> i64 {
         .map_or(0, |d| d.as_micros() as i64)
 }
 
+/// `back` before now, in microseconds since the Unix epoch (as far back
+/// as the type reaches).
+pub fn us_before_now(back: Duration) -> i64 {
+    now_us().saturating_sub(back.as_micros().min(i64::MAX as u128) as i64)
+}
+
 fn commit(conn: &mut Connection, batch: &Batch) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
     {

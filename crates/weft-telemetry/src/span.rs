@@ -264,23 +264,13 @@ impl Trace {
 mod tests {
     use super::*;
 
+    /// A span with the ids given (not ones a context would make).
     fn span(id: &str, parent: Option<&str>, start: i64) -> Span {
-        Span {
-            trace_id: "t".into(),
-            span_id: id.into(),
-            parent_span_id: parent.map(str::to_string),
-            name: id.into(),
-            kind: SpanKind::Internal,
-            start_us: start,
-            duration_us: 10,
-            error: None,
-            request_id: None,
-            function: None,
-            attributes: BTreeMap::new(),
-            events: Vec::new(),
-            links: Vec::new(),
-            sampled: true,
-        }
+        let mut s = Span::new(&SpanContext::root(), None, id.into(), SpanKind::Internal, start);
+        s.span_id = id.into();
+        s.parent_span_id = parent.map(str::to_string);
+        s.duration_us = 10;
+        s
     }
 
     #[test]

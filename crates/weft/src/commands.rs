@@ -471,12 +471,25 @@ pub async fn deploy(app_dir: &Path, server: &str, build: bool, allow_loss: bool)
 }
 
 /// Which log lines `weft logs` prints, and how.
+#[derive(clap::Args)]
 pub struct LogOptions {
+    /// Only this function's lines.
     pub function: Option<String>,
+    /// Only this invocation's lines.
+    #[arg(long)]
     pub request: Option<String>,
+    /// Only the lines of the invocations in this trace (its 32 hex digits).
+    #[arg(long)]
     pub trace: Option<String>,
+    /// Only lines written within this long before now, e.g. 10m, 1h, 2d.
+    #[arg(long, value_parser = crate::parse_since)]
     pub since: Option<Duration>,
+    /// One JSON object per line: time, function, version, request_id,
+    /// trace_id, stream, text (a line that is JSON stays JSON).
+    #[arg(long)]
     pub json: bool,
+    /// Keep printing new lines as they arrive.
+    #[arg(long, short = 'f')]
     pub follow: bool,
 }
 
@@ -487,9 +500,7 @@ pub async fn logs(server: &str, options: LogOptions) -> anyhow::Result<ExitCode>
     {
         bail!("`{t}` is not a trace id: trace ids are 32 lowercase hex digits (`weft trace REQUEST_ID` shows one)");
     }
-    let since_us = options
-        .since
-        .map(|d| weft_store::now_us().saturating_sub(d.as_micros().min(i64::MAX as u128) as i64));
+    let since_us = options.since.map(weft_store::us_before_now);
     let mut after: i64 = 0;
     loop {
         let mut path = format!("/v1/logs?after={after}&limit=1000");
@@ -559,17 +570,28 @@ pub async fn trace(server: &str, id: &str, json: bool) -> anyhow::Result<ExitCod
 }
 
 /// What `weft cost` asks for.
+#[derive(clap::Args)]
 pub struct CostQuery {
+    /// Invocations that started within this long before now, e.g. 1d, 12h.
+    #[arg(long, default_value = "1d", value_parser = crate::parse_since)]
     pub since: Duration,
+    /// Only this function.
+    #[arg(long)]
     pub function: Option<String>,
+    /// Group by function, day (UTC) or trigger.
+    #[arg(long, default_value = "function", value_parser = ["function", "day", "trigger"])]
     pub by: String,
+    /// Price per request (default: Lambda's, 0.0000002).
+    #[arg(long)]
     pub per_request: Option<f64>,
+    /// Price per GB-second (default: Lambda's x86, 0.0000166667).
+    #[arg(long)]
     pub per_gb_second: Option<f64>,
 }
 
 pub async fn cost(server: &str, query: &CostQuery, json: bool) -> anyhow::Result<ExitCode> {
     let client = Client::new(server)?;
-    let since_us = weft_store::now_us().saturating_sub(query.since.as_micros().min(i64::MAX as u128) as i64);
+    let since_us = weft_store::us_before_now(query.since);
     let mut path = format!("/v1/cost?since_us={since_us}&by={}", encode(&query.by));
     if let Some(f) = &query.function {
         path.push_str(&format!("&function={}", encode(f)));

@@ -234,24 +234,8 @@ enum Command {
     },
     /// Show what functions wrote to stdout and stderr.
     Logs {
-        /// Only this function's lines.
-        function: Option<String>,
-        /// Only this invocation's lines.
-        #[arg(long)]
-        request: Option<String>,
-        /// Only the lines of the invocations in this trace (its 32 hex digits).
-        #[arg(long)]
-        trace: Option<String>,
-        /// Only lines written within this long before now, e.g. 10m, 1h, 2d.
-        #[arg(long, value_parser = parse_since)]
-        since: Option<std::time::Duration>,
-        /// One JSON object per line: time, function, version, request_id,
-        /// trace_id, stream, text (a line that is JSON stays JSON).
-        #[arg(long)]
-        json: bool,
-        /// Keep printing new lines as they arrive.
-        #[arg(long, short = 'f')]
-        follow: bool,
+        #[command(flatten)]
+        options: commands::LogOptions,
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
     },
@@ -270,21 +254,8 @@ enum Command {
     /// configured memory (as Lambda bills) and by measured peak memory,
     /// priced by Lambda's public x86 prices unless given others.
     Cost {
-        /// Invocations that started within this long before now, e.g. 1d, 12h.
-        #[arg(long, default_value = "1d", value_parser = parse_since)]
-        since: std::time::Duration,
-        /// Only this function.
-        #[arg(long)]
-        function: Option<String>,
-        /// Group by function, day (UTC) or trigger.
-        #[arg(long, default_value = "function", value_parser = ["function", "day", "trigger"])]
-        by: String,
-        /// Price per request (default: Lambda's, 0.0000002).
-        #[arg(long)]
-        per_request: Option<f64>,
-        /// Price per GB-second (default: Lambda's x86, 0.0000166667).
-        #[arg(long)]
-        per_gb_second: Option<f64>,
+        #[command(flatten)]
+        query: commands::CostQuery,
         /// Print the admin API's JSON.
         #[arg(long)]
         json: bool,
@@ -408,7 +379,7 @@ fn parse_retention(text: &str) -> Result<std::time::Duration, String> {
     }
 }
 
-fn parse_since(text: &str) -> Result<std::time::Duration, String> {
+pub(crate) fn parse_since(text: &str) -> Result<std::time::Duration, String> {
     match weft_manifest::parse_duration(text)? {
         d if !d.is_zero() && d.as_secs() <= 3650 * 86_400 => Ok(d),
         _ => Err("give a time back from now, from 1ms to 3650d, e.g. 10m, 1h, 2d".into()),
@@ -513,44 +484,9 @@ fn main() -> ExitCode {
                 no_build,
                 allow_loss,
             } => commands::deploy(&app_dir, &server, !no_build, allow_loss).await,
-            Command::Logs {
-                function,
-                request,
-                trace,
-                since,
-                json,
-                follow,
-                server,
-            } => {
-                let options = commands::LogOptions {
-                    function,
-                    request,
-                    trace,
-                    since,
-                    json,
-                    follow,
-                };
-                commands::logs(&server, options).await
-            }
+            Command::Logs { options, server } => commands::logs(&server, options).await,
             Command::Trace { id, json, server } => commands::trace(&server, &id, json).await,
-            Command::Cost {
-                since,
-                function,
-                by,
-                per_request,
-                per_gb_second,
-                json,
-                server,
-            } => {
-                let query = commands::CostQuery {
-                    since,
-                    function,
-                    by,
-                    per_request,
-                    per_gb_second,
-                };
-                commands::cost(&server, &query, json).await
-            }
+            Command::Cost { query, json, server } => commands::cost(&server, &query, json).await,
             Command::App { server } => commands::app(&server).await,
             Command::Nodes { server } => commands::nodes(&server).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,

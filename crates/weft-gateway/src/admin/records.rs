@@ -59,18 +59,7 @@ async fn invocation(node: &Arc<Node>, request: &AdminRequest) -> Reply {
 async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     let after = request.number("after", 0)?;
     let limit = request.number("limit", 1000)?.clamp(1, 10_000) as usize;
-    let since_us = match request.query.get("since") {
-        Some(text) => {
-            let back = weft_manifest::parse_duration(text)
-                .map_err(|why| AdminReply::error(400, format!("query parameter `since`: {why} (say `10m`, `1h`)")))?;
-            Some(weft_store::now_us().saturating_sub(back.as_micros().min(i64::MAX as u128) as i64))
-        }
-        None => request
-            .query
-            .contains_key("since_us")
-            .then(|| request.number("since_us", 0))
-            .transpose()?,
-    };
+    let since_us = since_us(request)?;
     let q = LogQuery {
         function: request.query.get("function").cloned(),
         request_id: request.query.get("request_id").cloned(),
@@ -110,6 +99,20 @@ async fn logs(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         }
     }
     Ok(AdminReply::ok(json!({ "lines": lines, "next": next })))
+}
+
+/// The time a query starts from: `since_us` (microseconds since the
+/// epoch) if given, else `since` (a duration back from now), else none.
+pub(super) fn since_us(request: &AdminRequest) -> Result<Option<i64>, AdminReply> {
+    if request.query.contains_key("since_us") {
+        return request.number("since_us", 0).map(Some);
+    }
+    let Some(text) = request.query.get("since") else {
+        return Ok(None);
+    };
+    let back = weft_manifest::parse_duration(text)
+        .map_err(|why| AdminReply::error(400, format!("query parameter `since`: {why} (say `10m`, `1h`, `2d`)")))?;
+    Ok(Some(weft_store::us_before_now(back)))
 }
 
 /// Runs a store query off the async threads.

@@ -11,7 +11,7 @@ use weft_node::capability::{AdminReply, AdminRequest, AdminRoute, admin_route};
 use weft_store::{UsageBy, UsageQuery};
 use weft_telemetry::{Prices, Span, Trace, Usage};
 
-use super::records::blocking;
+use super::records::{blocking, since_us};
 
 type Reply = Result<AdminReply, AdminReply>;
 
@@ -118,15 +118,9 @@ async fn ask_spans(node: &Arc<Node>, id: &str) -> Vec<(String, Vec<Span>)> {
 /// Requests, GB-seconds (by configured and by measured memory) and their
 /// price, grouped by function, day or trigger, since a time.
 async fn cost(node: &Arc<Node>, request: &AdminRequest) -> Reply {
-    let now = weft_store::now_us();
-    let since_us = match (request.query.get("since_us"), request.query.get("since")) {
-        (Some(_), _) => request.number("since_us", 0)?,
-        (None, Some(text)) => {
-            let back = weft_manifest::parse_duration(text)
-                .map_err(|why| AdminReply::error(400, format!("query parameter `since`: {why} (say `1d`, `12h`)")))?;
-            now.saturating_sub(back.as_micros().min(i64::MAX as u128) as i64)
-        }
-        (None, None) => now - 86_400_000_000,
+    let since_us = match since_us(request)? {
+        Some(t) => t,
+        None => weft_store::us_before_now(std::time::Duration::from_secs(86_400)),
     };
     let by: UsageBy = match request.query.get("by") {
         Some(b) => b.parse().map_err(|why: String| AdminReply::error(400, why))?,

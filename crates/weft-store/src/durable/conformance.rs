@@ -291,6 +291,28 @@ pub async fn concurrent_appends_all_land(s: Arc<dyn Storage>) {
 
 /// Runs every check against `s`, each on its own stream, bucket and key.
 /// A provider passes when this returns.
+/// A provider that reports commits reports every one: a write is at
+/// least one more commit, each commit sits in exactly one bucket of
+/// each histogram, and the operations they carried are at least as many.
+/// A provider that keeps no commits of its own reports none, always.
+async fn commit_stats_count_every_commit(s: &dyn Storage) {
+    let before = s.commit_stats();
+    s.append("stats", vec![msg("1", "a")], WINDOW).await.unwrap();
+    s.append("stats", vec![msg("2", "b"), msg("3", "c")], WINDOW)
+        .await
+        .unwrap();
+    let after = s.commit_stats();
+    let (Some(before), Some(after)) = (before, after) else {
+        assert_eq!((before, after), (None, None), "commit stats come and go");
+        return;
+    };
+    assert!(after.commits >= before.commits + 2, "{before:?} then {after:?}");
+    assert!(after.operations - before.operations >= after.commits - before.commits);
+    assert_eq!(after.commit_us.iter().sum::<u64>(), after.commits, "{after:?}");
+    assert_eq!(after.batch.iter().sum::<u64>(), after.commits, "{after:?}");
+    assert!(after.commit_us_sum >= before.commit_us_sum);
+}
+
 pub async fn run_all(s: Arc<dyn Storage>) {
     lease_ack_in_order(&*s).await;
     a_lapsed_lease_is_delivered_again(&*s).await;
@@ -304,5 +326,6 @@ pub async fn run_all(s: Arc<dyn Storage>) {
     append_all_writes_several_streams_at_once(&*s).await;
     key_value_compare_and_set(&*s).await;
     objects_round_trip(&*s).await;
+    commit_stats_count_every_commit(&*s).await;
     concurrent_appends_all_land(s).await;
 }
