@@ -89,13 +89,13 @@ pub fn cost(answer: &Value) -> String {
         prices["label"].as_str().unwrap_or("?")
     );
     out.push_str(&format!(
-        "{by:<24} {:>10} {:>16} {:>16} {:>14} {:>14}\n",
+        "{by:<24} {:>10} {:>16} {:>16} {:>18} {:>18}\n",
         "requests", "GB-s configured", "GB-s measured", "cost config.", "cost measured"
     ));
     let line = |key: &str, row: &Value| {
         format!(
-            "{key:<24} {:>10} {:>16.6} {:>16.6} {:>10.6} {currency} {:>10.6} {currency}\n",
-            row["requests"],
+            "{key:<24} {:>10} {:>16.6} {:>16.6} {:>14.10} {currency} {:>14.10} {currency}\n",
+            row["requests"].as_u64().unwrap_or(0),
             row["gb_seconds"]["configured"].as_f64().unwrap_or(0.0),
             row["gb_seconds"]["measured"].as_f64().unwrap_or(0.0),
             row["cost"]["configured"].as_f64().unwrap_or(0.0),
