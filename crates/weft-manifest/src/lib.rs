@@ -55,6 +55,7 @@ pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use section::{Extension, Section};
 pub use sections::app::{Build, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Function, MAX_MEMORY, MAX_TIMEOUT};
 pub use sections::bus::{Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Rule, RuleTarget};
+pub use sections::pricing::Pricing;
 pub use sections::queues::{AsyncInvoke, DEDUP_WINDOW, Queue, Trigger};
 pub use sections::routes::Route;
 pub use sections::schedules::{Missed, Schedule};
@@ -80,6 +81,8 @@ pub struct Manifest {
     /// Declared buses (the `default` bus exists whether declared or not).
     pub buses: Vec<Bus>,
     pub rules: Vec<Rule>,
+    /// `[pricing]`: the app's price table for `weft cost`, if it has one.
+    pub pricing: Option<Pricing>,
     /// What sections defined outside this crate checked, by their
     /// top-level key; see [`Manifest::parse_with`].
     pub extensions: BTreeMap<String, Extension>,

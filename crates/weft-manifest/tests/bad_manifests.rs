@@ -88,3 +88,36 @@ function = "home"
     assert_eq!(m.routes[1].method, None);
     assert_eq!(m.routes[0].path.params(), ["id"]);
 }
+
+#[test]
+fn a_price_table_is_read_with_its_defaults() {
+    let app = "[app]\nname = \"shop\"\n\n[function.cart]\nsource = \"cart.wasm\"\n";
+    let m = weft_manifest::Manifest::parse(app, "weft.toml").unwrap();
+    assert_eq!(m.pricing, None, "no [pricing] means the default table");
+    let text = format!("{app}\n[pricing]\nper_request = 0\nper_gb_second = 0.00001\n");
+    let p = weft_manifest::Manifest::parse(&text, "weft.toml")
+        .unwrap()
+        .pricing
+        .unwrap();
+    assert_eq!((p.per_request, p.per_gb_second), (0.0, 0.00001));
+    assert_eq!(
+        (p.currency.as_str(), p.label.as_str()),
+        ("USD", "the app's prices ([pricing])")
+    );
+    let text = format!(
+        "{app}\n[pricing]\nlabel = \"rack 4\"\ncurrency = \"EUR\"\nper_request = 0.0000001\nper_gb_second = 1\n"
+    );
+    let p = weft_manifest::Manifest::parse(&text, "weft.toml")
+        .unwrap()
+        .pricing
+        .unwrap();
+    assert_eq!(
+        (p.label.as_str(), p.currency.as_str(), p.per_gb_second),
+        ("rack 4", "EUR", 1.0)
+    );
+    let half = format!("{app}\n[pricing]\nper_request = 0\n");
+    let error = weft_manifest::Manifest::parse(&half, "weft.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("[pricing] has no `per_gb_second`"), "{error}");
+}

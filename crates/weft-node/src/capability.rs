@@ -421,12 +421,20 @@ pub struct AdminRequest {
     pub params: HashMap<String, String>,
     /// The query parameters, percent-decoded.
     pub query: HashMap<String, String>,
+    /// The request's headers: a `traceparent` among them is the trace
+    /// what the request sends or puts joins.
+    pub headers: http::HeaderMap,
     pub body: Bytes,
 }
 
 impl AdminRequest {
     pub fn param(&self, name: &str) -> &str {
         self.params.get(name).map_or("", String::as_str)
+    }
+
+    /// The trace the request's `traceparent` (and `tracestate`) names, if any.
+    pub fn trace(&self) -> Option<weft_telemetry::SpanContext> {
+        crate::telemetry::incoming(&self.headers)
     }
 
     /// The body as JSON of type `T`; an empty body reads as `{}`.

@@ -1,15 +1,21 @@
-//! Export of spans over OTLP/HTTP with protobuf bodies, to any
-//! OpenTelemetry collector, off the request path: spans are offered to a
-//! bounded queue without waiting, and one task sends them in batches. A
-//! slow or dead collector never slows or fails a request; what it cannot
-//! take is dropped and counted.
+//! Export of spans over OTLP, to any OpenTelemetry collector, off the
+//! request path: spans are offered to a bounded queue without waiting, and
+//! one task sends them in batches. A slow or dead collector never slows or
+//! fails a request; what it cannot take is dropped and counted.
+//!
+//! Both of OTLP's binary transports are spoken: HTTP with protobuf bodies
+//! (`POST /v1/traces`), and gRPC (the unary `TraceService/Export` over
+//! HTTP/2), each over `http://` or `https://` (rustls).
 //!
 //! Configured as OpenTelemetry SDKs are: `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`
 //! (the full URL), else `OTEL_EXPORTER_OTLP_ENDPOINT` (a base, to which
-//! `/v1/traces` is added), `OTEL_EXPORTER_OTLP_HEADERS`
+//! `/v1/traces` is added for HTTP), `OTEL_EXPORTER_OTLP_PROTOCOL`
+//! (`http/protobuf`, the default, or `grpc`), `OTEL_EXPORTER_OTLP_HEADERS`
 //! (`key=value,...`), `OTEL_EXPORTER_OTLP_TIMEOUT` (milliseconds),
-//! `OTEL_EXPORTER_OTLP_PROTOCOL` (only `http/protobuf`) and
-//! `OTEL_SERVICE_NAME`.
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE` (the PEM certificates that verify the
+//! collector, instead of the system's), `OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE`
+//! and `_CLIENT_KEY` (PEM, for a collector that asks for mutual TLS), each
+//! also in its `_TRACES_` form, and `OTEL_SERVICE_NAME`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,11 +44,29 @@ pub const MAX_BATCH: usize = 512;
 /// costs a request no wake-up of another thread.
 pub const BATCH_DELAY: Duration = Duration::from_millis(200);
 
+/// The path of gRPC's export call.
+pub const GRPC_EXPORT: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
+
+/// How spans travel to the collector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    /// `http/protobuf`: a protobuf body posted to `/v1/traces` (port 4318).
+    HttpProtobuf,
+    /// `grpc`: the unary export call over HTTP/2 (port 4317).
+    Grpc,
+}
+
 /// Where and how to export.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct OtlpConfig {
-    /// The traces URL (`http://HOST:PORT/v1/traces`).
+    /// The URL requests go to: `http://HOST:PORT/v1/traces`, or the gRPC
+    /// export call's path.
     pub endpoint: http::Uri,
+    pub protocol: Protocol,
+    /// The TLS settings of an `https://` endpoint: the roots that verify
+    /// the collector (the system's, unless certificates are given) and a
+    /// client certificate, if any.
+    pub tls: Arc<rustls::ClientConfig>,
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
     pub timeout: Duration,
     /// `service.name` of the spans' resource.
@@ -73,14 +97,18 @@ impl OtlpConfig {
             (None, None, Some(b)) => (b, false),
             (None, None, None) => return Ok(None),
         };
-        if let Some(protocol) = env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL"))
-            && protocol != "http/protobuf"
-        {
-            return Err(format!(
-                "OTEL_EXPORTER_OTLP_PROTOCOL is `{protocol}`: weft exports OTLP over HTTP with protobuf; set it to `http/protobuf` (collectors take it on port 4318)"
-            ));
-        }
-        let endpoint = traces_url(&text, full)?;
+        let protocol = match env("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL").or_else(|| env("OTEL_EXPORTER_OTLP_PROTOCOL")) {
+            None => Protocol::HttpProtobuf,
+            Some(p) if p == "http/protobuf" => Protocol::HttpProtobuf,
+            Some(p) if p == "grpc" => Protocol::Grpc,
+            Some(p) => {
+                return Err(format!(
+                    "OTEL_EXPORTER_OTLP_PROTOCOL is `{p}`: weft exports OTLP as `http/protobuf` (collectors take it on port 4318) or `grpc` (port 4317); set one of them"
+                ));
+            }
+        };
+        let endpoint = export_url(&text, full, protocol)?;
+        let tls = tls_config(&env, endpoint.scheme_str() == Some("https"))?;
         let mut headers = Vec::new();
         if let Some(list) = env("OTEL_EXPORTER_OTLP_TRACES_HEADERS").or_else(|| env("OTEL_EXPORTER_OTLP_HEADERS")) {
             for pair in list.split(',').filter(|p| !p.trim().is_empty()) {
@@ -109,6 +137,8 @@ impl OtlpConfig {
         };
         Ok(Some(OtlpConfig {
             endpoint,
+            protocol,
+            tls,
             headers,
             timeout,
             service: env("OTEL_SERVICE_NAME").unwrap_or_else(|| service.to_string()),
@@ -117,35 +147,100 @@ impl OtlpConfig {
     }
 }
 
-/// The traces URL: `text` itself if `full`, else `text` + `/v1/traces`.
-fn traces_url(text: &str, full: bool) -> Result<http::Uri, String> {
+/// The URL exports go to: over HTTP, `text` itself if `full`, else `text`
+/// + `/v1/traces`; over gRPC, the export call on `text`'s host.
+fn export_url(text: &str, full: bool, protocol: Protocol) -> Result<http::Uri, String> {
     let bad = |why: &str| format!("OTLP endpoint `{text}`: {why}; give one like http://127.0.0.1:4318");
     let base: http::Uri = text.parse().map_err(|_| bad("not a URL"))?;
-    match base.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https is not supported yet; export to a collector on this machine or network over http",
-            ));
-        }
-        _ => return Err(bad("it must start with http://")),
-    }
+    let scheme = match base.scheme_str() {
+        Some(s @ ("http" | "https")) => s.to_string(),
+        _ => return Err(bad("it must start with http:// or https://")),
+    };
     if base.host().is_none() {
         return Err(bad("it names no host"));
     }
-    if full {
-        return Ok(base);
-    }
-    let path = base.path().trim_end_matches('/');
-    let path = if path.ends_with("/v1/traces") {
-        path.to_string()
-    } else {
-        format!("{path}/v1/traces")
-    };
     let authority = base.authority().map_or("", |a| a.as_str());
-    format!("http://{authority}{path}")
+    let path = base.path().trim_end_matches('/');
+    let path = match protocol {
+        Protocol::Grpc => GRPC_EXPORT.to_string(),
+        Protocol::HttpProtobuf if full => return Ok(base),
+        Protocol::HttpProtobuf if path.ends_with("/v1/traces") => path.to_string(),
+        Protocol::HttpProtobuf => format!("{path}/v1/traces"),
+    };
+    format!("{scheme}://{authority}{path}")
         .parse()
         .map_err(|_| bad("not a URL"))
+}
+
+/// The TLS settings the certificate variables ask for; for plain `http`
+/// (`https` false), settings that are never used.
+fn tls_config(env: &impl Fn(&str) -> Option<String>, https: bool) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let var = |name: &str| {
+        let traces = name.replace("OTEL_EXPORTER_OTLP_", "OTEL_EXPORTER_OTLP_TRACES_");
+        env(&traces)
+            .map(|v| (traces, v))
+            .or_else(|| env(name).map(|v| (name.to_string(), v)))
+    };
+    let certificates = |(name, file): &(String, String)| -> Result<Vec<CertificateDer<'static>>, String> {
+        let found: Result<Vec<_>, _> = CertificateDer::pem_file_iter(file)
+            .map_err(|e| format!("{name}: cannot read `{file}`: {e}"))?
+            .collect();
+        match found {
+            Ok(certs) if !certs.is_empty() => Ok(certs),
+            Ok(_) => Err(format!(
+                "{name}: `{file}` holds no PEM certificate (`-----BEGIN CERTIFICATE-----`)"
+            )),
+            Err(e) => Err(format!("{name}: `{file}` is not PEM: {e}")),
+        }
+    };
+    let roots = var("OTEL_EXPORTER_OTLP_CERTIFICATE");
+    let client = (
+        var("OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE"),
+        var("OTEL_EXPORTER_OTLP_CLIENT_KEY"),
+    );
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut store = rustls::RootCertStore::empty();
+    match &roots {
+        Some(given) => {
+            for cert in certificates(given)? {
+                store
+                    .add(cert)
+                    .map_err(|e| format!("{}: a certificate in `{}` is not usable: {e}", given.0, given.1))?;
+            }
+        }
+        None if https => {
+            let (added, _) = store.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+            if added == 0 {
+                return Err(
+                    "the OTLP endpoint is https, but this machine has no TLS root certificates: install the `ca-certificates` package, or name the collector's in OTEL_EXPORTER_OTLP_CERTIFICATE".into(),
+                );
+            }
+        }
+        None => {}
+    }
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS: {e}"))?
+        .with_root_certificates(store);
+    let config = match client {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(cert), Some((name, file))) => {
+            let key = PrivateKeyDer::from_pem_file(&file)
+                .map_err(|e| format!("{name}: `{file}` holds no PEM private key: {e}"))?;
+            builder
+                .with_client_auth_cert(certificates(&cert)?, key)
+                .map_err(|e| format!("{name}: the key does not suit the client certificate: {e}"))?
+        }
+        _ => {
+            return Err(
+                "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and OTEL_EXPORTER_OTLP_CLIENT_KEY go together: set both, or neither"
+                    .into(),
+            );
+        }
+    };
+    Ok(Arc::new(config))
 }
 
 /// What the exporter did, since it started.
@@ -200,8 +295,21 @@ impl Exporter {
     }
 }
 
+type HttpsClient =
+    Client<hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>, Full<Bytes>>;
+
+/// The client for `config`: HTTP/1.1 or HTTP/2 (by ALPN over TLS) for
+/// `http/protobuf`, HTTP/2 only for gRPC.
+fn client(config: &OtlpConfig) -> HttpsClient {
+    let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config((*config.tls).clone());
+    let connector = builder.https_or_http().enable_http1().enable_http2().build();
+    Client::builder(TokioExecutor::new())
+        .http2_only(config.protocol == Protocol::Grpc)
+        .build(connector)
+}
+
 async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Item>, stats: Arc<ExportStats>) {
-    let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let client = client(&config);
     let mut warned: Option<tokio::time::Instant> = None;
     loop {
         let Some(first) = rx.recv().await else { return };
@@ -241,36 +349,78 @@ async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Item>, stats: Arc<Export
     }
 }
 
-async fn send(
-    client: &Client<hyper_util::client::legacy::connect::HttpConnector, Full<Bytes>>,
-    config: &OtlpConfig,
-    spans: &[Span],
-) -> Result<(), String> {
-    let body = encode(config, spans).encode_to_vec();
+/// The most of a collector's answer that is read.
+const MAX_ANSWER: usize = 1 << 20;
+
+async fn send(client: &HttpsClient, config: &OtlpConfig, spans: &[Span]) -> Result<(), String> {
+    let message = encode(config, spans).encode_to_vec();
+    let (content_type, body) = match config.protocol {
+        Protocol::HttpProtobuf => ("application/x-protobuf", Bytes::from(message)),
+        Protocol::Grpc => ("application/grpc", grpc_frame(&message)),
+    };
     let mut request = hyper::Request::builder()
         .method("POST")
         .uri(config.endpoint.clone())
-        .header(http::header::CONTENT_TYPE, "application/x-protobuf");
+        .header(http::header::CONTENT_TYPE, content_type);
+    if config.protocol == Protocol::Grpc {
+        request = request.header(http::header::TE, "trailers");
+    }
     for (k, v) in &config.headers {
         request = request.header(k, v);
     }
-    let request = request.body(Full::new(Bytes::from(body))).map_err(|e| e.to_string())?;
-    let response = tokio::time::timeout(config.timeout, client.request(request))
+    let request = request.body(Full::new(body)).map_err(|e| e.to_string())?;
+    let answer = async {
+        let response = client
+            .request(request)
+            .await
+            .map_err(|e| format!("cannot reach the collector: {e}"))?;
+        let (parts, body) = response.into_parts();
+        // Read (and bound) the answer: gRPC's status is in its trailers,
+        // and a read answer lets the connection be reused.
+        let collected = http_body_util::BodyExt::collect(http_body_util::Limited::new(body, MAX_ANSWER))
+            .await
+            .map_err(|e| format!("the collector's answer was cut off: {e}"))?;
+        Ok::<_, String>((parts, collected.trailers().cloned()))
+    };
+    let (parts, trailers) = tokio::time::timeout(config.timeout, answer)
         .await
-        .map_err(|_| format!("no answer within {:?}", config.timeout))?
-        .map_err(|e| format!("cannot reach the collector: {e}"))?;
-    let status = response.status();
-    // Read (and bound) the answer so the connection can be reused.
-    let _ = tokio::time::timeout(
-        config.timeout,
-        http_body_util::BodyExt::collect(http_body_util::Limited::new(response.into_body(), 1 << 20)),
-    )
-    .await;
-    if status.is_success() {
-        Ok(())
-    } else {
-        Err(format!("the collector answered {status}"))
+        .map_err(|_| format!("no answer within {:?}", config.timeout))??;
+    if !parts.status.is_success() {
+        return Err(format!("the collector answered {}", parts.status));
     }
+    if config.protocol == Protocol::Grpc {
+        // A trailers-only answer carries the status in its headers.
+        let status = trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| parts.headers.get("grpc-status"));
+        let message = trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-message"))
+            .or_else(|| parts.headers.get("grpc-message"));
+        return match status.map(|s| s.as_bytes()) {
+            Some(b"0") => Ok(()),
+            Some(code) => Err(format!(
+                "the collector answered gRPC status {}: {}",
+                String::from_utf8_lossy(code),
+                message.map_or(std::borrow::Cow::Borrowed(""), |m| percent_encoding::percent_decode(
+                    m.as_bytes()
+                )
+                .decode_utf8_lossy())
+            )),
+            None => Err("the collector's gRPC answer has no grpc-status".into()),
+        };
+    }
+    Ok(())
+}
+
+/// A gRPC message frame: not compressed, its length, the message.
+pub fn grpc_frame(message: &[u8]) -> Bytes {
+    let mut framed = Vec::with_capacity(5 + message.len());
+    framed.push(0);
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    Bytes::from(framed)
 }
 
 /// The OTLP request carrying `spans`, under one resource and scope.
@@ -389,7 +539,7 @@ mod tests {
     #[test]
     fn the_endpoint_follows_the_sdk_variables() {
         let none = OtlpConfig::from_env(None, env(&[]), "app", "n").unwrap();
-        assert_eq!(none, None);
+        assert!(none.is_none());
         let c = OtlpConfig::from_env(Some("http://127.0.0.1:4318"), env(&[]), "app", "n")
             .unwrap()
             .unwrap();
@@ -410,19 +560,25 @@ mod tests {
         let full = [("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "http://c:9999/custom")];
         let c = OtlpConfig::from_env(None, env(&full), "app", "n").unwrap().unwrap();
         assert_eq!(c.endpoint, "http://c:9999/custom");
+        assert_eq!(c.protocol, Protocol::HttpProtobuf);
+        let grpc = [("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")];
+        let c = OtlpConfig::from_env(Some("http://collector:4317/"), env(&grpc), "app", "n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.protocol, Protocol::Grpc);
+        assert_eq!(c.endpoint, format!("http://collector:4317{GRPC_EXPORT}").as_str());
     }
 
     #[test]
     fn bad_settings_say_what_to_give() {
         type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>, &'a str);
-        let cases: [Case; 6] = [
-            (&[], Some("ftp://x"), "it must start with http://"),
-            (&[], Some("https://x:4318"), "https is not supported yet"),
+        let cases: [Case; 9] = [
+            (&[], Some("ftp://x"), "it must start with http:// or https://"),
             (&[], Some("not a url"), "not a URL"),
             (
-                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")],
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")],
                 Some("http://x"),
-                "set it to `http/protobuf`",
+                "`http/protobuf` (collectors take it on port 4318) or `grpc`",
             ),
             (
                 &[("OTEL_EXPORTER_OTLP_HEADERS", "novalue")],
@@ -434,6 +590,22 @@ mod tests {
                 Some("http://x"),
                 "give milliseconds",
             ),
+            (
+                &[("OTEL_EXPORTER_OTLP_CERTIFICATE", "/no/such/ca.pem")],
+                Some("https://x"),
+                "OTEL_EXPORTER_OTLP_CERTIFICATE: cannot read `/no/such/ca.pem`",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE", "Cargo.toml")],
+                Some("https://x"),
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE: `Cargo.toml` holds no PEM certificate",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "Cargo.toml")],
+                Some("https://x"),
+                "go together: set both, or neither",
+            ),
+            (&[], Some("http://"), "not a URL"),
         ];
         for (vars, flag, says) in cases {
             let e = OtlpConfig::from_env(flag, env(vars), "app", "n").unwrap_err();

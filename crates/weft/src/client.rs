@@ -13,6 +13,10 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8081";
 pub struct Client {
     base: String,
     http: HyperClient<HttpConnector, Full<Bytes>>,
+    /// `TRACEPARENT` (and `TRACESTATE`) from the environment, as
+    /// OpenTelemetry's environment carrier has it: what a command sends or
+    /// puts joins that trace, so a script's steps show as one.
+    trace: Option<(String, Option<String>)>,
 }
 
 impl Client {
@@ -24,9 +28,22 @@ impl Client {
         if uri.scheme_str() != Some("http") || uri.host().is_none() {
             bail!("`{server}` is not an http://HOST:PORT URL; pass --server http://127.0.0.1:8081");
         }
+        let trace = match std::env::var("TRACEPARENT") {
+            Ok(parent) => {
+                let state = std::env::var("TRACESTATE").ok();
+                if weft_telemetry::SpanContext::parse(&parent, state.as_deref()).is_none() {
+                    bail!(
+                        "TRACEPARENT `{parent}` is not a W3C traceparent; write `00-` 32 hex digits `-` 16 hex digits `-01`, or unset it"
+                    );
+                }
+                Some((parent, state))
+            }
+            Err(_) => None,
+        };
         Ok(Client {
             base,
             http: HyperClient::builder(TokioExecutor::new()).build_http(),
+            trace,
         })
     }
 
@@ -38,11 +55,17 @@ impl Client {
         body: Option<Bytes>,
         content_type: &str,
     ) -> anyhow::Result<(u16, Value)> {
-        let request = http::Request::builder()
+        let mut request = http::Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base))
-            .header(http::header::CONTENT_TYPE, content_type)
-            .body(Full::new(body.unwrap_or_default()))?;
+            .header(http::header::CONTENT_TYPE, content_type);
+        if let Some((parent, state)) = &self.trace {
+            request = request.header("traceparent", parent);
+            if let Some(state) = state {
+                request = request.header("tracestate", state);
+            }
+        }
+        let request = request.body(Full::new(body.unwrap_or_default()))?;
         let response = self.http.request(request).await.map_err(|e| {
             anyhow!(
                 "cannot reach the weft server at {}: {e}. Is `weft up` running? (set --server or WEFT_SERVER)",

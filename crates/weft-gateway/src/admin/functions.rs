@@ -163,7 +163,8 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
                 ));
             }
         }
-        // A `traceparent` among the headers is the trace the invocation joins.
+        // A `traceparent` among the headers is the trace the invocation
+        // joins; else the admin request's own.
         let header = |n: &str| {
             input
                 .headers
@@ -171,7 +172,9 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
                 .find(|(k, _)| k.eq_ignore_ascii_case(n))
                 .map(|(_, v)| v.as_str())
         };
-        let parent = header("traceparent").and_then(|t| weft_telemetry::SpanContext::parse(t, header("tracestate")));
+        let parent = header("traceparent")
+            .and_then(|t| weft_telemetry::SpanContext::parse(t, header("tracestate")))
+            .or_else(|| request.trace());
         let headers = input.headers.into_iter().collect();
         let id = node
             .invoke_async(
@@ -196,6 +199,15 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         .method(method)
         .uri(path)
         .header(http::header::HOST, "localhost");
+    let given = |n: &str| input.headers.keys().any(|k| k.eq_ignore_ascii_case(n));
+    if !given("traceparent") {
+        // The admin request's own trace, as for an async invocation.
+        for name in ["traceparent", "tracestate"] {
+            if let Some(v) = request.headers.get(name).filter(|_| !given(name)) {
+                builder = builder.header(name, v);
+            }
+        }
+    }
     for (k, v) in &input.headers {
         builder = builder.header(k.as_str(), v.as_str());
     }

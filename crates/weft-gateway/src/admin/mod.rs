@@ -100,7 +100,8 @@ impl Admin {
             .collect();
         let query = parse_query(request.uri().query().unwrap_or(""));
         let max = route.max_body;
-        let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(request.into_body(), max).collect());
+        let (parts, incoming) = request.into_parts();
+        let read = tokio::time::timeout(READ_TIMEOUT, Limited::new(incoming, max).collect());
         let body = match read.await {
             Ok(Ok(collected)) => collected.to_bytes(),
             Err(_) => {
@@ -115,7 +116,13 @@ impl Admin {
                 );
             }
         };
-        let reply = (route.handler)(self.node.clone(), AdminRequest { params, query, body }).await;
+        let request = AdminRequest {
+            params,
+            query,
+            headers: parts.headers,
+            body,
+        };
+        let reply = (route.handler)(self.node.clone(), request).await;
         answer(reply)
     }
 }

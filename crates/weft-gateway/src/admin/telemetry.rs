@@ -126,7 +126,7 @@ async fn cost(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         Some(b) => b.parse().map_err(|why: String| AdminReply::error(400, why))?,
         None => UsageBy::Function,
     };
-    let prices = prices(request)?;
+    let prices = prices(node, request)?;
     let query = UsageQuery {
         since_us,
         function: request.query.get("function").cloned(),
@@ -169,9 +169,18 @@ async fn cost(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     })))
 }
 
-/// The price table: Lambda's public x86 prices unless the request names others.
-fn prices(request: &AdminRequest) -> Result<Prices, AdminReply> {
-    let mut prices = Prices::lambda_x86();
+/// The price table: the deployed manifest's `[pricing]`, else Lambda's
+/// public x86 prices; a price the request names overrides either.
+fn prices(node: &Node, request: &AdminRequest) -> Result<Prices, AdminReply> {
+    let mut prices = match node.deployment().manifest.as_ref().and_then(|m| m.pricing.as_ref()) {
+        Some(p) => Prices {
+            label: p.label.clone(),
+            currency: p.currency.clone(),
+            per_request: p.per_request,
+            per_gb_second: p.per_gb_second,
+        },
+        None => Prices::lambda_x86(),
+    };
     let price = |key: &str| -> Result<Option<f64>, AdminReply> {
         match request.query.get(key) {
             None => Ok(None),

@@ -9,6 +9,7 @@ use crate::section::Section;
 
 pub(crate) mod app;
 pub(crate) mod bus;
+pub(crate) mod pricing;
 pub(crate) mod queues;
 pub(crate) mod routes;
 pub(crate) mod schedules;
@@ -24,6 +25,7 @@ pub(crate) const BUILT_IN: &[&dyn Section] = &[
     &topics::Topics,
     &bus::Buses,
     &schedules::Schedules,
+    &pricing::Prices,
 ];
 
 /// The order the help for an unknown top-level key lists the built-in keys
@@ -39,6 +41,7 @@ const LISTED: &[&str] = &[
     "subscription",
     "bus",
     "rule",
+    "pricing",
 ];
 
 /// The top-level keys `sections` own, as the help lists them.

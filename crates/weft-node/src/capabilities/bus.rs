@@ -123,7 +123,7 @@ impl Capability<Node> for Bus {
         use http::Method;
         vec![
             admin_route(Method::POST, "/v1/events/put", |node, r| async move {
-                let (status, answer) = put_events(&node, &r.body, None, None).await;
+                let (status, answer) = put_events(&node, &r.body, None, r.trace().as_ref()).await;
                 Ok(AdminReply::with_status(status, answer))
             }),
             admin_route(Method::POST, "/v1/events/test-pattern", |_, r| async move {

@@ -337,7 +337,7 @@ async fn send(node: &Arc<Node>, request: &AdminRequest) -> Reply {
             ..Default::default()
         });
     }
-    let sent = send_traced(node, request.param("queue"), outgoing, None).await?;
+    let sent = send_traced(node, request.param("queue"), outgoing, request.trace().as_ref()).await?;
     Ok(AdminReply::with_status(201, json!({ "messages": sent })))
 }
 

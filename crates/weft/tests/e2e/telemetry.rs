@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-use crate::support::{App, Server, get, record, records, send};
+use crate::support::{App, Server, deploy, get, record, records, send};
 
 const APP: &str = r#"
 [app]
@@ -200,6 +200,84 @@ async fn one_trace_holds_a_request_and_every_hop_it_set_off() {
     let bad = server.cli(&["logs", "--trace", "not-a-trace"]);
     assert!(!bad.status.success());
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a trace id"));
+}
+
+/// `weft` with `TRACEPARENT` set, as a script inside a traced job runs it.
+fn cli_in_trace(server: &Server, traceparent: &str, args: &[&str]) -> std::process::Output {
+    crate::support::weft()
+        .args(args)
+        .env("WEFT_SERVER", &server.admin)
+        .env("TRACEPARENT", traceparent)
+        .output()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admin_sends_and_puts_join_the_callers_trace() {
+    let app = App::new(APP);
+    let server = Server::start(&app);
+    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    // A message sent by the CLI: its send, the worker, the bus put and the
+    // rule's target are all in the caller's trace.
+    let out = cli_in_trace(
+        &server,
+        &traceparent,
+        &["queue", "send", "orders", "--data", "put/main"],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    records(&server, "function=last&limit=1", 1).await;
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        spans = trace(&server, TRACE).await.1;
+        if spans.iter().any(|s| s["name"] == "last") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let send_span = named(&spans, "send orders");
+    assert_eq!(send_span["parent_span_id"], CLIENT_SPAN, "{spans:#?}");
+    child_of(named(&spans, "wait orders"), send_span);
+    child_of(named(&spans, "put main"), named(&spans, "worker"));
+    assert!(spans.iter().all(|s| s["trace_id"] == TRACE), "{spans:#?}");
+
+    // An event put through the admin API with a `traceparent` header.
+    let other = "0af7651916cd43dd8448eb211c80319c";
+    let entry = r#"{"Entries":[{"Source":"probe","DetailType":"relay","Detail":"{}","EventBusName":"main"}]}"#;
+    let r = send(
+        &crate::support::client(),
+        "POST",
+        &format!("{}/v1/events/put", server.admin),
+        entry,
+        &[("traceparent", &format!("00-{other}-b7ad6b7169203331-01"))],
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        let r = get(&format!("{}/v1/traces/{other}", server.admin)).await;
+        if r.status == 200 {
+            spans.clear();
+            for root in r.json()["roots"].as_array().unwrap() {
+                flatten(root, &mut spans);
+            }
+            if spans.iter().any(|s| s["name"] == "last") {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let put = named(&spans, "put main");
+    assert_eq!(put["parent_span_id"], "b7ad6b7169203331", "{spans:#?}");
+    child_of(named(&spans, "last"), named(&spans, "hop"));
+
+    // A TRACEPARENT that is not one is refused, naming the variable.
+    let out = cli_in_trace(&server, "00-xyz", &["queue", "send", "orders", "--data", "x"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("TRACEPARENT `00-xyz` is not a W3C traceparent"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -421,6 +499,25 @@ async fn reports_and_cost_match_the_records_exactly() {
     );
     assert!(text.lines().any(|l| l.starts_with("http ")), "{text}");
 
+    // A price table in the manifest replaces the default; a flag still wins.
+    app.write(&format!(
+        "{APP}\n[pricing]\nlabel = \"rack 4\"\ncurrency = \"EUR\"\nper_request = 0.000002\nper_gb_second = 0.00004\n"
+    ));
+    let out = deploy(&app, &server);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let cost = get(&format!("{}/v1/cost", server.admin)).await.json();
+    assert_eq!(cost["prices"]["label"], "rack 4");
+    assert_eq!(cost["prices"]["currency"], "EUR");
+    let gbs = cost["total"]["gb_seconds"]["configured"].as_f64().unwrap();
+    let price = all.len() as f64 * 0.000002 + gbs * 0.00004;
+    assert!(
+        (cost["total"]["cost"]["configured"].as_f64().unwrap() - price).abs() < 1e-15,
+        "{cost}"
+    );
+    let cost = get(&format!("{}/v1/cost?per_request=0", server.admin)).await.json();
+    assert_eq!(cost["prices"]["per_request"], 0.0);
+    assert_eq!(cost["prices"]["per_gb_second"], 0.00004);
+
     // Bad questions get clear answers.
     let bad = server.cli(&["cost", "--by", "week"]);
     assert!(!bad.status.success());
@@ -621,12 +718,17 @@ async fn metrics_read_with_the_prometheus_parser() {
     assert_eq!(value("weft_telemetry_shed_total", &[("kind", "records")]), 0.0);
 }
 
-/// A real OTLP/HTTP receiver on loopback: every span of every
-/// `ExportTraceServiceRequest` posted to `/v1/traces`, decoded, with the
-/// resource's `service.name`.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>;
+
+/// A real OTLP receiver on loopback, speaking both transports: every span
+/// of every `ExportTraceServiceRequest` posted to `/v1/traces`
+/// (HTTP/protobuf) or sent to the gRPC export call (HTTP/2, with gRPC's
+/// framing and status trailers), decoded, with the resource's
+/// `service.name` and the transport (`http` or `grpc`). With `tls`, it
+/// serves HTTPS only, with ALPN `h2` and `http/1.1`.
 struct Collector {
     url: String,
-    spans: std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>>,
+    spans: Received,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -637,31 +739,66 @@ impl Drop for Collector {
 }
 
 async fn collector() -> Collector {
-    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    collector_with(None).await
+}
+
+/// What one request to the collector carried, decoded, or why not.
+fn received(
+    path: &str,
+    content_type: &str,
+    body: bytes::Bytes,
+) -> Result<
+    (
+        &'static str,
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest,
+    ),
+    String,
+> {
     use prost::Message;
+    let decode = |b: &[u8]| {
+        opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest::decode(b)
+            .map_err(|e| e.to_string())
+    };
+    match (path, content_type) {
+        ("/v1/traces", "application/x-protobuf") => Ok(("http", decode(&body)?)),
+        (weft_telemetry::otlp::GRPC_EXPORT, "application/grpc") => {
+            let (head, message) = body.split_at_checked(5).ok_or("a gRPC frame has 5 bytes of header")?;
+            let length = u32::from_be_bytes(head[1..5].try_into().unwrap()) as usize;
+            if head[0] != 0 || length != message.len() {
+                return Err(format!(
+                    "not one uncompressed gRPC message: {head:?}, {} bytes",
+                    message.len()
+                ));
+            }
+            Ok(("grpc", decode(message)?))
+        }
+        _ => Err(format!("nothing is served at {path} as {content_type}")),
+    }
+}
+
+async fn collector_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Collector {
+    use http_body_util::BodyExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let spans: std::sync::Arc<std::sync::Mutex<Vec<(String, opentelemetry_proto::tonic::trace::v1::Span)>>> =
-        Default::default();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let url = format!("{scheme}://{}", listener.local_addr().unwrap());
+    let spans: Received = Default::default();
     let seen = spans.clone();
     let task = tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 return;
             };
-            let seen = seen.clone();
+            let (seen, tls) = (seen.clone(), tls.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
                     let seen = seen.clone();
                     async move {
-                        let ok = request.uri().path() == "/v1/traces"
-                            && request.headers()["content-type"] == "application/x-protobuf";
-                        let body = http_body_util::BodyExt::collect(request.into_body())
-                            .await
-                            .unwrap()
-                            .to_bytes();
-                        let status = match ExportTraceServiceRequest::decode(body) {
-                            Ok(export) if ok => {
+                        let path = request.uri().path().to_string();
+                        let content_type = request.headers()["content-type"].to_str().unwrap().to_string();
+                        let body = request.into_body().collect().await.unwrap().to_bytes();
+                        let got = received(&path, &content_type, body);
+                        let (status, grpc) = match got {
+                            Ok((transport, export)) => {
                                 for rs in export.resource_spans {
                                     let service = rs
                                         .resource
@@ -669,7 +806,7 @@ async fn collector() -> Collector {
                                         .flat_map(|r| r.attributes.iter())
                                         .find(|a| a.key == "service.name")
                                         .and_then(|a| a.value.as_ref()?.value.as_ref())
-                                        .map(|v| format!("{v:?}"))
+                                        .map(|v| format!("{transport} {v:?}"))
                                         .unwrap_or_default();
                                     for ss in rs.scope_spans {
                                         for s in ss.spans {
@@ -677,22 +814,144 @@ async fn collector() -> Collector {
                                         }
                                     }
                                 }
-                                200
+                                (200, "0")
                             }
-                            _ => 400,
+                            Err(why) => {
+                                eprintln!("collector: {why}");
+                                (400, "3")
+                            }
                         };
-                        let mut response = hyper::Response::new(http_body_util::Full::new(bytes::Bytes::new()));
-                        *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        let mut trailers = http::HeaderMap::new();
+                        trailers.insert("grpc-status", http::HeaderValue::from_static(grpc));
+                        let body = http_body_util::Full::new(bytes::Bytes::new())
+                            .map_err(|never| match never {})
+                            .with_trailers(async move { Some(Ok::<_, std::convert::Infallible>(trailers)) });
+                        let mut response = hyper::Response::new(body);
+                        if content_type != "application/grpc" {
+                            *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                        }
                         Ok::<_, std::convert::Infallible>(response)
                     }
                 });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
-                    .await;
+                let server = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = server
+                            .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        if let Ok(stream) = acceptor.accept(stream).await {
+                            let _ = server
+                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .await;
+                        }
+                    }
+                }
             });
         }
     });
     Collector { url, spans, task }
+}
+
+/// A certificate for `127.0.0.1`, made now: the acceptor that serves it,
+/// and the PEM file that verifies it.
+fn self_signed(dir: &std::path::Path) -> (tokio_rustls::TlsAcceptor, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = dir.join("collector.pem");
+    std::fs::write(&pem, cert.pem()).unwrap();
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    (tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)), pem)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn spans_reach_collectors_over_grpc_and_https() {
+    let app = App::new(APP);
+    let (acceptor, pem) = self_signed(&app.dir);
+    let plain = collector().await;
+    let secure = collector_with(Some(acceptor)).await;
+    let pem = pem.to_str().unwrap();
+    for (otel, protocol, transport) in [
+        (&plain, "grpc", "grpc"),
+        (&secure, "grpc", "grpc"),
+        (&secure, "http/protobuf", "http"),
+    ] {
+        otel.spans.lock().unwrap().clear();
+        let data = app.dir.join(format!("data-{protocol}-{}", &otel.url[..5]));
+        let server = Server::start_with_env(
+            &app,
+            &data,
+            &["--otlp-endpoint", &otel.url],
+            &[
+                ("OTEL_EXPORTER_OTLP_PROTOCOL", protocol),
+                ("OTEL_EXPORTER_OTLP_CERTIFICATE", pem),
+            ],
+        );
+        let r = get(&format!("{}/hello/x", server.public)).await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        let id = r.headers["weft-request-id"].to_str().unwrap().to_string();
+        let mut got = Vec::new();
+        for _ in 0..200 {
+            got = otel.spans.lock().unwrap().clone();
+            if !got.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let front = got
+            .iter()
+            .find(|(_, s)| s.name == "front")
+            .unwrap_or_else(|| panic!("{protocol} to {}: the collector got {got:?}", otel.url));
+        assert!(front.0.starts_with(&format!("{transport} ")), "{protocol}: {}", front.0);
+        let invocation = front
+            .1
+            .attributes
+            .iter()
+            .find(|a| a.key == "faas.invocation_id")
+            .unwrap();
+        assert_eq!(
+            format!("{:?}", invocation.value.as_ref().unwrap().value),
+            format!("Some(StringValue({id:?}))")
+        );
+        let metrics = get(&format!("{}/metrics", server.admin)).await.body;
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l == "weft_spans_dropped_total{reason=\"export_failed\"} 0"),
+            "{protocol}: {metrics}"
+        );
+    }
+
+    // A collector whose certificate is not trusted gets nothing: the
+    // system's roots do not know it, and the failure is counted.
+    let server = Server::start_with(&app, &app.dir.join("data-untrusted"), &["--otlp-endpoint", &secure.url]);
+    secure.spans.lock().unwrap().clear();
+    assert_eq!(get(&format!("{}/hello/x", server.public)).await.status, 200);
+    let mut failed = false;
+    for _ in 0..100 {
+        let text = get(&format!("{}/metrics", server.admin)).await.body;
+        failed = text
+            .lines()
+            .any(|l| l.starts_with("weft_spans_dropped_total{reason=\"export_failed\"} ") && !l.ends_with(" 0"));
+        if failed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(failed, "an untrusted collector's export fails and is counted");
+    assert!(secure.spans.lock().unwrap().is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -807,11 +1066,11 @@ async fn a_dead_collector_slows_and_fails_nothing() {
             app.dir.to_str().unwrap(),
             "--no-build",
             "--otlp-endpoint",
-            "https://collector:4318",
+            "ftp://collector:4318",
         ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("https is not supported yet"), "{err}");
+    assert!(err.contains("it must start with http:// or https://"), "{err}");
 }

@@ -98,7 +98,13 @@ impl Server {
 
     /// `weft up` with `extra` arguments (limits, say).
     pub fn start_with(app: &App, data: &Path, extra: &[&str]) -> Server {
+        Server::start_with_env(app, data, extra, &[])
+    }
+
+    /// `weft up` with `extra` arguments and environment variables.
+    pub fn start_with_env(app: &App, data: &Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = weft()
+            .envs(env.iter().copied())
             .arg("up")
             .arg(&app.dir)
             .args([
