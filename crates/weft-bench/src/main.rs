@@ -41,6 +41,19 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         addr: SocketAddr,
     },
+    /// Load one server (to profile it under `perf`): print requests/s and
+    /// the p50 and p99 latency.
+    Load {
+        /// The server's address, `HOST:PORT`.
+        #[arg(long)]
+        addr: SocketAddr,
+        #[arg(long, default_value = "/")]
+        path: String,
+        #[arg(long, default_value_t = 16)]
+        connections: usize,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
     /// Run every benchmark and print the report.
     Run {
         /// The release `weft` binary.
@@ -84,6 +97,32 @@ fn main() -> anyhow::Result<()> {
         Command::HyperChain { addr } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(chain::serve_hyper_chain(addr))
+        }
+        Command::Load {
+            addr,
+            path,
+            connections,
+            seconds,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(1)
+                .enable_all()
+                .build()?;
+            let run = rt.block_on(load::run(
+                addr,
+                &path,
+                connections,
+                Duration::from_secs(1),
+                Duration::from_secs(seconds),
+            ))?;
+            println!(
+                "{:.0} requests/s, p50 {:.0} µs, p99 {:.0} µs, {} errors",
+                run.rps(),
+                run.percentile(0.5),
+                run.percentile(0.99),
+                run.errors
+            );
+            Ok(())
         }
         Command::Run {
             weft,

@@ -20,6 +20,19 @@ pub struct Server {
     pub banner: Vec<String>,
 }
 
+impl Server {
+    /// The CPU time all the server's threads have used, from
+    /// `/proc/PID/task/*/schedstat` (nanoseconds on a CPU); `None` off Linux.
+    pub fn cpu(&self) -> Option<Duration> {
+        let tasks = std::fs::read_dir(format!("/proc/{}/task", self.child.id())).ok()?;
+        let ns: u64 = tasks
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+            .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+            .sum();
+        Some(Duration::from_nanos(ns))
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

@@ -2,7 +2,8 @@
 //! with tracing off (`--no-traces`), with spans kept locally (the
 //! default), and with spans also exported over OTLP to a local receiver,
 //! in one run. Each configuration is its own `weft up`, loaded in turn,
-//! twice, keeping each one's best round (a 2-core machine is noisy).
+//! [`ROUNDS`] times, keeping each one's best round (a 2-core machine is
+//! noisy), and the server's CPU per request.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -36,6 +37,11 @@ pub async fn serve_sink(addr: SocketAddr) -> anyhow::Result<()> {
 }
 
 const MODES: [&str; 3] = ["off", "local spans", "OTLP export"];
+/// Rounds per configuration, interleaved, so a noisy moment of a shared
+/// machine hits every configuration alike.
+const ROUNDS: usize = 5;
+/// Rounds of the chain's per-hop figures.
+const CHAIN_ROUNDS: usize = 7;
 
 fn start(weft: &Path, app: &Path, data: &Path, mode: &str, sink: &str) -> anyhow::Result<Server> {
     let extra: Vec<&str> = match mode {
@@ -65,36 +71,47 @@ pub async fn report(
         .map(|m| start(weft, app, &scratch.join(format!("telemetry-{m}")), m, &sink_url))
         .collect::<anyhow::Result<_>>()?;
     let mut best: Vec<Option<load::Load>> = vec![None, None, None];
-    for _round in 0..2 {
+    let mut cpu: Vec<Vec<f64>> = vec![Vec::new(); 3];
+    // Each round's requests/s of local spans and of export over off's.
+    let mut ratios: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _round in 0..ROUNDS {
+        let mut rps = [0.0; 3];
         for (i, server) in servers.iter().enumerate() {
-            let run = load::run(server.addr, "/", connections, warmup, seconds).await?;
+            let (run, used) = measured(server, "/", connections, warmup, seconds).await?;
+            cpu[i].extend(used);
+            rps[i] = run.rps();
             if best[i].as_ref().is_none_or(|b| run.rps() > b.rps()) {
                 best[i] = Some(run);
             }
         }
+        ratios[0].push(rps[1] / rps[0]);
+        ratios[1].push(rps[2] / rps[0]);
     }
     let exported = spans_exported(servers[2].admin).await.unwrap_or(0.0);
     drop(servers);
     out.push_str(&format!(
-        "Hello through the gateway, {connections} connections, {}s per round, best of 2 rounds each.\n\n",
+        "Hello through the gateway, {connections} connections, {}s per round, {ROUNDS} rounds, each loading the three servers in turn: the best round's requests/s and latency, and the server's CPU per request (all its threads, median of the rounds).\n\n",
         seconds.as_secs()
     ));
-    out.push_str("| telemetry | requests/s | p50 µs | p99 µs | errors |\n| --- | ---: | ---: | ---: | ---: |\n");
-    for (mode, run) in MODES.iter().zip(&best) {
+    out.push_str(
+        "| telemetry | requests/s | p50 µs | p99 µs | CPU µs/request | errors |\n| --- | ---: | ---: | ---: | ---: | ---: |\n",
+    );
+    let cpu: Vec<f64> = cpu.into_iter().map(median).collect();
+    for ((mode, run), cpu) in MODES.iter().zip(&best).zip(&cpu) {
         let run = run.as_ref().ok_or_else(|| anyhow::anyhow!("no run"))?;
         out.push_str(&format!(
-            "| {mode} | {:.0} | {:.0} | {:.0} | {} |\n",
+            "| {mode} | {:.0} | {:.0} | {:.0} | {cpu:.1} | {} |\n",
             run.rps(),
             run.percentile(0.5),
             run.percentile(0.99),
             run.errors
         ));
     }
-    let rps = |i: usize| best[i].as_ref().map_or(0.0, load::Load::rps);
+    let [local, export] = ratios.map(median);
     out.push_str(&format!(
-        "\n- local spans / off, requests/s: **{:.2}** (bar: at least 0.95)\n- OTLP export / off, requests/s: **{:.2}** (bar: at least 0.9); spans exported: {exported:.0}\n",
-        rps(1) / rps(0),
-        rps(2) / rps(0)
+        "\nRatios are the medians of each round's ratio (so a slow moment of the machine cancels out):\n\n- local spans / off, requests/s: **{local:.2}** (bar: at least 0.95); CPU per request: {:.2}×\n- OTLP export / off, requests/s: **{export:.2}** (bar: at least 0.9); CPU per request: {:.2}×; spans exported: {exported:.0}\n",
+        cpu[1] / cpu[0],
+        cpu[2] / cpu[0],
     ));
 
     // Chains: the per-hop figure, off against on.
@@ -112,42 +129,75 @@ pub async fn report(
         .iter()
         .map(|m| start(weft, &chain, &chain.join(format!("data-{m}")), m, &sink_url))
         .collect::<anyhow::Result<_>>()?;
-    out.push_str("\nPer-hop cost of a chain, one request at a time, (p50 at depth 10 − p50 at depth 1) ÷ 9, best of 2 rounds:\n\n| design | off µs/hop | local spans µs/hop | rise µs |\n| --- | ---: | ---: | ---: |\n");
-    let round = Duration::from_secs(2).min(seconds);
+    out.push_str(&format!("\nPer-hop cost of a chain, one request at a time: (p50 at depth 10 − p50 at depth 1) ÷ 9, and the server's CPU per hop (the same difference of CPU per request). Each of {CHAIN_ROUNDS} rounds measures both servers at each depth in turn; the figures are the medians over the rounds, and the rises the medians of each round's difference, so that a slow moment of the machine cancels out:\n\n| design | off µs/hop | local spans µs/hop | rise µs | off CPU µs/hop | local spans CPU µs/hop | CPU rise µs |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"));
+    let round = Duration::from_secs(1).min(seconds);
+    let settle = Duration::from_millis(200);
     for (design, hop) in [("blocking", "call/probe/"), ("forward", "forward/probe/")] {
-        let mut per_hop = [f64::MAX; 2];
-        for _ in 0..2 {
-            for (i, server) in servers.iter().enumerate() {
-                let one = load::run(
-                    server.addr,
-                    &format!("/{hop}json"),
-                    1,
-                    Duration::from_millis(300),
-                    round,
-                )
-                .await?;
-                let ten = load::run(
-                    server.addr,
-                    &format!("/{}json", hop.repeat(10)),
-                    1,
-                    Duration::from_millis(300),
-                    round,
-                )
-                .await?;
-                per_hop[i] = per_hop[i].min((ten.percentile(0.5) - one.percentile(0.5)) / 9.0);
+        let mut rounds: Vec<Round> = Vec::new();
+        for _ in 0..CHAIN_ROUNDS {
+            let mut one = [(0.0, 0.0); 2];
+            let mut ten = [(0.0, 0.0); 2];
+            for (depth, into) in [(1, &mut one), (10, &mut ten)] {
+                let path = format!("/{}json", hop.repeat(depth));
+                for (i, server) in servers.iter().enumerate() {
+                    let (run, cpu) = measured(server, &path, 1, settle, round).await?;
+                    into[i] = (run.percentile(0.5), cpu.unwrap_or(f64::NAN));
+                }
             }
+            let per_hop = |i: usize| ((ten[i].0 - one[i].0) / 9.0, (ten[i].1 - one[i].1) / 9.0);
+            let (off, on) = (per_hop(0), per_hop(1));
+            rounds.push(Round {
+                latency: [off.0, on.0],
+                cpu: [off.1, on.1],
+            });
         }
+        let pick = |f: &dyn Fn(&Round) -> f64| median(rounds.iter().map(f).collect());
         out.push_str(&format!(
-            "| {design} | {:.1} | {:.1} | **{:.1}** |\n",
-            per_hop[0],
-            per_hop[1],
-            per_hop[1] - per_hop[0]
+            "| {design} | {:.1} | {:.1} | **{:.1}** | {:.1} | {:.1} | **{:.1}** |\n",
+            pick(&|r| r.latency[0]),
+            pick(&|r| r.latency[1]),
+            pick(&|r| r.latency[1] - r.latency[0]),
+            pick(&|r| r.cpu[0]),
+            pick(&|r| r.cpu[1]),
+            pick(&|r| r.cpu[1] - r.cpu[0]),
         ));
     }
     out.push_str("\nBar: the per-hop figure rises by under 3 µs with spans kept.\n");
     drop(servers);
     drop(sink);
     Ok(out)
+}
+
+/// One round of a chain's figures: per hop, off and with spans kept.
+struct Round {
+    latency: [f64; 2],
+    cpu: [f64; 2],
+}
+
+/// A load run on `server`, and the server's CPU per request over it (the
+/// warm-up's requests counted at the measured rate).
+async fn measured(
+    server: &Server,
+    path: &str,
+    connections: usize,
+    warmup: Duration,
+    seconds: Duration,
+) -> anyhow::Result<(load::Load, Option<f64>)> {
+    let before = server.cpu();
+    let run = load::run(server.addr, path, connections, warmup, seconds).await?;
+    let cpu = match (before, server.cpu()) {
+        (Some(a), Some(b)) => {
+            let requests = run.rps() * (seconds + warmup).as_secs_f64();
+            Some((b - a).as_secs_f64() * 1e6 / requests.max(1.0))
+        }
+        _ => None,
+    };
+    Ok((run, cpu))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }
 
 /// `weft_spans_exported_total` from a server's `/metrics`.

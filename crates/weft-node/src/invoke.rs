@@ -212,7 +212,7 @@ impl Node {
             events: base.events,
         };
         self.count_invocation(&record);
-        self.export_invocation(&record, base.span.as_ref().is_some_and(|(c, _)| c.sampled()));
+        self.export_invocation(&record, base.span.as_ref().map(|(c, _)| c.flags));
         if wanted {
             self.store.record(record.clone());
             return Some(record);

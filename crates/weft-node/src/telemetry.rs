@@ -32,7 +32,7 @@ pub fn incoming(headers: &http::HeaderMap) -> Option<SpanContext> {
 
 /// Sets a request's `traceparent` (and `tracestate`) to `context`.
 pub fn set_headers(headers: &mut http::HeaderMap, context: &SpanContext) {
-    if let Ok(v) = HeaderValue::from_str(&context.traceparent()) {
+    if let Ok(v) = HeaderValue::from_bytes(&context.traceparent_bytes()) {
         headers.insert(TRACEPARENT, v);
     }
     match context.state.as_deref().map(HeaderValue::from_str) {
@@ -176,18 +176,19 @@ impl Node {
     /// and offered for export when an OTLP endpoint is configured.
     pub(crate) fn keep_spans(&self, spans: Vec<Span>) {
         if let Some(exporter) = &self.exporter {
-            exporter.offer(spans.iter().cloned());
+            exporter.offer(&spans);
         }
         self.store.spans(spans);
     }
 
     /// Offers an invocation's span for export, if its trace is sampled and
     /// an OTLP endpoint is configured.
-    pub(crate) fn export_invocation(&self, record: &weft_store::InvocationRecord, sampled: bool) {
-        if let Some(exporter) = &self.exporter
-            && sampled
+    pub(crate) fn export_invocation(&self, record: &weft_store::InvocationRecord, flags: Option<u8>) {
+        if let (Some(exporter), Some(flags)) = (&self.exporter, flags)
+            && flags & 1 == 1
+            && let Some(span) = record.otlp_span(flags)
         {
-            exporter.offer(record.span());
+            exporter.offer_encoded(span);
         }
     }
 }

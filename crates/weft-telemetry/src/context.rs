@@ -84,7 +84,16 @@ impl SpanContext {
 
     /// `00-TRACE-SPAN-FLAGS`.
     pub fn traceparent(&self) -> String {
-        format!("00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        ascii(&self.traceparent_bytes())
+    }
+
+    /// The `traceparent` value in a buffer of its own, without allocating.
+    pub fn traceparent_bytes(&self) -> [u8; 55] {
+        let mut out = *b"00-00000000000000000000000000000000-0000000000000000-00";
+        write_hex(&mut out[3..35], self.trace_id);
+        write_hex(&mut out[36..52], u128::from(self.span_id));
+        write_hex(&mut out[53..55], u128::from(self.flags));
+        out
     }
 
     pub fn trace_hex(&self) -> String {
@@ -98,18 +107,36 @@ impl SpanContext {
 
 impl fmt::Display for SpanContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "00-{:032x}-{:016x}-{:02x}", self.trace_id, self.span_id, self.flags)
+        f.write_str(&self.traceparent())
     }
+}
+
+/// Writes the low `out.len()` hex digits of `value` into `out`, lowercase.
+fn write_hex(out: &mut [u8], mut value: u128) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in out.iter_mut().rev() {
+        *b = DIGITS[(value & 0xf) as usize];
+        value >>= 4;
+    }
+}
+
+/// Text known to be ASCII (hex digits and dashes) as a `String`.
+fn ascii(bytes: &[u8]) -> String {
+    bytes.iter().map(|&b| b as char).collect()
 }
 
 /// A trace id as 32 lowercase hex digits.
 pub fn trace_hex(id: u128) -> String {
-    format!("{id:032x}")
+    let mut out = [0u8; 32];
+    write_hex(&mut out, id);
+    ascii(&out)
 }
 
 /// A span id as 16 lowercase hex digits.
 pub fn span_hex(id: u64) -> String {
-    format!("{id:016x}")
+    let mut out = [0u8; 16];
+    write_hex(&mut out, u128::from(id));
+    ascii(&out)
 }
 
 /// Whether `text` is a trace id as weft writes them.
@@ -119,15 +146,31 @@ pub fn is_trace_id(text: &str) -> bool {
 
 /// Lowercase hex digits only (uppercase is invalid in trace context).
 fn hex(text: &str) -> Option<u128> {
-    if text.is_empty() || text.len() > 32 || !text.bytes().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(&c)) {
+    if text.is_empty() || text.len() > 32 {
         return None;
     }
-    u128::from_str_radix(text, 16).ok()
+    text.bytes().try_fold(0u128, |value, c| {
+        let digit = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        Some(value << 4 | u128::from(digit))
+    })
 }
 
+/// A new trace id: the time in milliseconds in its first 48 bits, as
+/// UUIDv7 and X-Ray trace ids have it, then 80 random bits (W3C asks for
+/// the rightmost 7 bytes to be random). Ids of traces started together
+/// sort together, so the stores' indexes by trace grow at their end
+/// instead of touching a random page per invocation.
 fn new_trace_id() -> u128 {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+        & ((1 << 48) - 1);
     loop {
-        let id: u128 = rand::random();
+        let id = (u128::from(ms) << 80) | (rand::random::<u128>() & ((1 << 80) - 1));
         if id != 0 {
             return id;
         }
@@ -150,6 +193,31 @@ mod tests {
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
     #[test]
+    fn new_traces_sort_by_when_they_began() {
+        let first = SpanContext::root();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let later = SpanContext::root();
+        assert!(
+            later.trace_hex() > first.trace_hex(),
+            "{} then {}",
+            first.trace_hex(),
+            later.trace_hex()
+        );
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        let began = later.trace_id >> 80;
+        assert!(
+            now_ms - began < 1000,
+            "the first 48 bits are the time in ms: {began} against {now_ms}"
+        );
+        // The rest is random: two traces of one millisecond differ there.
+        let (a, b) = (SpanContext::root().trace_id, SpanContext::root().trace_id);
+        assert_ne!(a & ((1 << 80) - 1), b & ((1 << 80) - 1));
+    }
+
+    #[test]
     fn reads_and_writes_version_00() {
         let c = SpanContext::parse(VALID, Some("congo=t61rcWkgMzE")).unwrap();
         assert_eq!(c.trace_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
@@ -158,6 +226,12 @@ mod tests {
         assert_eq!(c.state.as_deref(), Some("congo=t61rcWkgMzE"));
         assert_eq!(c.traceparent(), VALID);
         assert_eq!(c.to_string(), VALID);
+        for _ in 0..100 {
+            let c = SpanContext::root().child();
+            let written = format!("00-{:032x}-{:016x}-{:02x}", c.trace_id, c.span_id, c.flags);
+            assert_eq!(c.traceparent(), written);
+            assert_eq!(SpanContext::parse(&written, None), Some(c));
+        }
     }
 
     #[test]

@@ -2,12 +2,13 @@
 //! context ([`context`]), spans and traces as trees ([`span`]), the
 //! per-invocation report ([`report`]), pay-per-use ([`cost`]) and
 //! metrics in the Prometheus text format ([`metrics`]), and export over
-//! OTLP ([`otlp`]).
+//! OTLP ([`otlp`], its messages written by [`proto`]).
 
 pub mod context;
 pub mod cost;
 pub mod metrics;
 pub mod otlp;
+pub mod proto;
 pub mod report;
 pub mod span;
 

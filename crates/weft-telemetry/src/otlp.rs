@@ -25,15 +25,10 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use opentelemetry_proto::tonic::trace::v1 as proto;
-use prost::Message;
-use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::span::{Span, SpanKind};
+use crate::proto::{Envelope, encode_span};
+use crate::span::Span;
 
 /// Spans that may wait for the exporter; past this, new ones are dropped.
 pub const QUEUED_SPANS: usize = 8192;
@@ -254,7 +249,8 @@ pub struct ExportStats {
 }
 
 enum Item {
-    Span(Box<Span>),
+    /// An encoded `Span` message.
+    Span(Bytes),
     Flush(oneshot::Sender<()>),
 }
 
@@ -275,11 +271,17 @@ impl Exporter {
 
     /// Offers spans for export, never waiting: those that do not fit are
     /// dropped and counted. Spans of unsampled traces are not exported.
-    pub fn offer(&self, spans: impl IntoIterator<Item = Span>) {
+    pub fn offer<'s>(&self, spans: impl IntoIterator<Item = &'s Span>) {
         for span in spans.into_iter().filter(|s| s.sampled) {
-            if self.tx.try_send(Item::Span(Box::new(span))).is_err() {
-                self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
-            }
+            self.offer_encoded(encode_span(span));
+        }
+    }
+
+    /// Offers one span already encoded as an OTLP `Span` message (see
+    /// [`crate::proto::SpanWriter`]), never waiting.
+    pub fn offer_encoded(&self, span: Bytes) {
+        if self.tx.try_send(Item::Span(span)).is_err() {
+            self.stats.dropped_full.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -310,13 +312,14 @@ fn client(config: &OtlpConfig) -> HttpsClient {
 
 async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Item>, stats: Arc<ExportStats>) {
     let client = client(&config);
+    let envelope = envelope(&config);
     let mut warned: Option<tokio::time::Instant> = None;
     loop {
         let Some(first) = rx.recv().await else { return };
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
-        let take = |item: Item, batch: &mut Vec<Span>, flushes: &mut Vec<oneshot::Sender<()>>| match item {
-            Item::Span(s) => batch.push(*s),
+        let take = |item: Item, batch: &mut Vec<Bytes>, flushes: &mut Vec<oneshot::Sender<()>>| match item {
+            Item::Span(s) => batch.push(s),
             Item::Flush(done) => flushes.push(done),
         };
         take(first, &mut batch, &mut flushes);
@@ -329,7 +332,7 @@ async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Item>, stats: Arc<Export
         }
         for chunk in batch.chunks(MAX_BATCH) {
             let n = chunk.len() as u64;
-            match send(&client, &config, chunk).await {
+            match send(&client, &config, envelope.request(chunk)).await {
                 Ok(()) => {
                     stats.exported.fetch_add(n, Ordering::Relaxed);
                 }
@@ -352,8 +355,21 @@ async fn run(config: OtlpConfig, mut rx: mpsc::Receiver<Item>, stats: Arc<Export
 /// The most of a collector's answer that is read.
 const MAX_ANSWER: usize = 1 << 20;
 
-async fn send(client: &HttpsClient, config: &OtlpConfig, spans: &[Span]) -> Result<(), String> {
-    let message = encode(config, spans).encode_to_vec();
+/// The resource and scope of every export: the service and the node.
+fn envelope(config: &OtlpConfig) -> Envelope {
+    Envelope::new(
+        &[
+            ("service.name", &config.service),
+            ("service.instance.id", &config.instance),
+            ("telemetry.sdk.name", "weft"),
+        ],
+        "weft",
+        env!("CARGO_PKG_VERSION"),
+    )
+}
+
+/// Sends one encoded `ExportTraceServiceRequest`.
+async fn send(client: &HttpsClient, config: &OtlpConfig, message: Vec<u8>) -> Result<(), String> {
     let (content_type, body) = match config.protocol {
         Protocol::HttpProtobuf => ("application/x-protobuf", Bytes::from(message)),
         Protocol::Grpc => ("application/grpc", grpc_frame(&message)),
@@ -423,114 +439,9 @@ pub fn grpc_frame(message: &[u8]) -> Bytes {
     Bytes::from(framed)
 }
 
-/// The OTLP request carrying `spans`, under one resource and scope.
-pub fn encode(config: &OtlpConfig, spans: &[Span]) -> ExportTraceServiceRequest {
-    let resource = Resource {
-        attributes: vec![
-            key_value("service.name", &Value::from(config.service.as_str())),
-            key_value("service.instance.id", &Value::from(config.instance.as_str())),
-            key_value("telemetry.sdk.name", &Value::from("weft")),
-        ],
-        ..Default::default()
-    };
-    let scope = InstrumentationScope {
-        name: "weft".into(),
-        version: env!("CARGO_PKG_VERSION").into(),
-        ..Default::default()
-    };
-    ExportTraceServiceRequest {
-        resource_spans: vec![proto::ResourceSpans {
-            resource: Some(resource),
-            scope_spans: vec![proto::ScopeSpans {
-                scope: Some(scope),
-                spans: spans.iter().map(to_proto).collect(),
-                schema_url: String::new(),
-            }],
-            schema_url: String::new(),
-        }],
-    }
-}
-
-fn to_proto(s: &Span) -> proto::Span {
-    let nanos = |us: i64| (us.max(0) as u64).saturating_mul(1000);
-    let kind = match s.kind {
-        SpanKind::Internal => proto::span::SpanKind::Internal,
-        SpanKind::Server => proto::span::SpanKind::Server,
-        SpanKind::Client => proto::span::SpanKind::Client,
-        SpanKind::Producer => proto::span::SpanKind::Producer,
-        SpanKind::Consumer => proto::span::SpanKind::Consumer,
-    };
-    let mut attributes: Vec<KeyValue> = s.attributes.iter().map(|(k, v)| key_value(k, v)).collect();
-    if let Some(id) = &s.request_id {
-        attributes.push(key_value("weft.request_id", &Value::from(id.as_str())));
-    }
-    let status = s.error.as_ref().map(|e| proto::Status {
-        message: e.clone(),
-        code: proto::status::StatusCode::Error as i32,
-    });
-    proto::Span {
-        trace_id: hex_bytes(&s.trace_id),
-        span_id: hex_bytes(&s.span_id),
-        parent_span_id: s.parent_span_id.as_deref().map(hex_bytes).unwrap_or_default(),
-        flags: 0x100 | u32::from(s.sampled),
-        name: s.name.clone(),
-        kind: kind as i32,
-        start_time_unix_nano: nanos(s.start_us),
-        end_time_unix_nano: nanos(s.end_us()),
-        attributes,
-        events: s
-            .events
-            .iter()
-            .map(|e| proto::span::Event {
-                time_unix_nano: nanos(e.time_us),
-                name: e.name.clone(),
-                attributes: e.attributes.iter().map(|(k, v)| key_value(k, v)).collect(),
-                dropped_attributes_count: 0,
-            })
-            .collect(),
-        links: s
-            .links
-            .iter()
-            .map(|l| proto::span::Link {
-                trace_id: hex_bytes(&l.trace_id),
-                span_id: hex_bytes(&l.span_id),
-                flags: 0x100,
-                ..Default::default()
-            })
-            .collect(),
-        status,
-        ..Default::default()
-    }
-}
-
-fn key_value(key: &str, value: &Value) -> KeyValue {
-    let value = match value {
-        Value::String(s) => any_value::Value::StringValue(s.clone()),
-        Value::Bool(b) => any_value::Value::BoolValue(*b),
-        Value::Number(n) => match n.as_i64() {
-            Some(i) => any_value::Value::IntValue(i),
-            None => any_value::Value::DoubleValue(n.as_f64().unwrap_or(0.0)),
-        },
-        other => any_value::Value::StringValue(other.to_string()),
-    };
-    KeyValue {
-        key: key.to_string(),
-        value: Some(AnyValue { value: Some(value) }),
-        ..Default::default()
-    }
-}
-
-/// Hex ids as bytes (the width of the digits given).
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    (0..hex.len() / 2)
-        .filter_map(|i| u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok())
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::SpanContext;
 
     fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |k| vars.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string())
@@ -611,33 +522,5 @@ mod tests {
             let e = OtlpConfig::from_env(flag, env(vars), "app", "n").unwrap_err();
             assert!(e.contains(says), "{e}");
         }
-    }
-
-    #[test]
-    fn spans_encode_as_otlp() {
-        let root = SpanContext::root();
-        let child = root.child();
-        let mut span = Span::new(&child, Some(&root), "send q".into(), SpanKind::Producer, 10)
-            .with("n", 3)
-            .with("ok", true)
-            .with("s", "x");
-        span.duration_us = 5;
-        span.error = Some("broke".into());
-        let config = OtlpConfig::from_env(Some("http://x"), env(&[]), "app", "node-1")
-            .unwrap()
-            .unwrap();
-        let request = encode(&config, &[span]);
-        let bytes = request.encode_to_vec();
-        let back = ExportTraceServiceRequest::decode(bytes.as_slice()).unwrap();
-        let s = &back.resource_spans[0].scope_spans[0].spans[0];
-        assert_eq!(s.trace_id, root.trace_id.to_be_bytes());
-        assert_eq!(s.span_id, child.span_id.to_be_bytes());
-        assert_eq!(s.parent_span_id, root.span_id.to_be_bytes());
-        assert_eq!(s.kind, proto::span::SpanKind::Producer as i32);
-        assert_eq!((s.start_time_unix_nano, s.end_time_unix_nano), (10_000, 15_000));
-        assert_eq!(s.status.as_ref().unwrap().code, proto::status::StatusCode::Error as i32);
-        assert_eq!(s.attributes.len(), 3);
-        let service = &back.resource_spans[0].resource.as_ref().unwrap().attributes[0];
-        assert_eq!(service.key, "service.name");
     }
 }

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use weft_telemetry::proto::{Attr, SpanWriter};
 use weft_telemetry::{Link, Span, SpanEvent, SpanKind, Usage, context::is_trace_id};
 
 use super::{InvocationRecord, Outcome, RECORD_COLUMNS, Store, StoreError, Trigger, record_from_row};
@@ -119,28 +120,15 @@ impl InvocationRecord {
     pub fn span(&self) -> Option<Span> {
         let (trace_id, span_id) = (self.trace_id.clone()?, self.span_id.clone()?);
         let mut attributes = BTreeMap::new();
-        let mut put = |k: &str, v: Value| {
+        self.attributes(|k, v| {
+            let v = match v {
+                Attr::Str(s) => Value::from(s),
+                Attr::Bool(b) => Value::from(b),
+                Attr::Int(i) => Value::from(i),
+                Attr::Double(d) => Value::from(d),
+            };
             attributes.insert(k.to_string(), v);
-        };
-        put("faas.trigger", self.trigger.faas_trigger().into());
-        put("faas.invocation_id", self.request_id.clone().into());
-        put("faas.coldstart", self.cold.into());
-        put("faas.name", self.function.clone().into());
-        put("faas.version", self.version.to_string().into());
-        put("faas.max_memory", self.memory_bytes.into());
-        put("weft.trigger", self.trigger.as_str().into());
-        put("weft.outcome", self.outcome.as_str().into());
-        put("weft.billed_ms", self.billed_ms.into());
-        put("weft.peak_memory_bytes", self.peak_memory_bytes.into());
-        put("http.response.status_code", self.status.into());
-        if let Some(init) = self.init_us {
-            put("weft.init_us", init.into());
-        }
-        let error = match (&self.error, self.outcome) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Outcome::Success) if self.status >= 500 => Some(format!("answered {}", self.status)),
-            _ => None,
-        };
+        });
         Some(Span {
             trace_id,
             span_id,
@@ -149,7 +137,7 @@ impl InvocationRecord {
             kind: self.trigger.span_kind(),
             start_us: self.start_us,
             duration_us: self.duration_us,
-            error,
+            error: self.span_error(),
             request_id: Some(self.request_id.clone()),
             function: Some(self.function.clone()),
             attributes,
@@ -157,6 +145,70 @@ impl InvocationRecord {
             links: self.links.clone(),
             sampled: true,
         })
+    }
+
+    /// The invocation's span as an OTLP `Span` message, written from the
+    /// record without building a [`Span`] (what export costs a request).
+    /// `flags` are the trace's W3C flags.
+    pub fn otlp_span(&self, flags: u8) -> Option<bytes::Bytes> {
+        let id = |hex: &str| u128::from_str_radix(hex, 16).ok();
+        let trace_id = id(self.trace_id.as_deref()?)?;
+        let span_id = id(self.span_id.as_deref()?)? as u64;
+        let parent = self.parent_span_id.as_deref().and_then(id).map(|p| p as u64);
+        let mut w = SpanWriter::new(
+            trace_id,
+            span_id,
+            parent,
+            &self.function,
+            self.trigger.span_kind(),
+            self.start_us,
+            self.start_us + self.duration_us as i64,
+            flags,
+        );
+        self.attributes(|k, v| {
+            w.attr(k, v);
+        });
+        w.str("weft.request_id", &self.request_id);
+        for e in &self.events {
+            w.event(&e.name, e.time_us, e.attributes.iter().map(|(k, v)| (k.as_str(), v)));
+        }
+        for l in &self.links {
+            if let (Some(t), Some(s)) = (id(&l.trace_id), id(&l.span_id)) {
+                w.link(t, s as u64);
+            }
+        }
+        if let Some(e) = self.span_error() {
+            w.error(&e);
+        }
+        Some(w.finish())
+    }
+
+    /// The span's attributes: the OpenTelemetry FaaS ones, and weft's, in
+    /// the order of their names (as a [`Span`] keeps them).
+    fn attributes(&self, mut put: impl FnMut(&'static str, Attr<'_>)) {
+        put("faas.coldstart", Attr::Bool(self.cold));
+        put("faas.invocation_id", Attr::Str(&self.request_id));
+        put("faas.max_memory", Attr::Int(self.memory_bytes as i64));
+        put("faas.name", Attr::Str(&self.function));
+        put("faas.trigger", Attr::Str(self.trigger.faas_trigger()));
+        put("faas.version", Attr::Str(itoa::Buffer::new().format(self.version)));
+        put("http.response.status_code", Attr::Int(i64::from(self.status)));
+        put("weft.billed_ms", Attr::Int(self.billed_ms as i64));
+        if let Some(init) = self.init_us {
+            put("weft.init_us", Attr::Int(init as i64));
+        }
+        put("weft.outcome", Attr::Str(self.outcome.as_str()));
+        put("weft.peak_memory_bytes", Attr::Int(self.peak_memory_bytes as i64));
+        put("weft.trigger", Attr::Str(self.trigger.as_str()));
+    }
+
+    /// Why the span failed: the record's error, or a 5xx answer.
+    fn span_error(&self) -> Option<String> {
+        match (&self.error, self.outcome) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Outcome::Success) if self.status >= 500 => Some(format!("answered {}", self.status)),
+            _ => None,
+        }
     }
 }
 
@@ -328,6 +380,30 @@ mod tests {
             }],
             events: vec![SpanEvent::new("retry", start_us).with("weft.attempt", 2)],
         }
+    }
+
+    #[test]
+    fn an_invocation_exports_the_span_it_keeps() {
+        let root = SpanContext::root();
+        let invocation = root.child();
+        let mut rec = record("r-1", "worker", 20, 1500, Some((&invocation, &root)));
+        for (error, status) in [
+            (None, 200),
+            (Some("trapped: unreachable".to_string()), 500),
+            (None, 503),
+        ] {
+            rec.error = error;
+            rec.status = status;
+            let kept = rec.span().unwrap();
+            assert_eq!(rec.otlp_span(1).unwrap(), weft_telemetry::proto::encode_span(&kept));
+        }
+        rec.init_us = None;
+        rec.parent_span_id = None;
+        assert_eq!(
+            rec.otlp_span(1).unwrap(),
+            weft_telemetry::proto::encode_span(&rec.span().unwrap())
+        );
+        assert_eq!(record("r-2", "other", 30, 10, None).otlp_span(1), None, "untraced");
     }
 
     #[test]
