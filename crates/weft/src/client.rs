@@ -32,8 +32,10 @@ impl Client {
             Ok(parent) => {
                 let state = std::env::var("TRACESTATE").ok();
                 if weft_telemetry::SpanContext::parse(&parent, state.as_deref()).is_none() {
+                    let shown: String = parent.chars().take(64).collect();
+                    let more = if shown.len() < parent.len() { "…" } else { "" };
                     bail!(
-                        "TRACEPARENT `{parent}` is not a W3C traceparent; write `00-` 32 hex digits `-` 16 hex digits `-01`, or unset it"
+                        "TRACEPARENT `{shown}{more}` is not a W3C traceparent; write `00-` 32 hex digits `-` 16 hex digits `-01`, or unset it"
                     );
                 }
                 Some((parent, state))

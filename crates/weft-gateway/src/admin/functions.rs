@@ -145,6 +145,14 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
             format!("`path` must start with `/`, got `{path}`"),
         ));
     }
+    // A header the invoke request gives the function, by any case.
+    let header = |n: &str| {
+        input
+            .headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(n))
+            .map(|(_, v)| v.as_str())
+    };
     if InvocationType::parse(input.invocation_type.as_deref())? == InvocationType::Event {
         // Check now what would make the stored request unusable later.
         if http::Method::from_bytes(method.as_bytes()).is_err() || path.parse::<http::Uri>().is_err() {
@@ -165,13 +173,6 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         }
         // A `traceparent` among the headers is the trace the invocation
         // joins; else the admin request's own.
-        let header = |n: &str| {
-            input
-                .headers
-                .iter()
-                .find(|(k, _)| k.eq_ignore_ascii_case(n))
-                .map(|(_, v)| v.as_str())
-        };
         let parent = header("traceparent")
             .and_then(|t| weft_telemetry::SpanContext::parse(t, header("tracestate")))
             .or_else(|| request.trace());
@@ -199,11 +200,10 @@ async fn invoke(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         .method(method)
         .uri(path)
         .header(http::header::HOST, "localhost");
-    let given = |n: &str| input.headers.keys().any(|k| k.eq_ignore_ascii_case(n));
-    if !given("traceparent") {
+    if header("traceparent").is_none() {
         // The admin request's own trace, as for an async invocation.
         for name in ["traceparent", "tracestate"] {
-            if let Some(v) = request.headers.get(name).filter(|_| !given(name)) {
+            if let Some(v) = request.headers.get(name).filter(|_| header(name).is_none()) {
                 builder = builder.header(name, v);
             }
         }

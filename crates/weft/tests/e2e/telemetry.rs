@@ -86,25 +86,49 @@ fn child_of(child: &Value, parent: &Value) {
     );
 }
 
+/// Starts the chain (route -> queue -> bus -> rule -> forward) in the
+/// client's trace; the route invocation's request id.
+async fn start_chain(server: &Server, headers: &[(&str, &str)]) -> String {
+    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
+    let mut all = vec![("traceparent", traceparent.as_str())];
+    all.extend_from_slice(headers);
+    let r = send(
+        &crate::support::client(),
+        "GET",
+        &format!("{}/send/orders?put/main", server.public),
+        "",
+        &all,
+    )
+    .await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    r.headers["weft-request-id"].to_str().unwrap().to_string()
+}
+
+/// The spans of trace `id`, flat, once one is named `name` (or as they
+/// are after 5 s); a trace not yet known reads as no spans.
+async fn spans_once(server: &Server, id: &str, name: &str) -> Vec<Value> {
+    let mut spans = Vec::new();
+    for _ in 0..100 {
+        let r = get(&format!("{}/v1/traces/{id}", server.admin)).await;
+        if r.status == 200 {
+            spans.clear();
+            for root in r.json()["roots"].as_array().unwrap() {
+                flatten(root, &mut spans);
+            }
+            if spans.iter().any(|s| s["name"] == name) {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    spans
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn one_trace_holds_a_request_and_every_hop_it_set_off() {
     let app = App::new(APP);
     let server = Server::start(&app);
-    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
-    let client = crate::support::client();
-    let r = send(
-        &client,
-        "GET",
-        &format!("{}/send/orders?put/main", server.public),
-        "",
-        &[
-            ("traceparent", traceparent.as_str()),
-            ("tracestate", "congo=t61rcWkgMzE"),
-        ],
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.body);
-    let front_id = r.headers["weft-request-id"].to_str().unwrap().to_string();
+    let front_id = start_chain(&server, &[("tracestate", "congo=t61rcWkgMzE")]).await;
 
     // The chain ends when `last` has run: route -> queue -> bus -> rule -> forward.
     let last = &records(&server, "function=last&limit=1", 1).await[0];
@@ -226,14 +250,7 @@ async fn admin_sends_and_puts_join_the_callers_trace() {
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     records(&server, "function=last&limit=1", 1).await;
-    let mut spans = Vec::new();
-    for _ in 0..100 {
-        spans = trace(&server, TRACE).await.1;
-        if spans.iter().any(|s| s["name"] == "last") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let spans = spans_once(&server, TRACE, "last").await;
     let send_span = named(&spans, "send orders");
     assert_eq!(send_span["parent_span_id"], CLIENT_SPAN, "{spans:#?}");
     child_of(named(&spans, "wait orders"), send_span);
@@ -252,20 +269,7 @@ async fn admin_sends_and_puts_join_the_callers_trace() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let mut spans = Vec::new();
-    for _ in 0..100 {
-        let r = get(&format!("{}/v1/traces/{other}", server.admin)).await;
-        if r.status == 200 {
-            spans.clear();
-            for root in r.json()["roots"].as_array().unwrap() {
-                flatten(root, &mut spans);
-            }
-            if spans.iter().any(|s| s["name"] == "last") {
-                break;
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let spans = spans_once(&server, other, "last").await;
     let put = named(&spans, "put main");
     assert_eq!(put["parent_span_id"], "b7ad6b7169203331", "{spans:#?}");
     child_of(named(&spans, "last"), named(&spans, "hop"));
@@ -959,17 +963,7 @@ async fn spans_reach_a_real_otlp_collector() {
     let otel = collector().await;
     let app = App::new(APP);
     let server = Server::start_with(&app, &app.dir.join("data"), &["--otlp-endpoint", &otel.url]);
-    let traceparent = format!("00-{TRACE}-{CLIENT_SPAN}-01");
-    let client = crate::support::client();
-    let r = send(
-        &client,
-        "GET",
-        &format!("{}/send/orders?put/main", server.public),
-        "",
-        &[("traceparent", traceparent.as_str())],
-    )
-    .await;
-    assert_eq!(r.status, 202, "{}", r.body);
+    start_chain(&server, &[]).await;
     // Spans leave in batches, about 200 ms after they end.
     let mut got = Vec::new();
     for _ in 0..200 {
