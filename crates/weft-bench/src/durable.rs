@@ -52,7 +52,7 @@ pub struct Run {
     pub ack_p99_us: f64,
 }
 
-fn percentile(v: &mut [f64], q: f64) -> f64 {
+pub(crate) fn percentile(v: &mut [f64], q: f64) -> f64 {
     v.sort_by(f64::total_cmp);
     v.get(((v.len().max(1) - 1) as f64 * q) as usize)
         .copied()
@@ -329,14 +329,14 @@ async fn jetstream_runs(duration: Duration) -> Vec<(String, anyhow::Result<Run>)
     runs
 }
 
-/// A minimal RESP client: enough for XADD, XREADGROUP and XACK.
-struct Resp {
+/// A minimal RESP client: enough for XADD, XREADGROUP, XACK, SET and GET.
+pub(crate) struct Resp {
     reader: BufReader<TcpStream>,
     writer: TcpStream,
 }
 
 #[derive(Debug)]
-enum Value {
+pub(crate) enum Value {
     Text,
     Int(i64),
     Bulk(Option<Vec<u8>>),
@@ -353,7 +353,7 @@ impl Resp {
         })
     }
 
-    fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<Value> {
+    pub(crate) fn call(&mut self, args: &[&[u8]]) -> anyhow::Result<Value> {
         let mut out = format!("*{}\r\n", args.len()).into_bytes();
         for a in args {
             out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
@@ -422,36 +422,66 @@ fn entry_ids(reply: Value) -> Vec<Vec<u8>> {
     ids
 }
 
-/// Redis Streams with `appendfsync always`, same loop, or `None` without redis-server.
-pub fn redis(dir: &Path, duration: Duration) -> anyhow::Result<Option<Run>> {
-    let Ok(path) = which("redis-server") else {
-        return Ok(None);
-    };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-    let mut child = std::process::Command::new(path)
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "yes",
-            "--appendfsync",
-            "always",
-            "--dir",
-        ])
-        .arg(dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()?;
-    let result = (|| {
+/// A redis-server with `appendfsync always` (every write fsynced before
+/// its answer) on a free loopback port, its files in `dir`; killed on drop.
+pub(crate) struct Redis {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Redis {
+    /// Starts one, or `None` without redis-server.
+    pub(crate) fn start(dir: &Path) -> anyhow::Result<Option<Redis>> {
+        let Ok(path) = which("redis-server") else {
+            return Ok(None);
+        };
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let child = std::process::Command::new(path)
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--dir",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()?;
+        Ok(Some(Redis { child, port }))
+    }
+
+    /// A connection, once the server answers (within 10 s).
+    pub(crate) fn connect(&self) -> anyhow::Result<Resp> {
         let started = Instant::now();
-        let mut admin = loop {
-            match Resp::connect(port) {
-                Ok(c) => break c,
+        loop {
+            match Resp::connect(self.port) {
+                Ok(c) => return Ok(c),
                 Err(_) if started.elapsed() < Duration::from_secs(10) => std::thread::sleep(Duration::from_millis(20)),
                 Err(e) => return Err(e),
             }
-        };
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Redis Streams with `appendfsync always`, same loop, or `None` without redis-server.
+pub fn redis(dir: &Path, duration: Duration) -> anyhow::Result<Option<Run>> {
+    let Some(server) = Redis::start(dir)? else {
+        return Ok(None);
+    };
+    let port = server.port;
+    let result = (|| {
+        let mut admin = server.connect()?;
         admin.call(&[b"XGROUP", b"CREATE", b"bench", b"g", b"$", b"MKSTREAM"])?;
         let stop = Arc::new(AtomicBool::new(false));
         let delivered = Arc::new(AtomicU64::new(0));
@@ -519,8 +549,7 @@ pub fn redis(dir: &Path, duration: Duration) -> anyhow::Result<Option<Run>> {
             ack_p99_us: percentile(&mut latencies, 0.99),
         })
     })();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     result.map(Some)
 }
 

@@ -6,6 +6,7 @@
 mod chain;
 mod durable;
 mod hello;
+mod kv;
 mod load;
 mod matcher;
 mod procs;
@@ -77,7 +78,10 @@ enum Command {
         /// The probe component (tests/fixtures/probe), for the chain section.
         #[arg(long)]
         probe: PathBuf,
-        /// Run only these sections: http, instantiate, cold, memory, durable, chain, matcher, telemetry.
+        /// The key-value component (tests/fixtures/kv-wasi), for the kv section.
+        #[arg(long)]
+        kv_wasi: PathBuf,
+        /// Run only these sections: http, instantiate, cold, memory, durable, kv, chain, matcher, telemetry.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -129,6 +133,7 @@ fn main() -> anyhow::Result<()> {
             wasmtime,
             app,
             probe,
+            kv_wasi,
             seconds,
             connections,
             functions,
@@ -143,6 +148,7 @@ fn main() -> anyhow::Result<()> {
                 wasmtime,
                 app,
                 probe,
+                kv_wasi,
             };
             rt.block_on(run(inputs, Duration::from_secs(seconds), connections, functions, only))
         }
@@ -155,6 +161,7 @@ struct Inputs {
     wasmtime: PathBuf,
     app: PathBuf,
     probe: PathBuf,
+    kv_wasi: PathBuf,
 }
 
 async fn run(
@@ -169,6 +176,7 @@ async fn run(
         wasmtime,
         app,
         probe,
+        kv_wasi,
     } = inputs;
     let wanted = |section: &str| only.is_empty() || only.iter().any(|o| o == section);
     let component = app.join("target/wasm32-wasip2/release/hello.wasm");
@@ -200,6 +208,15 @@ async fn run(
     if wanted("durable") {
         println!("\n## Durable queue: accepted and delivered, against the fsync rate and Redis Streams\n");
         println!("{}", durable::report(&scratch, seconds).await?);
+    }
+    if wanted("kv") {
+        println!(
+            "\n## Key-value stores: durable sets and gets against Redis and SQLite, and a function reading a key\n"
+        );
+        println!(
+            "{}",
+            kv::report(&weft, &component, &kv_wasi, &scratch, seconds, connections).await?
+        );
     }
     if wanted("chain") {
         println!("\n## Chains A→B→…: blocking calls, forwards, and bare hyper services\n");

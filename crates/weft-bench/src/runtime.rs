@@ -45,6 +45,7 @@ pub async fn instantiation(component: &Path, n: usize) -> anyhow::Result<String>
         let ctx = InvocationContext {
             request_id: format!("bench-{i}"),
             outbound: outbound.clone(),
+            stores: Arc::new(NoStores),
             nested: false,
             on_complete: None,
         };
@@ -71,4 +72,15 @@ pub async fn instantiation(component: &Path, n: usize) -> anyhow::Result<String>
         p(&mut total, 0.5),
         p(&mut total, 0.99)
     ))
+}
+
+/// Opens no stores: this program grants none.
+struct NoStores;
+
+impl weft_runtime::Stores for NoStores {
+    fn open(&self, name: &str) -> Result<Arc<dyn weft_runtime::Store>, weft_runtime::StoreError> {
+        Err(weft_runtime::StoreError::NoSuchStore(format!(
+            "no store `{name}` exists here"
+        )))
+    }
 }

@@ -18,10 +18,11 @@
 
 pub mod bus;
 pub mod cloudevents;
+pub mod kv;
 mod queue;
 mod topics;
 pub mod trace;
 
 pub use cloudevents::CloudEvent;
-pub use queue::{Hidden, Outgoing, Prepared, QueueError, Queues, Sent, hidden_queue};
+pub use queue::{Hidden, Outgoing, Prepared, QueueError, Queues, Sent, hidden_queue, stream_of};
 pub use topics::{Plan, Published, TopicRouting, Topics};

@@ -158,6 +158,13 @@ impl Hidden {
     }
 }
 
+/// The storage stream that holds a queue's messages, for writes that
+/// append to a queue in the same write as something else (a key-value
+/// store's changes).
+pub fn stream_of(queue: &str) -> String {
+    stream(queue)
+}
+
 fn stream(queue: &str) -> String {
     format!("queue:{queue}")
 }

@@ -48,7 +48,7 @@ pub struct JetStream {
     /// Held while a stream's handle is made.
     opening: tokio::sync::Mutex<()>,
     leases: Mutex<HashMap<(String, u64), streams::Lease>>,
-    kv: RwLock<HashMap<String, jetstream::kv::Store>>,
+    kv: RwLock<HashMap<String, Arc<state::Bucket>>>,
     objects: RwLock<HashMap<String, jetstream::object_store::ObjectStore>>,
     notes: tokio::sync::OnceCell<jetstream::stream::Stream>,
     outbox: tokio::sync::OnceCell<jetstream::stream::Stream>,

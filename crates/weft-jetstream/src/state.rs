@@ -1,17 +1,56 @@
 //! Key-value and object buckets: JetStream's own, one per weft bucket,
 //! named by [`crate::names`]. Keys and object names are encoded the same
 //! way, so any string weft uses is a valid key.
+//!
+//! A key-value bucket is a stream in the layout of NATS's buckets (one
+//! subject per key, the last message of each kept). weft reads a key with
+//! a direct get of its subject's last message and writes it with the
+//! server's compare-and-set on that message's sequence, which is the
+//! key's revision. Its own headers say what NATS's buckets do not:
+//!
+//! - `Weft-Expires`: when the value's time to live ends (microseconds);
+//!   an expired value reads as absent and is removed, with its change, by
+//!   `expire_keys` or the next write of the key.
+//! - `Weft-Changes`: the streams a write's change record goes to. Such a
+//!   message holds the old value after the new one (`Weft-Old-Length`
+//!   says how long), so the message is the whole change, durable in the
+//!   one publish. The writer then copies the change to each stream under
+//!   the deduplication id `weft-kv-BUCKET-REVISION` before it answers.
+//!
+//! A node that dies between the publish and the copies leaves a change
+//! uncopied. Two things finish it, each making only duplicates of a copy
+//! already made: the next write of the key copies its predecessor's change
+//! first (so each key's changes arrive in order), and every node's
+//! `expire_keys` sweeps a bucket's newer messages past a watermark kept in
+//! the bucket `weft:changes`. Like the outbox, this makes each copy once
+//! while it happens within the streams' deduplication window (two minutes).
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::HeaderMap;
 use async_nats::jetstream::{kv, object_store, stream};
 use futures_util::StreamExt;
 use tokio::io::AsyncReadExt;
-use weft_store::durable::{Entry, KeyValue, Objects, Result, StorageError};
+use weft_store::durable::{Change, Entry, Expect, KeyValue, NewMessage, Objects, Result, StorageError, Write, Written};
 
 use crate::JetStream;
 use crate::names::{decode, encode};
 
-/// Longest value a key may hold (NATS's default largest message).
-pub const MAX_VALUE: usize = 1024 * 1024;
+/// Room left in a message for weft's headers.
+const HEADROOM: usize = 8 * 1024;
+const OPERATION: &str = "KV-Operation";
+const EXPIRES: &str = "Weft-Expires";
+const CHANGES: &str = "Weft-Changes";
+const OLD_LENGTH: &str = "Weft-Old-Length";
+const EXPIRED: &str = "Weft-Expired";
+const EXPECTED_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
+/// Where each bucket's sweep of uncopied changes got to.
+const WATERMARKS: &str = "weft:changes";
+/// A change younger than this may still be being copied by its writer.
+const SWEEP_AFTER: Duration = Duration::from_secs(5);
+/// Messages one sweep of a bucket reads at most.
+const SWEEP_BATCH: usize = 1024;
 
 fn key(k: &str) -> Result<String> {
     if k.is_empty() {
@@ -20,8 +59,101 @@ fn key(k: &str) -> Result<String> {
     Ok(encode(k))
 }
 
+/// A key-value bucket's stream, and its key listing.
+pub(crate) struct Bucket {
+    /// weft's name for it.
+    name: String,
+    /// `$KV.ENCODED.`, the subjects of its keys.
+    prefix: String,
+    stream: stream::Stream,
+    store: kv::Store,
+    /// Held while this node sweeps the bucket.
+    sweeping: tokio::sync::Mutex<()>,
+}
+
+/// A key's last message.
+struct Stored {
+    seq: u64,
+    value: Vec<u8>,
+    /// The old value a change message carries after the new one.
+    old: Option<Vec<u8>>,
+    deleted: bool,
+    expires_us: Option<i64>,
+    changes: Vec<String>,
+    expired: bool,
+    at_us: i64,
+}
+
+impl Stored {
+    fn parse(m: &async_nats::jetstream::message::StreamMessage) -> Stored {
+        let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
+        let deleted = matches!(header(OPERATION).as_deref(), Some("DEL" | "PURGE"));
+        let changes: Vec<String> = header(CHANGES)
+            .and_then(|c| serde_json::from_str(&c).ok())
+            .unwrap_or_default();
+        let old_length = header(OLD_LENGTH).and_then(|l| l.parse::<usize>().ok());
+        let payload = &m.payload[..];
+        let (value, old) = match old_length {
+            Some(n) if n <= payload.len() => {
+                let (new, old) = payload.split_at(payload.len() - n);
+                (new.to_vec(), Some(old.to_vec()))
+            }
+            _ => (payload.to_vec(), None),
+        };
+        Stored {
+            seq: m.sequence,
+            value,
+            old,
+            deleted,
+            expires_us: header(EXPIRES).and_then(|e| e.parse().ok()),
+            changes,
+            expired: header(EXPIRED).is_some(),
+            at_us: crate::streams::micros(m.time.unix_timestamp_nanos()),
+        }
+    }
+
+    fn live(&self, now: i64) -> bool {
+        !self.deleted && self.expires_us.is_none_or(|at| at > now)
+    }
+
+    /// The change this message is, if it was written with change streams.
+    fn change(&self, bucket: &str, key: &str) -> Option<Change> {
+        if self.changes.is_empty() {
+            return None;
+        }
+        Some(Change {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            old: self.old.clone(),
+            new: (!self.deleted).then(|| self.value.clone()),
+            revision: self.seq,
+            at_us: self.at_us,
+            expired: self.expired,
+        })
+    }
+}
+
+/// One publish to a key's subject.
+struct Publish<'a> {
+    /// None removes the key.
+    value: Option<&'a [u8]>,
+    old: Option<&'a [u8]>,
+    /// The sequence the key's last message must be at (0: none).
+    expected: u64,
+    expires_us: Option<i64>,
+    changes: &'a [String],
+    expired: bool,
+}
+
+/// What a publish to a key did.
+enum Published {
+    At(u64),
+    /// The key moved on since it was read.
+    Raced,
+}
+
 impl JetStream {
-    async fn bucket(&self, bucket: &str) -> Result<kv::Store> {
+    async fn bucket(&self, bucket: &str) -> Result<Arc<Bucket>> {
         if let Some(b) = self.kv.read().unwrap_or_else(|p| p.into_inner()).get(bucket) {
             return Ok(b.clone());
         }
@@ -29,13 +161,14 @@ impl JetStream {
         let name = self.names.kv_bucket(bucket);
         // The bucket's stream is made here in the layout of NATS's
         // key-value buckets (the client's own maker needs a 2.10 server).
-        self.js
+        let stream = self
+            .js
             .get_or_create_stream(stream::Config {
                 name: format!("KV_{name}"),
                 description: Some(format!("weft bucket {bucket}")),
                 subjects: vec![format!("$KV.{name}.>")],
                 max_messages_per_subject: 1,
-                max_message_size: MAX_VALUE as i32,
+                max_message_size: -1,
                 storage: stream::StorageType::File,
                 num_replicas: self.replicas,
                 allow_rollup: true,
@@ -51,13 +184,338 @@ impl JetStream {
             .get_key_value(&name)
             .await
             .map_err(|e| self.error(&format!("cannot open bucket {name}"), e))?;
-        self.kv
+        let handle = Arc::new(Bucket {
+            name: bucket.to_string(),
+            prefix: format!("$KV.{name}."),
+            stream,
+            store,
+            sweeping: tokio::sync::Mutex::new(()),
+        });
+        Ok(self
+            .kv
             .write()
             .unwrap_or_else(|p| p.into_inner())
-            .insert(bucket.to_string(), store.clone());
-        Ok(store)
+            .entry(bucket.to_string())
+            .or_insert(handle)
+            .clone())
     }
 
+    /// The last message of `subject`, if it has one.
+    async fn last(&self, b: &Bucket, subject: &str) -> Result<Option<Stored>> {
+        match b.stream.direct_get_last_for_subject(subject).await {
+            Ok(m) => Ok(Some(Stored::parse(&m))),
+            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) => Err(self.error("cannot read the key", e)),
+        }
+    }
+
+    async fn publish_key(&self, subject: &str, p: Publish<'_>) -> Result<Published> {
+        let mut headers = HeaderMap::new();
+        headers.insert(EXPECTED_SUBJECT_SEQ, p.expected.to_string().as_str());
+        if p.value.is_none() {
+            headers.insert(OPERATION, "DEL");
+        }
+        if let Some(at) = p.expires_us {
+            headers.insert(EXPIRES, at.to_string().as_str());
+        }
+        let mut payload = p.value.unwrap_or_default().to_vec();
+        if !p.changes.is_empty() {
+            let streams = serde_json::to_string(p.changes).map_err(|e| StorageError::Other(e.to_string()))?;
+            headers.insert(CHANGES, streams.as_str());
+            if let Some(old) = p.old {
+                headers.insert(OLD_LENGTH, old.len().to_string().as_str());
+                payload.extend_from_slice(old);
+            }
+            if p.expired {
+                headers.insert(EXPIRED, "1");
+            }
+        }
+        self.check_connected()?;
+        let ack = self
+            .js
+            .publish_with_headers(subject.to_string(), headers, payload.into())
+            .await
+            .map_err(|e| self.error("cannot write the key", e))?
+            .await;
+        match ack {
+            Ok(ack) => Ok(Published::At(ack.sequence)),
+            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
+                Ok(Published::Raced)
+            }
+            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
+                Err(StorageError::Other(format!(
+                    "the value is larger than the NATS server takes ({} bytes with its old value and headers); \
+                     raise max_payload in the server's configuration",
+                    p.value.map_or(0, <[u8]>::len) + p.old.map_or(0, <[u8]>::len)
+                )))
+            }
+            Err(e) => Err(self.error("the write was not confirmed", e)),
+        }
+    }
+
+    /// Copies a change to its streams, each under the change's own
+    /// deduplication id, so a second copy is a duplicate.
+    async fn copy_change(&self, b: &Bucket, change: &Change, streams: &[String]) -> Result<()> {
+        let id = format!("weft-kv-{}-{}", encode(&b.name), change.revision);
+        for stream in streams {
+            let h = self.handle(stream, Duration::ZERO).await?;
+            let message: NewMessage = change.message();
+            self.publish(&h, vec![message], |_, _| Some(id.clone()), |_| 0).await?;
+            self.wake(stream).await;
+        }
+        Ok(())
+    }
+
+    /// A set (`value`) or a removal (none) of one key, with its change.
+    async fn write_key(&self, bucket: &str, k: &str, value: Option<Vec<u8>>, write: &Write) -> Result<Option<Written>> {
+        let b = self.bucket(bucket).await?;
+        let subject = format!("{}{}", b.prefix, key(k)?);
+        loop {
+            let now = weft_store::now_us();
+            let last = self.last(&b, &subject).await?;
+            let expected = last.as_ref().map_or(0, |s| s.seq);
+            if let Some(s) = &last {
+                // The previous change may be uncopied if its writer died:
+                // copying it again first keeps this key's changes in order.
+                if let Some(change) = s.change(&b.name, k)
+                    && now - s.at_us < 60_000_000
+                {
+                    self.copy_change(&b, &change, &s.changes).await?;
+                }
+                if !s.deleted && !s.live(now) {
+                    // Expired: removed first, with its own change.
+                    self.remove_expired(&b, &subject, k, s, &write.changes).await?;
+                    continue;
+                }
+            }
+            let old = last.filter(|s| s.live(now)).map(|s| Entry {
+                value: s.value,
+                revision: s.seq,
+                expires_us: s.expires_us,
+            });
+            if !write.expect.allows(old.as_ref().map(|e| e.revision)) {
+                return Err(StorageError::Conflict {
+                    current: old.map(|e| e.revision),
+                });
+            }
+            if value.is_none() && old.is_none() {
+                return Ok(None);
+            }
+            let expires_us = match (&value, write.ttl) {
+                (Some(_), Some(ttl)) => Some(now.saturating_add(ttl.as_micros().min(i64::MAX as u128) as i64)),
+                _ => None,
+            };
+            let publish = Publish {
+                value: value.as_deref(),
+                old: old.as_ref().map(|e| e.value.as_slice()),
+                expected,
+                expires_us,
+                changes: &write.changes,
+                expired: false,
+            };
+            match self.publish_key(&subject, publish).await? {
+                Published::At(revision) => {
+                    if !write.changes.is_empty() {
+                        let change = Change {
+                            bucket: b.name.clone(),
+                            key: k.to_string(),
+                            old: old.as_ref().map(|e| e.value.clone()),
+                            new: value.clone(),
+                            revision,
+                            at_us: now,
+                            expired: false,
+                        };
+                        self.copy_change(&b, &change, &write.changes).await?;
+                    }
+                    return Ok(Some(Written { revision, old }));
+                }
+                Published::Raced if write.expect == Expect::Anything => continue,
+                Published::Raced => {
+                    let now = weft_store::now_us();
+                    let current = self.last(&b, &subject).await?.filter(|s| s.live(now)).map(|s| s.seq);
+                    return Err(StorageError::Conflict { current });
+                }
+            }
+        }
+    }
+
+    /// Removes key `k`, whose last message `s` has expired, with an expired
+    /// change to `changes`; false if the key moved on meanwhile.
+    async fn remove_expired(&self, b: &Bucket, subject: &str, k: &str, s: &Stored, changes: &[String]) -> Result<bool> {
+        let removal = Publish {
+            value: None,
+            old: Some(&s.value),
+            expected: s.seq,
+            expires_us: None,
+            changes,
+            expired: true,
+        };
+        let Published::At(revision) = self.publish_key(subject, removal).await? else {
+            return Ok(false);
+        };
+        if !changes.is_empty() {
+            let change = Change {
+                bucket: b.name.clone(),
+                key: k.to_string(),
+                old: Some(s.value.clone()),
+                new: None,
+                revision,
+                at_us: weft_store::now_us(),
+                expired: true,
+            };
+            self.copy_change(b, &change, changes).await?;
+        }
+        Ok(true)
+    }
+
+    /// Copies the changes of messages past the bucket's watermark that
+    /// their writers may not have copied; returns how many it copied.
+    async fn sweep_changes(&self, b: &Bucket) -> Result<usize> {
+        let Ok(_one) = b.sweeping.try_lock() else {
+            return Ok(0);
+        };
+        let mark = self.get(WATERMARKS, &b.name).await?;
+        let from = mark
+            .as_ref()
+            .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<u64>().ok())
+            .unwrap_or(0);
+        let cutoff = weft_store::now_us() - SWEEP_AFTER.as_micros() as i64;
+        let filter = format!("{}>", b.prefix);
+        let (mut seq, mut copied, mut last) = (from + 1, 0, from);
+        for _ in 0..SWEEP_BATCH {
+            let m = match b.stream.direct_get_next_for_subject(filter.as_str(), Some(seq)).await {
+                Ok(m) => m,
+                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) => return Err(self.error("cannot read the bucket", e)),
+            };
+            let stored = Stored::parse(&m);
+            if stored.at_us > cutoff {
+                break;
+            }
+            seq = m.sequence + 1;
+            last = m.sequence;
+            let Some(k) = m.subject.strip_prefix(b.prefix.as_str()).and_then(decode) else {
+                continue;
+            };
+            if let Some(change) = stored.change(&b.name, &k) {
+                self.copy_change(b, &change, &stored.changes).await?;
+                copied += 1;
+            }
+        }
+        if last > from {
+            let value = last.to_string().into_bytes();
+            match mark {
+                Some(e) => self.update(WATERMARKS, &b.name, value, e.revision).await.map(|_| ()),
+                None => self.create(WATERMARKS, &b.name, value).await.map(|_| ()),
+            }
+            .or_else(|e| match e {
+                // Another node swept meanwhile; its watermark stands.
+                StorageError::Conflict { .. } => Ok(()),
+                e => Err(e),
+            })?;
+        }
+        Ok(copied)
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyValue for JetStream {
+    async fn get(&self, bucket: &str, k: &str) -> Result<Option<Entry>> {
+        let b = self.bucket(bucket).await?;
+        let subject = format!("{}{}", b.prefix, key(k)?);
+        let now = weft_store::now_us();
+        Ok(self.last(&b, &subject).await?.filter(|s| s.live(now)).map(|s| Entry {
+            value: s.value,
+            revision: s.seq,
+            expires_us: s.expires_us,
+        }))
+    }
+
+    async fn set(&self, bucket: &str, k: &str, value: Vec<u8>, write: &Write) -> Result<Written> {
+        match self.write_key(bucket, k, Some(value), write).await? {
+            Some(w) => Ok(w),
+            None => Err(StorageError::Other("the set wrote nothing".into())),
+        }
+    }
+
+    async fn remove(&self, bucket: &str, k: &str, write: &Write) -> Result<Option<Written>> {
+        self.write_key(bucket, k, None, write).await
+    }
+
+    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let b = self.bucket(bucket).await?;
+        let mut keys = b.store.keys().await.map_err(|e| self.error("cannot list keys", e))?;
+        let mut names = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(|e| self.error("cannot list keys", e))?;
+            if let Some(name) = decode(&k)
+                && name.starts_with(prefix)
+                && after.is_none_or(|a| name.as_str() > a)
+            {
+                names.push(name);
+            }
+        }
+        names.sort();
+        // Expiry is weft's own: each key is checked as the page fills.
+        let now = weft_store::now_us();
+        let mut out = Vec::new();
+        for name in names {
+            if out.len() >= limit {
+                break;
+            }
+            let subject = format!("{}{}", b.prefix, encode(&name));
+            if self.last(&b, &subject).await?.is_some_and(|s| s.live(now)) {
+                out.push(name);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize> {
+        let b = self.bucket(bucket).await?;
+        if let Err(e) = self.sweep_changes(&b).await {
+            tracing::warn!("cannot sweep the changes of bucket {bucket}: {e}");
+        }
+        let now = weft_store::now_us();
+        let mut keys = b.store.keys().await.map_err(|e| self.error("cannot list keys", e))?;
+        let mut expired = Vec::new();
+        while let Some(k) = keys.next().await {
+            let k = k.map_err(|e| self.error("cannot list keys", e))?;
+            let subject = format!("{}{k}", b.prefix);
+            if let Some(s) = self.last(&b, &subject).await?
+                && !s.deleted
+                && !s.live(now)
+                && let Some(name) = decode(&k)
+            {
+                expired.push(name);
+                if expired.len() >= max {
+                    break;
+                }
+            }
+        }
+        let mut n = 0;
+        for name in expired {
+            // A write of an expired key removes it first, as an expiry.
+            let subject = format!("{}{}", b.prefix, encode(&name));
+            let Some(s) = self.last(&b, &subject).await? else {
+                continue;
+            };
+            if s.deleted || s.live(weft_store::now_us()) {
+                continue;
+            }
+            if self.remove_expired(&b, &subject, &name, &s, changes).await? {
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn max_value(&self) -> usize {
+        self.client.server_info().max_payload.saturating_sub(HEADROOM)
+    }
+}
+
+impl JetStream {
     async fn object_bucket(&self, bucket: &str) -> Result<object_store::ObjectStore> {
         if let Some(b) = self.objects.read().unwrap_or_else(|p| p.into_inner()).get(bucket) {
             return Ok(b.clone());
@@ -83,96 +541,6 @@ impl JetStream {
             .unwrap_or_else(|p| p.into_inner())
             .insert(bucket.to_string(), store.clone());
         Ok(store)
-    }
-
-    /// The revision `k` is at now, for a conflict's answer.
-    async fn current(&self, store: &kv::Store, k: &str) -> Option<u64> {
-        match store.entry(k).await {
-            Ok(Some(e)) if e.operation == kv::Operation::Put => Some(e.revision),
-            _ => None,
-        }
-    }
-}
-
-#[async_trait::async_trait]
-impl KeyValue for JetStream {
-    async fn get(&self, bucket: &str, k: &str) -> Result<Option<Entry>> {
-        let store = self.bucket(bucket).await?;
-        match store.entry(key(k)?).await {
-            Ok(Some(e)) if e.operation == kv::Operation::Put => Ok(Some(Entry {
-                value: e.value.to_vec(),
-                revision: e.revision,
-            })),
-            Ok(_) => Ok(None),
-            Err(e) => Err(self.error("cannot read the key", e)),
-        }
-    }
-
-    async fn put(&self, bucket: &str, k: &str, value: Vec<u8>) -> Result<u64> {
-        let store = self.bucket(bucket).await?;
-        self.check_connected()?;
-        store
-            .put(key(k)?, value.into())
-            .await
-            .map_err(|e| self.error("cannot set the key", e))
-    }
-
-    async fn create(&self, bucket: &str, k: &str, value: Vec<u8>) -> Result<u64> {
-        let store = self.bucket(bucket).await?;
-        self.check_connected()?;
-        let k = key(k)?;
-        match store.create(&k, value.into()).await {
-            Ok(revision) => Ok(revision),
-            Err(e) if e.kind() == kv::CreateErrorKind::AlreadyExists => Err(StorageError::Conflict {
-                current: self.current(&store, &k).await,
-            }),
-            Err(e) => Err(self.error("cannot create the key", e)),
-        }
-    }
-
-    async fn update(&self, bucket: &str, k: &str, value: Vec<u8>, revision: u64) -> Result<u64> {
-        let store = self.bucket(bucket).await?;
-        self.check_connected()?;
-        let k = key(k)?;
-        match store.update(&k, value.into(), revision).await {
-            Ok(revision) => Ok(revision),
-            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Err(StorageError::Conflict {
-                current: self.current(&store, &k).await,
-            }),
-            Err(e) => Err(self.error("cannot update the key", e)),
-        }
-    }
-
-    async fn delete(&self, bucket: &str, k: &str) -> Result<bool> {
-        let store = self.bucket(bucket).await?;
-        let k = key(k)?;
-        let Some(revision) = self.current(&store, &k).await else {
-            return Ok(false);
-        };
-        self.check_connected()?;
-        match store.delete_expect_revision(&k, Some(revision)).await {
-            Ok(()) => Ok(true),
-            // Changed or deleted meanwhile: deleted if it is gone now.
-            Err(_) if self.current(&store, &k).await.is_none() => Ok(false),
-            Err(e) => Err(self.error("cannot delete the key", e)),
-        }
-    }
-
-    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        let store = self.bucket(bucket).await?;
-        let encoded = encode(prefix);
-        let mut keys = store.keys().await.map_err(|e| self.error("cannot list keys", e))?;
-        let mut out = Vec::new();
-        while let Some(k) = keys.next().await {
-            let k = k.map_err(|e| self.error("cannot list keys", e))?;
-            if k.starts_with(&encoded)
-                && let Some(name) = decode(&k)
-            {
-                out.push(name);
-            }
-        }
-        out.sort();
-        Ok(out)
     }
 }
 

@@ -55,6 +55,7 @@ pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use section::{Extension, Section};
 pub use sections::app::{Build, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Function, MAX_MEMORY, MAX_TIMEOUT};
 pub use sections::bus::{Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Rule, RuleTarget};
+pub use sections::kv::{CHANGE_RETENTION, DEFAULT_MAX_VALUE, MAX_KEY, MAX_VALUE, Store, StoreTarget};
 pub use sections::pricing::Pricing;
 pub use sections::queues::{AsyncInvoke, DEDUP_WINDOW, Queue, Trigger};
 pub use sections::routes::Route;
@@ -81,6 +82,8 @@ pub struct Manifest {
     /// Declared buses (the `default` bus exists whether declared or not).
     pub buses: Vec<Bus>,
     pub rules: Vec<Rule>,
+    /// `[kv.NAME]`: key-value stores.
+    pub stores: Vec<Store>,
     /// `[pricing]`: the app's price table for `weft cost`, if it has one.
     pub pricing: Option<Pricing>,
     /// What sections defined outside this crate checked, by their
@@ -177,6 +180,10 @@ impl Manifest {
 
     pub fn function(&self, name: &str) -> Option<&Function> {
         self.functions.iter().find(|f| f.name == name)
+    }
+
+    pub fn store(&self, name: &str) -> Option<&Store> {
+        self.stores.iter().find(|s| s.name == name)
     }
 
     pub fn queue(&self, name: &str) -> Option<&Queue> {

@@ -121,3 +121,102 @@ fn a_price_table_is_read_with_its_defaults() {
         .to_string();
     assert!(error.contains("[pricing] has no `per_gb_second`"), "{error}");
 }
+
+#[test]
+fn a_manifest_with_stores_parses_fully() {
+    use std::time::Duration;
+    use weft_manifest::{DEFAULT_MAX_VALUE, MAX_KEY, Store, StoreTarget, Target};
+    let text = r#"
+[app]
+name = "shop"
+
+[queue.cart-events]
+
+[queue.failed-changes]
+
+[topic.orders]
+
+[bus.audit]
+
+[function.cart-handler]
+source = "cart.wasm"
+kv = ["carts", "sessions"]
+
+[function.indexer]
+source = "indexer.wasm"
+
+[kv.carts]
+max_value = "4MB"
+max_key = "512B"
+ttl = "24h"
+changes = true
+
+[[kv.carts.target]]
+function = "indexer"
+batch = 25
+dead_letter = "failed-changes"
+
+[[kv.carts.target]]
+queue = "cart-events"
+
+[[kv.carts.target]]
+topic = "orders"
+
+[[kv.carts.target]]
+bus = "audit"
+
+[kv.sessions]
+
+[[trigger]]
+kv = "carts"
+function = "cart-handler"
+batch = 10
+"#;
+    let m = weft_manifest::Manifest::parse(text, "weft.toml").unwrap();
+    let function = |name: &str, batch: u32, dead_letter: Option<&str>| StoreTarget {
+        target: Target::Function(name.into()),
+        batch,
+        concurrency: 1,
+        retry: weft_manifest::Retry {
+            max_attempts: u32::MAX,
+            backoff: Duration::from_secs(1),
+            max_age: Some(weft_manifest::CHANGE_RETENTION),
+        },
+        dead_letter: dead_letter.map(String::from),
+    };
+    let event = |target: Target| StoreTarget {
+        target,
+        ..function("unused", 100, None)
+    };
+    assert_eq!(
+        m.stores,
+        vec![
+            Store {
+                name: "carts".into(),
+                max_value: 4 << 20,
+                max_key: 512,
+                ttl: Some(Duration::from_secs(24 * 3600)),
+                changes: true,
+                targets: vec![
+                    function("indexer", 25, Some("failed-changes")),
+                    event(Target::Queue("cart-events".into())),
+                    event(Target::Topic("orders".into())),
+                    event(Target::Bus("audit".into())),
+                    function("cart-handler", 10, None),
+                ],
+            },
+            Store {
+                name: "sessions".into(),
+                max_value: DEFAULT_MAX_VALUE,
+                max_key: MAX_KEY,
+                ttl: None,
+                changes: false,
+                targets: Vec::new(),
+            },
+        ]
+    );
+    assert_eq!((DEFAULT_MAX_VALUE, MAX_KEY), (1 << 20, 1 << 10));
+    assert_eq!(m.store("sessions"), Some(&Store::new("sessions")));
+    assert_eq!(m.function("cart-handler").unwrap().kv, ["carts", "sessions"]);
+    assert!(m.function("indexer").unwrap().kv.is_empty());
+}

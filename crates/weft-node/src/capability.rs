@@ -105,6 +105,13 @@ pub trait Capability<N>: std::any::Any + Send + Sync {
         })
     }
 
+    /// The key-value stores an invocation of `function` may open
+    /// (`wasi:keyvalue`), if this capability keeps them.
+    fn stores(&self, node: &Arc<N>, function: &Arc<Deployed>) -> Option<Arc<dyn weft_runtime::Stores>> {
+        let _ = (node, function);
+        None
+    }
+
     /// Periodic work (expiring old messages, say), run about once a minute.
     fn housekeeping<'a>(&'a self, node: &'a Arc<N>) -> BoxFuture<'a, ()> {
         let _ = node;
@@ -217,6 +224,7 @@ impl Deploy {
                 target: h.target,
                 batch: 1,
                 concurrency: h.concurrency,
+                encoding: Encoding::CloudEvents,
             });
             self.queues.push(h.queue);
         }
@@ -250,16 +258,30 @@ fn numbered<T>(items: &[(String, T)]) -> Vec<(String, &T)> {
         .collect()
 }
 
-/// A queue drained by a worker that delivers to a function or a URL.
+/// A queue drained by a worker that delivers to a function or a URL (or,
+/// for messages that are not events themselves, to any target).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Drain {
     pub queue: String,
-    /// A function or a URL.
+    /// A function or a URL; a queue, topic or bus with [`Encoding::Changes`].
     pub target: weft_manifest::Target,
     /// Messages per delivery.
     pub batch: u32,
     /// Deliveries at once.
     pub concurrency: u32,
+    /// What the messages are, and so how they are sent.
+    pub encoding: Encoding,
+}
+
+/// What a drained queue's messages are.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum Encoding {
+    /// Events, sent as CloudEvents (one in binary mode, more batched).
+    #[default]
+    CloudEvents,
+    /// A key-value store's changes, sent as DynamoDB Streams records of
+    /// the app named here (`weft_events::kv`).
+    Changes(String),
 }
 
 /// One change a deploy makes.

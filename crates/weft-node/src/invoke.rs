@@ -89,9 +89,15 @@ impl Node {
             }
             drop(running);
         });
+        let stores = self
+            .capabilities
+            .iter()
+            .find_map(|c| c.stores(self, function))
+            .unwrap_or_else(|| Arc::new(NoStores));
         let ctx = InvocationContext {
             request_id: request_id.clone(),
             outbound,
+            stores,
             nested: call.trigger == Trigger::Internal,
             on_complete: Some(on_complete),
         };
@@ -316,6 +322,17 @@ pub fn percent_decode(s: &str) -> String {
     match percent_encoding::percent_decode_str(s).decode_utf8() {
         Ok(decoded) => decoded.into_owned(),
         Err(_) => s.to_string(),
+    }
+}
+
+/// The stores of a node that keeps none.
+struct NoStores;
+
+impl weft_runtime::Stores for NoStores {
+    fn open(&self, name: &str) -> Result<Arc<dyn weft_runtime::Store>, weft_runtime::StoreError> {
+        Err(weft_runtime::StoreError::NoSuchStore(format!(
+            "no store `{name}` exists"
+        )))
     }
 }
 

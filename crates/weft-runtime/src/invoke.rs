@@ -28,6 +28,9 @@ pub struct InvocationContext {
     /// outgoing wasi:http. Each interface a function may be granted has
     /// its policy here, one field each.
     pub outbound: Arc<dyn Outbound>,
+    /// The key-value stores the function may open, and what their
+    /// operations do: the policy of wasi:keyvalue and Spin's key-value.
+    pub stores: Arc<dyn crate::host::keyvalue::Stores>,
     /// Called from another function: runs without taking a top-level slot.
     pub nested: bool,
     /// Runs on the invocation's own task as soon as the instance is gone,

@@ -25,6 +25,7 @@ mod meter;
 
 pub use engine::{FunctionImage, Limits, PrepareError, Runtime, RuntimeConfig, RuntimeError};
 pub use host::http::{Outbound, OutboundFuture, send_direct};
+pub use host::keyvalue::{Store, StoreError, Stores};
 pub use invoke::{Answer, Completion, Exit, Invocation, InvocationContext, OnComplete};
 pub use logs::OutputLine;
 pub use wasmtime_wasi_http::p2::body::HyperOutgoingBody;

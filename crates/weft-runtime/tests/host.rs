@@ -83,6 +83,7 @@ impl Fixture {
         let ctx = InvocationContext {
             request_id: "test".into(),
             outbound,
+            stores: Arc::new(NoStores),
             nested: false,
             on_complete: None,
         };
@@ -181,4 +182,15 @@ async fn a_function_reads_the_environment_it_was_prepared_with() {
 async fn a_function_past_its_memory_limit_ends_with_that_limit() {
     let (exit, _status, _body) = fixture().run("/alloc/64", 32 << 20, Vec::new(), Arc::new(Deny)).await;
     assert_eq!(exit, Exit::MemoryLimit { limit: 32 << 20 });
+}
+
+/// Opens no stores: this program grants none.
+struct NoStores;
+
+impl weft_runtime::Stores for NoStores {
+    fn open(&self, name: &str) -> Result<Arc<dyn weft_runtime::Store>, weft_runtime::StoreError> {
+        Err(weft_runtime::StoreError::NoSuchStore(format!(
+            "no store `{name}` exists here"
+        )))
+    }
 }

@@ -648,6 +648,90 @@ fn print_stats(name: &str, stats: &Value) {
     );
 }
 
+pub async fn kv(server: &str, command: crate::KvCommand) -> anyhow::Result<ExitCode> {
+    use crate::KvCommand as K;
+    use base64::Engine;
+    let client = Client::new(server)?;
+    let answer = |status: u16, answer: Value| -> anyhow::Result<Value> {
+        if status >= 300 {
+            bail!("{}", error_text(&answer));
+        }
+        Ok(answer)
+    };
+    let key_path = |store: &str, key: &str| format!("/v1/kv/{}/keys/{}", encode(store), encode(key));
+    if let K::Get { key, .. } | K::Set { key, .. } | K::Delete { key, .. } = &command
+        && key.is_empty()
+    {
+        bail!("a key cannot be empty: give the key to read or write");
+    }
+    match command {
+        K::Get { store, key } => {
+            let (status, value) = client.get(&key_path(&store, &key)).await?;
+            let value = answer(status, value)?;
+            let text = value["value"].as_str().unwrap_or_default();
+            let bytes = match value["encoding"].as_str() {
+                Some("base64") => base64::engine::general_purpose::STANDARD
+                    .decode(text)
+                    .context("the server sent a value that is not base64")?,
+                _ => text.as_bytes().to_vec(),
+            };
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            out.write_all(&bytes)?;
+            if out.is_terminal() && !bytes.ends_with(b"\n") {
+                out.write_all(b"\n")?;
+            }
+        }
+        K::Set { store, key, value, ttl } => {
+            let bytes = match value.strip_prefix('@') {
+                Some(file) => std::fs::read(file).with_context(|| format!("@{file}: cannot read the file"))?,
+                None => value.into_bytes(),
+            };
+            let mut path = key_path(&store, &key);
+            if let Some(ttl) = &ttl {
+                weft_manifest::parse_duration(ttl)
+                    .map_err(|why| anyhow!("--ttl `{ttl}` is not a duration: {why}; write e.g. 30s or 24h"))?;
+                path = format!("{path}?ttl={}", encode(ttl));
+            }
+            let (status, value) = client
+                .call("PUT", &path, Some(Bytes::from(bytes)), "application/octet-stream")
+                .await?;
+            let value = answer(status, value)?;
+            println!("set {store}/{key} (revision {})", value["revision"]);
+        }
+        K::Delete { store, key } => {
+            let (status, value) = client
+                .call("DELETE", &key_path(&store, &key), None, "application/json")
+                .await?;
+            let value = answer(status, value)?;
+            if value["deleted"].as_bool() == Some(true) {
+                println!("deleted {store}/{key}");
+            } else {
+                println!("{store} had no key `{key}`");
+            }
+        }
+        K::List { store, prefix } => {
+            let mut after: Option<String> = None;
+            loop {
+                let mut path = format!("/v1/kv/{}/keys?prefix={}", encode(&store), encode(&prefix));
+                if let Some(a) = &after {
+                    path = format!("{path}&after={}", encode(a));
+                }
+                let (status, value) = client.get(&path).await?;
+                let value = answer(status, value)?;
+                for key in value["keys"].as_array().into_iter().flatten() {
+                    println!("{}", key.as_str().unwrap_or_default());
+                }
+                match value["next"].as_str() {
+                    Some(next) => after = Some(next.to_string()),
+                    None => break,
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 pub async fn queue(server: &str, command: crate::QueueCommand) -> anyhow::Result<ExitCode> {
     use crate::QueueCommand as Q;
     let client = Client::new(server)?;

@@ -227,6 +227,13 @@ enum Command {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER, global = true)]
         server: String,
     },
+    /// Read and write key-value stores (`[kv.NAME]`).
+    Kv {
+        #[command(subcommand)]
+        command: KvCommand,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER, global = true)]
+        server: String,
+    },
     /// Work with events and event patterns.
     Events {
         #[command(subcommand)]
@@ -319,6 +326,32 @@ pub enum EventsCommand {
     Buses {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum KvCommand {
+    /// Print a key's value (as stored: text, or bytes).
+    Get { store: String, key: String },
+    /// Set a key; answers once it is durable.
+    Set {
+        store: String,
+        key: String,
+        /// The value, or @FILE to read it from a file.
+        value: String,
+        /// This value expires after this long (e.g. 30s, 24h), in place of
+        /// the store's `ttl`.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Remove a key.
+    Delete { store: String, key: String },
+    /// List keys, in order.
+    List {
+        store: String,
+        /// Only keys starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
     },
 }
 
@@ -490,6 +523,7 @@ fn main() -> ExitCode {
             Command::App { server } => commands::app(&server).await,
             Command::Nodes { server } => commands::nodes(&server).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,
+            Command::Kv { command, server } => commands::kv(&server, command).await,
             Command::Events { command } => match command {
                 EventsCommand::TestPattern { pattern, event } => Ok(commands::test_pattern(&pattern, &event)),
                 EventsCommand::Put {

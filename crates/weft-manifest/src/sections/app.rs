@@ -33,6 +33,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "env",
     "allowed_hosts",
     "publish",
+    "kv",
 ];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
 /// What `publish` entries may name.
@@ -56,6 +57,8 @@ pub struct Function {
     /// `[function.NAME.async]`: how asynchronous invocations are retried and
     /// where their results go.
     pub async_invoke: AsyncInvoke,
+    /// The key-value stores it may open (`kv = ["carts"]`; the kv section's).
+    pub kv: Vec<String>,
 }
 
 /// How to produce a function's component from source.
@@ -364,6 +367,7 @@ impl Checker {
             allowed_hosts,
             publish,
             async_invoke: AsyncInvoke::default(),
+            kv: Vec::new(),
         })
     }
 

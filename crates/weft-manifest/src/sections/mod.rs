@@ -9,6 +9,7 @@ use crate::section::Section;
 
 pub(crate) mod app;
 pub(crate) mod bus;
+pub(crate) mod kv;
 pub(crate) mod pricing;
 pub(crate) mod queues;
 pub(crate) mod routes;
@@ -25,6 +26,7 @@ pub(crate) const BUILT_IN: &[&dyn Section] = &[
     &topics::Topics,
     &bus::Buses,
     &schedules::Schedules,
+    &kv::Stores,
     &pricing::Prices,
 ];
 
@@ -41,6 +43,7 @@ const LISTED: &[&str] = &[
     "subscription",
     "bus",
     "rule",
+    "kv",
     "pricing",
 ];
 

@@ -26,7 +26,7 @@ const QUEUE: Kind = Kind {
     example: "jobs",
     help: "write the queue as `[queue.NAME]` with its settings",
 };
-const TRIGGER_KEYS: &[&str] = &["queue", "function", "batch", "concurrency"];
+const TRIGGER_KEYS: &[&str] = &["queue", "kv", "function", "batch", "concurrency"];
 const ASYNC_KEYS: &[&str] = &["retries", "max_event_age", "backoff", "on_success", "on_failure"];
 /// What `on_success` and `on_failure` may name.
 const DESTINATIONS: &[TargetKind] = &[
@@ -140,6 +140,17 @@ impl Section for Queues {
             TRIGGER_KEYS,
             "write each trigger as `[[trigger]]` with `queue` and `function`",
             |c, table, place| {
+                // A store's changes: the kv section's.
+                if table.contains_key("kv") {
+                    if let Some((k, item)) = table.get_key_value("queue") {
+                        c.error(
+                            span_of(k, item),
+                            format!("{place} has both `queue` and `kv`"),
+                            "a trigger takes one source: give each its own [[trigger]]",
+                        );
+                    }
+                    return;
+                }
                 let queue = c.reference(table, "queue", place, "queue");
                 let function = c.reference(table, "function", place, "function");
                 let batch = c.integer_in(table, "batch", place, 1, (1, 100));

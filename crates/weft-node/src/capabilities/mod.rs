@@ -9,6 +9,7 @@
 pub mod asyncs;
 pub mod bus;
 mod http;
+pub mod kv;
 pub mod queues;
 mod routing;
 pub mod schedules;
@@ -27,6 +28,7 @@ pub fn all() -> Vec<Arc<dyn Capability<crate::node::Node>>> {
         Arc::new(schedules::Schedules),
         Arc::new(topics::Topics),
         Arc::new(bus::Bus),
+        Arc::new(kv::Kv::default()),
         Arc::new(queues::Queues),
     ]
 }

@@ -27,7 +27,7 @@ use weft_store::Trigger;
 use weft_store::durable::Message;
 
 use crate::call::Call;
-use crate::capability::{BoxFuture, Capability, Deploy, Drain, Staged, Stop, Workers};
+use crate::capability::{BoxFuture, Capability, Deploy, Drain, Encoding, Staged, Stop, Workers};
 use crate::node::Node;
 
 /// How often an idle worker looks again for messages whose delay or retry
@@ -55,6 +55,7 @@ impl Capability<Node> for Triggers {
                 target: Target::Function(t.function.clone()),
                 batch: t.batch,
                 concurrency: t.concurrency,
+                encoding: Encoding::CloudEvents,
             }));
             deploy.diff_manifest("trigger", |m| {
                 m.triggers
@@ -110,9 +111,19 @@ async fn worker(node: Arc<Node>, drain: Drain, mut stop: Stop) {
             }
             continue;
         }
-        let delivered = match &drain.target {
-            Target::Url(u) => deliver_url(&node, &drain.queue, u, &messages[0]).await,
-            other => deliver(&node, &drain.queue, other.name(), drain.batch, &messages).await,
+        let delivered = match (&drain.target, &drain.encoding) {
+            (Target::Url(u), _) => deliver_url(&node, &drain.queue, u, &messages[0]).await,
+            (Target::Function(f), _) => deliver(&node, &drain, f, &messages).await,
+            (other, Encoding::Changes(app)) => deliver_each(&node, &drain.queue, other, app, &messages).await,
+            (other, Encoding::CloudEvents) => {
+                let why = format!("events from a queue are not delivered to {other}");
+                for m in &messages {
+                    if let Err(e) = node.queues.failed(&drain.queue, m, &why).await {
+                        tracing::warn!("deliveries from {}: {e}", drain.queue);
+                    }
+                }
+                Ok(())
+            }
         };
         if let Err(e) = delivered {
             // The messages stay leased and come back after the visibility timeout.
@@ -123,11 +134,11 @@ async fn worker(node: Arc<Node>, drain: Drain, mut stop: Stop) {
 
 async fn deliver(
     node: &Arc<Node>,
-    queue: &str,
+    drain: &Drain,
     function_name: &str,
-    batch: u32,
     messages: &[Message],
 ) -> Result<(), weft_events::QueueError> {
+    let queue = drain.queue.as_str();
     let Some(function) = node.deployment().functions.get(function_name).cloned() else {
         for m in messages {
             node.queues
@@ -140,15 +151,25 @@ async fn deliver(
         .method("POST")
         .uri("/")
         .header(http::header::HOST, "localhost");
-    let body = if batch == 1 {
-        let (headers, body) = weft_events::cloudevents::binary(queue, &messages[0]);
-        for (k, v) in headers {
-            request = request.header(k, v);
+    let body = match &drain.encoding {
+        Encoding::Changes(app) => match weft_events::kv::records(app, messages) {
+            Ok(body) => {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+                body
+            }
+            Err(why) => return fail_all(node, queue, messages, &why).await,
+        },
+        Encoding::CloudEvents if drain.batch == 1 => {
+            let (headers, body) = weft_events::cloudevents::binary(queue, &messages[0]);
+            for (k, v) in headers {
+                request = request.header(k, v);
+            }
+            body
         }
-        body
-    } else {
-        request = request.header(http::header::CONTENT_TYPE, weft_events::cloudevents::BATCH_CONTENT_TYPE);
-        weft_events::cloudevents::batch(queue, messages)
+        Encoding::CloudEvents => {
+            request = request.header(http::header::CONTENT_TYPE, weft_events::cloudevents::BATCH_CONTENT_TYPE);
+            weft_events::cloudevents::batch(queue, messages)
+        }
     };
     let request = match request.body(crate::body::full(body)) {
         Ok(r) => r,
@@ -194,6 +215,47 @@ async fn deliver(
             for m in messages {
                 node.queues.failed(queue, m, &error).await?;
             }
+        }
+    }
+    Ok(())
+}
+
+async fn fail_all(
+    node: &Arc<Node>,
+    queue: &str,
+    messages: &[Message],
+    why: &str,
+) -> Result<(), weft_events::QueueError> {
+    for m in messages {
+        node.queues.failed(queue, m, why).await?;
+    }
+    Ok(())
+}
+
+/// Sends each message, as the event its encoding makes of it, to a queue,
+/// topic or bus through the node's delivery path, in order.
+async fn deliver_each(
+    node: &Arc<Node>,
+    queue: &str,
+    target: &Target,
+    app: &str,
+    messages: &[Message],
+) -> Result<(), weft_events::QueueError> {
+    for m in messages {
+        let outcome = match weft_events::kv::event(app, m) {
+            Ok(mut event) => {
+                if let Some(waited) = node.received(queue, std::slice::from_ref(m)).parent {
+                    weft_events::trace::set_extensions(&mut event.extensions, &waited);
+                }
+                node.deliver(target, event).await.map_err(|e| e.to_string())
+            }
+            Err(why) => Err(why),
+        };
+        match outcome {
+            Ok(()) => {
+                node.queues.ack(queue, &[m.receipt()]).await?;
+            }
+            Err(why) => node.queues.failed(queue, m, &why).await?,
         }
     }
     Ok(())

@@ -18,9 +18,10 @@
 //! - its **linker hook**: `add_to_linker`, which adds the interface to the
 //!   `Linker<Host>`; [`add_to_linker`] calls each once.
 //!
-//! | module   | interface            | policy                       |
-//! |----------|----------------------|------------------------------|
-//! | [`http`] | wasi:http (outgoing) | [`Outbound`](http::Outbound) |
+//! | module       | interface                                   | policy                            |
+//! |--------------|---------------------------------------------|-----------------------------------|
+//! | [`http`]     | wasi:http (outgoing)                        | [`Outbound`](http::Outbound)      |
+//! | [`keyvalue`] | wasi:keyvalue, fermyon:spin/key-value       | [`Stores`](keyvalue::Stores)      |
 //!
 //! An interface's host traits are implemented on a view of `Host` that
 //! borrows its own `State` and the shared resource table, as
@@ -47,6 +48,7 @@
 //! embedder must say what the function is granted.
 
 pub(crate) mod http;
+pub(crate) mod keyvalue;
 
 use wasmtime::component::{Linker, ResourceTable};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -63,6 +65,7 @@ pub(crate) struct Host {
     table: ResourceTable,
     pub(crate) meter: MemoryMeter,
     http: http::State,
+    kv: keyvalue::State,
 }
 
 impl Host {
@@ -76,19 +79,21 @@ impl Host {
             table: ResourceTable::new(),
             meter: MemoryMeter::new(image.limits.memory),
             http: http::State::new(ctx),
+            kv: keyvalue::State::new(ctx, output.stream(1)),
         }
     }
 }
 
 /// What [`add_to_linker`] provides, named to a user whose component imports
 /// something else. An interface added there is named here too.
-pub(crate) const PROVIDED: &str =
-    "WASI 0.2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, wasi:sockets) and wasi:http";
+pub(crate) const PROVIDED: &str = "WASI 0.2 (wasi:cli, wasi:clocks, wasi:random, wasi:io, wasi:filesystem, \
+     wasi:sockets), wasi:http, wasi:keyvalue@0.2.0-draft2 and fermyon:spin/key-value@2.0.0";
 
 /// Adds every interface a component may import to `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     wasmtime_wasi::p2::add_to_linker_async(linker)?;
     http::add_to_linker(linker)?;
+    keyvalue::add_to_linker(linker)?;
     Ok(())
 }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Append, Message, NewMessage, Receipt, Storage, StorageError};
+use super::{Append, Change, Expect, Message, NewMessage, Receipt, Storage, StorageError, Write};
 
 pub fn msg(id: &str, body: &str) -> NewMessage {
     NewMessage {
@@ -256,6 +256,139 @@ async fn key_value_compare_and_set(s: &dyn Storage) {
     assert!(!s.delete("kv", "k").await.unwrap());
 }
 
+/// The changes a stream holds, in order.
+async fn changes(s: &dyn Storage, stream: &str) -> Vec<Change> {
+    let messages = s.read(stream, 0, 100).await.unwrap();
+    for m in &messages {
+        let change = Change::parse(&m.body).unwrap();
+        assert_eq!(m.id, change.sequence_number(), "a change's id is its sequence number");
+        assert_eq!(
+            m.group.as_deref(),
+            Some(change.key.as_str()),
+            "a change's group is its key"
+        );
+    }
+    messages.iter().map(|m| Change::parse(&m.body).unwrap()).collect()
+}
+
+fn value(c: &Change) -> (Option<&[u8]>, Option<&[u8]>) {
+    (c.old.as_deref(), c.new.as_deref())
+}
+
+/// Every insert, modification and removal is one change on each of the
+/// write's change streams, made in the write: a write that fails its
+/// precondition, or removes nothing, records nothing.
+async fn key_value_changes_are_written_with_the_change(s: &dyn Storage) {
+    let streams = vec!["changes-a".to_string(), "changes-b".to_string()];
+    let write = Write {
+        changes: streams.clone(),
+        ..Write::default()
+    };
+    let first = s.set("kvc", "cart", b"1".to_vec(), &write).await.unwrap();
+    assert_eq!(first.old, None);
+    let second = s.set("kvc", "cart", b"2".to_vec(), &write).await.unwrap();
+    assert_eq!(second.old.as_ref().map(|e| e.value.as_slice()), Some(&b"1"[..]));
+    let stale = Write {
+        expect: Expect::Revision(first.revision),
+        ..write.clone()
+    };
+    assert!(matches!(
+        s.set("kvc", "cart", b"3".to_vec(), &stale).await,
+        Err(StorageError::Conflict { current: Some(r) }) if r == second.revision
+    ));
+    let removed = s.remove("kvc", "cart", &write).await.unwrap().unwrap();
+    assert_eq!(removed.old.map(|e| e.value), Some(b"2".to_vec()));
+    assert!(s.remove("kvc", "cart", &write).await.unwrap().is_none());
+    assert!(s.get("kvc", "cart").await.unwrap().is_none());
+    for stream in &streams {
+        let seen = changes(s, stream).await;
+        let values: Vec<_> = seen.iter().map(value).collect();
+        assert_eq!(
+            values,
+            [
+                (None, Some(&b"1"[..])),
+                (Some(&b"1"[..]), Some(&b"2"[..])),
+                (Some(&b"2"[..]), None)
+            ]
+        );
+        let revisions: Vec<u64> = seen.iter().map(|c| c.revision).collect();
+        assert_eq!(revisions, [first.revision, second.revision, removed.revision]);
+        assert!(seen.iter().all(|c| c.bucket == "kvc" && c.key == "cart" && !c.expired));
+    }
+    // A write without change streams records nothing anywhere.
+    s.put("kvc", "quiet", b"x".to_vec()).await.unwrap();
+    assert_eq!(changes(s, "changes-a").await.len(), 3);
+}
+
+/// A value written with a time to live reads as absent once it has run
+/// out, and its removal is an expired change: made by `expire_keys`, or
+/// by the next write of the key, whichever comes first.
+async fn key_value_times_to_live_end_in_a_removal(s: &dyn Storage) {
+    let streams = vec!["expiries".to_string()];
+    let short = Write {
+        ttl: Some(Duration::from_secs(2)),
+        changes: streams.clone(),
+        ..Write::default()
+    };
+    s.set("kvt", "a", b"1".to_vec(), &short).await.unwrap();
+    let a = s.get("kvt", "a").await.unwrap().unwrap();
+    s.set("kvt", "b", b"2".to_vec(), &short).await.unwrap();
+    let kept = Write {
+        changes: streams.clone(),
+        ..Write::default()
+    };
+    s.set("kvt", "c", b"3".to_vec(), &kept).await.unwrap();
+    assert_eq!(s.get("kvt", "c").await.unwrap().unwrap().expires_us, None);
+    let b = s.get("kvt", "b").await.unwrap().unwrap();
+    let (Some(a_ends), Some(b_ends)) = (a.expires_us, b.expires_us) else {
+        panic!("values written with a time to live say when it ends: {a:?} {b:?}");
+    };
+    assert!(a_ends <= b_ends);
+    let wait = b_ends - crate::now_us() + 200_000;
+    tokio::time::sleep(Duration::from_micros(wait.max(0) as u64)).await;
+    assert!(
+        s.get("kvt", "a").await.unwrap().is_none(),
+        "an expired key reads as absent"
+    );
+    assert_eq!(s.list("kvt", "", None, 10).await.unwrap(), ["c"]);
+    // The next write of `a` first removes the expired value.
+    let again = s.set("kvt", "a", b"new".to_vec(), &kept).await.unwrap();
+    assert_eq!(again.old, None, "an expired value is not the old one");
+    assert_eq!(
+        s.expire_keys("kvt", &streams, 100).await.unwrap(),
+        1,
+        "only `b` was left"
+    );
+    assert_eq!(s.expire_keys("kvt", &streams, 100).await.unwrap(), 0);
+    let seen = changes(s, "expiries").await;
+    type Summary<'a> = (&'a str, bool, Option<&'a [u8]>, Option<&'a [u8]>);
+    let summary: Vec<Summary> = seen
+        .iter()
+        .map(|c| (c.key.as_str(), c.expired, c.old.as_deref(), c.new.as_deref()))
+        .collect();
+    assert_eq!(
+        summary[3..],
+        [
+            ("a", true, Some(&b"1"[..]), None),
+            ("a", false, None, Some(&b"new"[..])),
+            ("b", true, Some(&b"2"[..]), None),
+        ]
+    );
+    let revisions: Vec<u64> = seen.iter().map(|c| c.revision).collect();
+    assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
+}
+
+/// Keys list in order, a page at a time, by prefix.
+async fn key_value_lists_in_pages(s: &dyn Storage) {
+    for k in ["p/3", "p/1", "q/1", "p/2", "p/10"] {
+        s.put("kvl", k, b"x".to_vec()).await.unwrap();
+    }
+    assert_eq!(s.list("kvl", "p/", None, 2).await.unwrap(), ["p/1", "p/10"]);
+    assert_eq!(s.list("kvl", "p/", Some("p/10"), 2).await.unwrap(), ["p/2", "p/3"]);
+    assert!(s.list("kvl", "p/", Some("p/3"), 2).await.unwrap().is_empty());
+    assert_eq!(s.list("kvl", "", None, 100).await.unwrap().len(), 5);
+}
+
 async fn objects_round_trip(s: &dyn Storage) {
     s.put_object("b", "one", vec![1, 2, 3]).await.unwrap();
     s.put_object("b", "two", vec![4]).await.unwrap();
@@ -325,6 +458,9 @@ pub async fn run_all(s: Arc<dyn Storage>) {
     read_pages_through_a_stream_without_leasing(&*s).await;
     append_all_writes_several_streams_at_once(&*s).await;
     key_value_compare_and_set(&*s).await;
+    key_value_changes_are_written_with_the_change(&*s).await;
+    key_value_times_to_live_end_in_a_removal(&*s).await;
+    key_value_lists_in_pages(&*s).await;
     objects_round_trip(&*s).await;
     commit_stats_count_every_commit(&*s).await;
     concurrent_appends_all_land(s).await;

@@ -23,8 +23,8 @@ use tokio::sync::oneshot;
 use crate::records::now_us;
 
 use super::{
-    Append, Appended, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError, StreamStats,
-    Streams,
+    Append, Appended, Change, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError,
+    StreamStats, Streams, Write, Written,
 };
 
 const SCHEMA: &str = "
@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS kv (
     key TEXT NOT NULL,
     value BLOB NOT NULL,
     revision INTEGER NOT NULL,
+    -- a time to live's end (microseconds), if the value has one
+    expires_us INTEGER,
     PRIMARY KEY (bucket, key)
 );
 CREATE TABLE IF NOT EXISTS kv_revision (bucket TEXT PRIMARY KEY, last INTEGER NOT NULL);
@@ -112,19 +114,23 @@ enum Op {
         bucket: String,
         key: String,
     },
-    Put {
+    /// A set, or with no value a removal.
+    Set {
         bucket: String,
         key: String,
-        value: Vec<u8>,
-        expect: Expect,
+        value: Option<Vec<u8>>,
+        write: Write,
     },
-    Delete {
-        bucket: String,
-        key: String,
-    },
-    Keys {
+    List {
         bucket: String,
         prefix: String,
+        after: Option<String>,
+        limit: usize,
+    },
+    ExpireKeys {
+        bucket: String,
+        changes: Vec<String>,
+        max: usize,
     },
     PutObject {
         bucket: String,
@@ -144,13 +150,6 @@ enum Op {
     },
 }
 
-/// The precondition of a key-value write.
-enum Expect {
-    Anything,
-    Absent,
-    Revision(u64),
-}
-
 enum Reply {
     Appended(Vec<Vec<Appended>>),
     Messages(Vec<Message>),
@@ -158,7 +157,7 @@ enum Reply {
     Flag(bool),
     Stats(StreamStats),
     Entry(Option<Entry>),
-    Revision(u64),
+    Written(Option<Written>),
     Names(Vec<String>),
     Bytes(Option<Vec<u8>>),
     Done,
@@ -242,6 +241,7 @@ impl Embedded {
         conn.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
+        upgrade(&conn).map_err(classify)?;
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(Commits::default());
         let counts = commits.clone();
@@ -300,6 +300,20 @@ impl Drop for Embedded {
     fn drop(&mut self) {
         self.close();
     }
+}
+
+/// Brings a file made by an older weft up to date: columns added since
+/// are added to its tables.
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    let has_expiry: bool = conn
+        .prepare("SELECT 1 FROM pragma_table_info('kv') WHERE name = 'expires_us'")?
+        .exists([])?;
+    if !has_expiry {
+        conn.execute_batch("ALTER TABLE kv ADD COLUMN expires_us INTEGER")?;
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS kv_by_expiry ON kv (bucket, expires_us) WHERE expires_us IS NOT NULL",
+    )
 }
 
 fn unexpected<T>() -> Result<T> {
@@ -469,6 +483,132 @@ fn append(tx: &Connection, a: &Append, now: i64) -> Result<Vec<Appended>> {
     Ok(out)
 }
 
+/// The key's live entry: none if absent or expired.
+fn current(tx: &Connection, bucket: &str, key: &str, now: i64) -> Result<Option<Entry>> {
+    let entry = query_row(
+        tx,
+        "SELECT value, revision, expires_us FROM kv WHERE bucket = ?1 AND key = ?2",
+        params![bucket, key],
+        |r| {
+            Ok(Entry {
+                value: r.get(0)?,
+                revision: r.get(1)?,
+                expires_us: r.get(2)?,
+            })
+        },
+    )
+    .optional()
+    .map_err(sql)?;
+    Ok(entry.filter(|e| e.expires_us.is_none_or(|at| at > now)))
+}
+
+/// Appends `change` to each of `streams` (within the caller's transaction).
+fn append_change(tx: &Connection, change: &Change, streams: &[String], now: i64) -> Result<()> {
+    for stream in streams {
+        let one = Append {
+            stream: stream.clone(),
+            messages: vec![change.message()],
+            dedup_window: Duration::ZERO,
+        };
+        append(tx, &one, now)?;
+    }
+    Ok(())
+}
+
+/// Removes a key whose time to live ran out, with its expired change.
+fn remove_expired(
+    tx: &Connection,
+    bucket: &str,
+    key: &str,
+    value: Vec<u8>,
+    changes: &[String],
+    now: i64,
+) -> Result<()> {
+    let revision = next_seq(tx, "kv", bucket).map_err(sql)?;
+    execute(
+        tx,
+        "DELETE FROM kv WHERE bucket = ?1 AND key = ?2",
+        params![bucket, key],
+    )
+    .map_err(sql)?;
+    let change = Change {
+        bucket: bucket.to_string(),
+        key: key.to_string(),
+        old: Some(value),
+        new: None,
+        revision,
+        at_us: now,
+        expired: true,
+    };
+    append_change(tx, &change, changes, now)
+}
+
+/// A set (`value`) or removal (none) of one key, with its change.
+fn write_key(
+    tx: &Connection,
+    bucket: &str,
+    key: &str,
+    value: Option<&[u8]>,
+    write: &Write,
+    now: i64,
+) -> Result<Option<Written>> {
+    // A key past its time to live is removed first, with its own change,
+    // so every expiry is a removal whether or not housekeeping saw it.
+    let stored: Option<(Vec<u8>, Option<i64>)> = query_row(
+        tx,
+        "SELECT value, expires_us FROM kv WHERE bucket = ?1 AND key = ?2",
+        params![bucket, key],
+        |r| Ok((r.get(0)?, r.get(1)?)),
+    )
+    .optional()
+    .map_err(sql)?;
+    if let Some((old, Some(at))) = stored
+        && at <= now
+    {
+        remove_expired(tx, bucket, key, old, &write.changes, now)?;
+    }
+    let old = current(tx, bucket, key, now)?;
+    if !write.expect.allows(old.as_ref().map(|e| e.revision)) {
+        return Err(StorageError::Conflict {
+            current: old.map(|e| e.revision),
+        });
+    }
+    if value.is_none() && old.is_none() {
+        return Ok(None);
+    }
+    let revision = next_seq(tx, "kv", bucket).map_err(sql)?;
+    match value {
+        Some(value) => {
+            let expires = write.ttl.map(|ttl| now.saturating_add(micros(ttl)));
+            execute(
+                tx,
+                "INSERT OR REPLACE INTO kv (bucket, key, value, revision, expires_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![bucket, key, value, revision, expires],
+            )
+            .map_err(sql)?
+        }
+        None => execute(
+            tx,
+            "DELETE FROM kv WHERE bucket = ?1 AND key = ?2",
+            params![bucket, key],
+        )
+        .map_err(sql)?,
+    };
+    if !write.changes.is_empty() {
+        let change = Change {
+            bucket: bucket.to_string(),
+            key: key.to_string(),
+            old: old.as_ref().map(|e| e.value.clone()),
+            new: value.map(<[u8]>::to_vec),
+            revision,
+            at_us: now,
+            expired: false,
+        };
+        append_change(tx, &change, &write.changes, now)?;
+    }
+    Ok(Some(Written { revision, old }))
+}
+
 fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<Reply> {
     let tx: &Connection = savepoint;
     match op {
@@ -628,68 +768,58 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             .map_err(sql)?;
             Ok(Reply::Count(n))
         }
-        Op::Get { bucket, key } => {
-            let entry = query_row(
-                tx,
-                "SELECT value, revision FROM kv WHERE bucket = ?1 AND key = ?2",
-                params![bucket, key],
-                |r| {
-                    Ok(Entry {
-                        value: r.get(0)?,
-                        revision: r.get(1)?,
-                    })
-                },
-            )
-            .optional()
-            .map_err(sql)?;
-            Ok(Reply::Entry(entry))
-        }
-        Op::Put {
+        Op::Get { bucket, key } => Ok(Reply::Entry(current(tx, bucket, key, now)?)),
+        Op::Set {
             bucket,
             key,
             value,
-            expect,
+            write,
+        } => Ok(Reply::Written(write_key(
+            tx,
+            bucket,
+            key,
+            value.as_deref(),
+            write,
+            now,
+        )?)),
+        Op::List {
+            bucket,
+            prefix,
+            after,
+            limit,
         } => {
-            let current: Option<u64> = query_row(
-                tx,
-                "SELECT revision FROM kv WHERE bucket = ?1 AND key = ?2",
-                params![bucket, key],
-                |r| r.get(0),
-            )
-            .optional()
-            .map_err(sql)?;
-            let ok = match expect {
-                Expect::Anything => true,
-                Expect::Absent => current.is_none(),
-                Expect::Revision(r) => current == Some(*r),
-            };
-            if !ok {
-                return Err(StorageError::Conflict { current });
-            }
-            let revision = next_seq(tx, "kv", bucket).map_err(sql)?;
-            execute(
-                tx,
-                "INSERT OR REPLACE INTO kv (bucket, key, value, revision) VALUES (?1, ?2, ?3, ?4)",
-                params![bucket, key, value, revision],
-            )
-            .map_err(sql)?;
-            Ok(Reply::Revision(revision))
-        }
-        Op::Delete { bucket, key } => {
-            let n = execute(
-                tx,
-                "DELETE FROM kv WHERE bucket = ?1 AND key = ?2",
-                params![bucket, key],
-            )
-            .map_err(sql)?;
-            Ok(Reply::Flag(n > 0))
-        }
-        Op::Keys { bucket, prefix } => {
             let mut stmt = tx
-                .prepare_cached("SELECT key FROM kv WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2 ORDER BY key")
+                .prepare_cached(
+                    "SELECT key FROM kv WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2 AND key > ?3
+                       AND (expires_us IS NULL OR expires_us > ?4)
+                     ORDER BY key LIMIT ?5",
+                )
                 .map_err(sql)?;
-            let rows = stmt.query_map(params![bucket, prefix], |r| r.get(0)).map_err(sql)?;
+            let limit = i64::try_from(*limit).unwrap_or(i64::MAX);
+            let after = after.as_deref().unwrap_or("");
+            let rows = stmt
+                .query_map(params![bucket, prefix, after, now, limit], |r| r.get(0))
+                .map_err(sql)?;
             Ok(Reply::Names(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
+        }
+        Op::ExpireKeys { bucket, changes, max } => {
+            let expired: Vec<(String, Vec<u8>)> = {
+                let mut stmt = tx
+                    .prepare_cached(
+                        "SELECT key, value FROM kv WHERE bucket = ?1 AND expires_us <= ?2 ORDER BY expires_us LIMIT ?3",
+                    )
+                    .map_err(sql)?;
+                let rows = stmt
+                    .query_map(params![bucket, now, i64::try_from(*max).unwrap_or(i64::MAX)], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .map_err(sql)?;
+                rows.collect::<rusqlite::Result<_>>().map_err(sql)?
+            };
+            for (key, value) in &expired {
+                remove_expired(tx, bucket, key, value.clone(), changes, now)?;
+            }
+            Ok(Reply::Count(expired.len()))
         }
         Op::PutObject { bucket, name, data } => {
             execute(
@@ -855,23 +985,6 @@ impl Streams for Embedded {
     }
 }
 
-impl Embedded {
-    async fn put_with(&self, bucket: &str, key: &str, value: Vec<u8>, expect: Expect) -> Result<u64> {
-        match self
-            .run(Op::Put {
-                bucket: bucket.into(),
-                key: key.into(),
-                value,
-                expect,
-            })
-            .await?
-        {
-            Reply::Revision(r) => Ok(r),
-            _ => unexpected(),
-        }
-    }
-}
-
 #[async_trait::async_trait]
 impl KeyValue for Embedded {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>> {
@@ -887,40 +1000,53 @@ impl KeyValue for Embedded {
         }
     }
 
-    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64> {
-        self.put_with(bucket, key, value, Expect::Anything).await
+    async fn set(&self, bucket: &str, key: &str, value: Vec<u8>, write: &Write) -> Result<Written> {
+        match self.write(bucket, key, Some(value), write).await? {
+            Some(w) => Ok(w),
+            None => unexpected(),
+        }
     }
 
-    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64> {
-        self.put_with(bucket, key, value, Expect::Absent).await
+    async fn remove(&self, bucket: &str, key: &str, write: &Write) -> Result<Option<Written>> {
+        self.write(bucket, key, None, write).await
     }
 
-    async fn update(&self, bucket: &str, key: &str, value: Vec<u8>, revision: u64) -> Result<u64> {
-        self.put_with(bucket, key, value, Expect::Revision(revision)).await
-    }
-
-    async fn delete(&self, bucket: &str, key: &str) -> Result<bool> {
-        match self
-            .run(Op::Delete {
-                bucket: bucket.into(),
-                key: key.into(),
-            })
-            .await?
-        {
-            Reply::Flag(f) => Ok(f),
+    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
+        let op = Op::List {
+            bucket: bucket.into(),
+            prefix: prefix.into(),
+            after: after.map(str::to_string),
+            limit,
+        };
+        match self.run(op).await? {
+            Reply::Names(n) => Ok(n),
             _ => unexpected(),
         }
     }
 
-    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
-        match self
-            .run(Op::Keys {
-                bucket: bucket.into(),
-                prefix: prefix.into(),
-            })
-            .await?
-        {
-            Reply::Names(n) => Ok(n),
+    async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize> {
+        let op = Op::ExpireKeys {
+            bucket: bucket.into(),
+            changes: changes.to_vec(),
+            max,
+        };
+        match self.run(op).await? {
+            Reply::Count(n) => Ok(n),
+            _ => unexpected(),
+        }
+    }
+}
+
+impl Embedded {
+    async fn write(&self, bucket: &str, key: &str, value: Option<Vec<u8>>, write: &Write) -> Result<Option<Written>> {
+        let op = Op::Set {
+            bucket: bucket.into(),
+            key: key.into(),
+            value,
+            write: write.clone(),
+        };
+        match self.run(op).await? {
+            Reply::Written(w) => Ok(w),
             _ => unexpected(),
         }
     }

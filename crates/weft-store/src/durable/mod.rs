@@ -205,21 +205,171 @@ pub trait Streams: Send + Sync {
 pub struct Entry {
     pub value: Vec<u8>,
     pub revision: u64,
+    /// When the value expires (microseconds since the Unix epoch), if it
+    /// was written with a time to live. An expired key reads as absent.
+    pub expires_us: Option<i64>,
 }
 
+/// The precondition of a key-value write.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Expect {
+    /// Whatever the key holds.
+    #[default]
+    Anything,
+    /// Only if the key is absent (or expired).
+    Absent,
+    /// Only if the key is at this revision.
+    Revision(u64),
+}
+
+impl Expect {
+    /// Whether a key at `current` (none: absent) meets it.
+    pub fn allows(self, current: Option<u64>) -> bool {
+        match self {
+            Expect::Anything => true,
+            Expect::Absent => current.is_none(),
+            Expect::Revision(r) => current == Some(r),
+        }
+    }
+}
+
+/// How a key-value write is made: [`KeyValue::set`] and [`KeyValue::remove`].
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Write {
+    /// Else [`StorageError::Conflict`], and nothing is written.
+    pub expect: Expect,
+    /// A set value expires this long after the write.
+    pub ttl: Option<Duration>,
+    /// Streams each given the write's [`Change`] (one message), in the
+    /// same durable write as the change itself.
+    pub changes: Vec<String>,
+}
+
+/// What a key-value write did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Written {
+    /// The revision of this change (a removal has one too).
+    pub revision: u64,
+    /// What the key held before, if anything.
+    pub old: Option<Entry>,
+}
+
+/// One change of one key, as a write appends it to its change streams:
+/// an insert (`old` none), a modification, or a removal (`new` none;
+/// `expired` when the key's time to live ran out). Revisions of one
+/// bucket only grow, so they order its changes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub bucket: String,
+    pub key: String,
+    #[serde(default, with = "base64_bytes")]
+    pub old: Option<Vec<u8>>,
+    #[serde(default, with = "base64_bytes")]
+    pub new: Option<Vec<u8>>,
+    pub revision: u64,
+    /// Microseconds since the Unix epoch.
+    pub at_us: i64,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub expired: bool,
+}
+
+impl Change {
+    /// The revision as 21 digits, so the text sorts as the number does
+    /// (DynamoDB Streams' `SequenceNumber`).
+    pub fn sequence_number(&self) -> String {
+        format!("{:021}", self.revision)
+    }
+
+    /// The change as a stream message: its id is the sequence number
+    /// (unique in the bucket), its group the key, so a FIFO lease keeps
+    /// each key's changes in order.
+    pub fn message(&self) -> NewMessage {
+        NewMessage {
+            id: self.sequence_number(),
+            group: Some(self.key.clone()),
+            body: serde_json::to_vec(self).unwrap_or_default(),
+            attributes: BTreeMap::new(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// The change a stream message holds, if it holds one.
+    pub fn parse(body: &[u8]) -> Option<Change> {
+        serde_json::from_slice(body).ok()
+    }
+}
+
+/// `Option<Vec<u8>>` as an optional base64 string.
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            Some(text) => STANDARD.decode(text).map(Some).map_err(serde::de::Error::custom),
+            None => Ok(None),
+        }
+    }
+}
+
+/// Buckets of keys with revisions, compare-and-set, times to live, and
+/// change records written with the changes. Keys read back in byte order.
 #[async_trait::async_trait]
 pub trait KeyValue: Send + Sync {
+    /// The key's value; none if it is absent or expired.
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>>;
+    /// Sets the value, as `write` says.
+    async fn set(&self, bucket: &str, key: &str, value: Vec<u8>, write: &Write) -> Result<Written>;
+    /// Removes the key, as `write` says; none (and no change) if it was
+    /// absent. A removal's `ttl` means nothing.
+    async fn remove(&self, bucket: &str, key: &str, write: &Write) -> Result<Option<Written>>;
+    /// Up to `limit` keys starting with `prefix` and sorting after `after`,
+    /// in order; expired keys are left out.
+    async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>>;
+    /// Removes up to `max` keys whose time to live has run out, each with
+    /// an expired [`Change`] appended to `changes`; returns how many.
+    async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize>;
+    /// The largest value this provider stores.
+    fn max_value(&self) -> usize {
+        usize::MAX
+    }
+
     /// Sets the value; returns the new revision.
-    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64>;
+    async fn put(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64> {
+        Ok(self.set(bucket, key, value, &Write::default()).await?.revision)
+    }
     /// Sets the value only if the key is absent, else [`StorageError::Conflict`].
-    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64>;
+    async fn create(&self, bucket: &str, key: &str, value: Vec<u8>) -> Result<u64> {
+        let write = Write {
+            expect: Expect::Absent,
+            ..Write::default()
+        };
+        Ok(self.set(bucket, key, value, &write).await?.revision)
+    }
     /// Sets the value only if the key is at `revision`, else [`StorageError::Conflict`].
-    async fn update(&self, bucket: &str, key: &str, value: Vec<u8>, revision: u64) -> Result<u64>;
+    async fn update(&self, bucket: &str, key: &str, value: Vec<u8>, revision: u64) -> Result<u64> {
+        let write = Write {
+            expect: Expect::Revision(revision),
+            ..Write::default()
+        };
+        Ok(self.set(bucket, key, value, &write).await?.revision)
+    }
     /// Removes the key; returns whether it existed.
-    async fn delete(&self, bucket: &str, key: &str) -> Result<bool>;
+    async fn delete(&self, bucket: &str, key: &str) -> Result<bool> {
+        Ok(self.remove(bucket, key, &Write::default()).await?.is_some())
+    }
     /// Keys starting with `prefix`, in order.
-    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>>;
+    async fn keys(&self, bucket: &str, prefix: &str) -> Result<Vec<String>> {
+        self.list(bucket, prefix, None, usize::MAX).await
+    }
 }
 
 #[async_trait::async_trait]

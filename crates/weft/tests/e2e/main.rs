@@ -11,6 +11,7 @@ mod deploys;
 mod forwarding;
 mod hardening;
 mod isolation;
+mod kv;
 mod queues;
 mod routing;
 mod schedules;

@@ -22,21 +22,40 @@ pub fn repo_root() -> PathBuf {
         .unwrap()
 }
 
-/// The probe component (tests/fixtures/probe), built once per test binary.
-pub fn probe_wasm() -> PathBuf {
-    static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
+/// A component of `tests/fixtures/DIR`, built once per test binary: the
+/// release build's `FILE.wasm`.
+fn fixture_wasm(built: &'static OnceLock<PathBuf>, dir: &str, file: &str) -> PathBuf {
+    built
         .get_or_init(|| {
-            let dir = repo_root().join("tests/fixtures/probe");
+            let dir = repo_root().join("tests/fixtures").join(dir);
             let status = Command::new("cargo")
                 .args(["build", "--quiet", "--target", "wasm32-wasip2", "--release"])
                 .current_dir(&dir)
                 .status()
                 .expect("cargo runs");
-            assert!(status.success(), "building the probe component failed");
-            dir.join("target/wasm32-wasip2/release/probe.wasm")
+            assert!(status.success(), "building the {file} component failed");
+            dir.join(format!("target/wasm32-wasip2/release/{file}.wasm"))
         })
         .clone()
+}
+
+/// The probe component (tests/fixtures/probe).
+pub fn probe_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    fixture_wasm(&BUILT, "probe", "probe")
+}
+
+/// The key-value component built with wasi:keyvalue's own bindings
+/// (tests/fixtures/kv-wasi).
+pub fn kv_wasi_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    fixture_wasm(&BUILT, "kv-wasi", "kv_wasi")
+}
+
+/// The key-value component built with the Spin SDK (tests/fixtures/kv-spin).
+pub fn kv_spin_wasm() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    fixture_wasm(&BUILT, "kv-spin", "kv_spin")
 }
 
 /// A temporary app directory; removed on drop.
@@ -47,7 +66,8 @@ pub struct App {
 static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 impl App {
-    /// Writes `manifest` (with `PROBE` replaced by the probe's path).
+    /// Writes `manifest` (with `PROBE`, `KV_WASI` and `KV_SPIN` replaced by
+    /// the paths of those components).
     pub fn new(manifest: &str) -> App {
         let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let dir = std::env::temp_dir().join(format!("weft-e2e-{}-{n}", std::process::id()));
@@ -59,7 +79,13 @@ impl App {
     }
 
     pub fn write(&self, manifest: &str) {
-        let text = manifest.replace("PROBE", &probe_wasm().display().to_string());
+        let mut text = manifest.replace("PROBE", &probe_wasm().display().to_string());
+        if text.contains("KV_WASI") {
+            text = text.replace("KV_WASI", &kv_wasi_wasm().display().to_string());
+        }
+        if text.contains("KV_SPIN") {
+            text = text.replace("KV_SPIN", &kv_spin_wasm().display().to_string());
+        }
         std::fs::write(self.dir.join("weft.toml"), text).unwrap();
     }
 }
@@ -287,7 +313,13 @@ pub async fn records(server: &Server, query: &str, n: usize) -> Vec<serde_json::
 /// Every line the `probe` function has written on `server` so far (not
 /// weft's own `platform` lines about its invocations).
 pub async fn probe_lines(server: &Server) -> Vec<String> {
-    let logs = get(&format!("{}/v1/logs?function=probe&limit=10000", server.admin))
+    function_lines(server, "probe").await
+}
+
+/// Every line function `f` has written on `server` so far (its stdout and
+/// stderr, not weft's `REPORT` lines).
+pub async fn function_lines(server: &Server, f: &str) -> Vec<String> {
+    let logs = get(&format!("{}/v1/logs?function={f}&limit=10000", server.admin))
         .await
         .json();
     logs["lines"]
