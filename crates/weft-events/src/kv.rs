@@ -69,8 +69,8 @@ pub fn event_name(change: &Change) -> &'static str {
     }
 }
 
-/// The DynamoDB Streams record of one change, in the app `app`.
-pub fn record(app: &str, change: &Change) -> Value {
+/// The DynamoDB Streams record of one change of `store`, in the app `app`.
+pub fn record(app: &str, store: &str, change: &Change) -> Value {
     let mut dynamodb = Map::new();
     dynamodb.insert(
         "ApproximateCreationDateTime".into(),
@@ -87,7 +87,6 @@ pub fn record(app: &str, change: &Change) -> Value {
     let size = change.key.len() + change.old.as_ref().map_or(0, Vec::len) + change.new.as_ref().map_or(0, Vec::len);
     dynamodb.insert("SizeBytes".into(), json!(size));
     dynamodb.insert("StreamViewType".into(), "NEW_AND_OLD_IMAGES".into());
-    let store = change.bucket.strip_prefix("kv:").unwrap_or(&change.bucket);
     let mut record = Map::new();
     record.insert("eventID".into(), format!("{store}-{}", change.revision).into());
     record.insert("eventName".into(), event_name(change).into());
@@ -110,26 +109,25 @@ pub fn record(app: &str, change: &Change) -> Value {
 
 /// The change a queued message holds, or why it holds none.
 pub fn change_of(m: &Message) -> Result<Change, String> {
-    Change::parse(&m.body).ok_or_else(|| format!("message {} is not a key-value change", m.id))
+    Change::from_message(m).ok_or_else(|| format!("message {} is not a key-value change", m.id))
 }
 
 /// A function's request body for a batch of changes: `{"Records": [...]}`.
-pub fn records(app: &str, messages: &[Message]) -> Result<Vec<u8>, String> {
+pub fn records(app: &str, store: &str, messages: &[Message]) -> Result<Vec<u8>, String> {
     let mut records = Vec::with_capacity(messages.len());
     for m in messages {
-        records.push(record(app, &change_of(m)?));
+        records.push(record(app, store, &change_of(m)?));
     }
     Ok(json!({ "Records": records }).to_string().into_bytes())
 }
 
 /// One change as the event a queue, topic or bus target is sent: its data
 /// is the record.
-pub fn event(app: &str, m: &Message) -> Result<CloudEvent, String> {
+pub fn event(app: &str, store: &str, m: &Message) -> Result<CloudEvent, String> {
     let change = change_of(m)?;
-    let record = record(app, &change);
-    let store = change.bucket.strip_prefix("kv:").unwrap_or(&change.bucket).to_string();
+    let record = record(app, store, &change);
     let mut extensions = std::collections::BTreeMap::new();
-    extensions.insert("subject".to_string(), store.clone());
+    extensions.insert("subject".to_string(), store.to_string());
     Ok(CloudEvent {
         id: format!("{store}-{}", change.revision),
         source: SOURCE.to_string(),
@@ -161,6 +159,7 @@ mod tests {
     fn a_json_object_is_the_item_and_other_values_are_one_attribute() {
         let r = record(
             "shop",
+            "carts",
             &change(
                 Some("plain text"),
                 Some(r#"{"total": 12.5, "items": ["a"], "paid": false, "note": null}"#),
@@ -191,12 +190,12 @@ mod tests {
 
     #[test]
     fn inserts_removals_expiries_and_binary_values() {
-        let insert = record("shop", &change(None, Some("1")));
+        let insert = record("shop", "carts", &change(None, Some("1")));
         assert_eq!(insert["eventName"], "INSERT");
         assert!(insert["dynamodb"].get("OldImage").is_none());
         let mut expired = change(Some("1"), None);
         expired.expired = true;
-        let removal = record("shop", &expired);
+        let removal = record("shop", "carts", &expired);
         assert_eq!(removal["eventName"], "REMOVE");
         assert!(removal["dynamodb"].get("NewImage").is_none());
         assert_eq!(removal["userIdentity"]["principalId"], "dynamodb.amazonaws.com");

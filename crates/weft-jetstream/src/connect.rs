@@ -201,6 +201,16 @@ impl JetStream {
             tasks: Mutex::new(Vec::new()),
         });
         store.check_streams().await?;
+        if !store.serializes_compare_and_set() {
+            tracing::warn!(
+                "nats-server {} does not serialize compare-and-set on streams of more than one replica \
+                 (nats-server issue 4320, fixed in 2.9.21): at --nats-replicas {}, two writers of one key \
+                 may both win, so a schedule may fire twice and a key-value compare-and-swap or increment \
+                 may lose a write; upgrade the NATS servers",
+                store.client.server_info().version,
+                store.replicas
+            );
+        }
         store.start_wakes().await.map_err(|e| ConnectError::Unreachable {
             url: store.url.clone(),
             reason: format!("cannot subscribe to {}: {e}", store.names.wake_subject()),

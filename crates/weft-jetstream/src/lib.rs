@@ -70,6 +70,24 @@ impl JetStream {
         &self.url
     }
 
+    /// Whether a compare-and-set (a publish with an expected last
+    /// sequence) admits one writer of a revision: always at one replica;
+    /// at more, only from nats-server 2.9.21 on, where the check became
+    /// part of the replicated write (nats-server issue 4320).
+    pub fn serializes_compare_and_set(&self) -> bool {
+        if self.replicas <= 1 {
+            return true;
+        }
+        let version = self.client.server_info().version;
+        let parts: Vec<u64> = version
+            .trim_start_matches('v')
+            .split(|c: char| !c.is_ascii_digit())
+            .take(3)
+            .map(|p| p.parse().unwrap_or(0))
+            .collect();
+        parts.as_slice() >= [2, 9, 21].as_slice()
+    }
+
     /// Whether the connection is up now (it comes back by itself).
     pub fn connected(&self) -> bool {
         self.client.connection_state() == async_nats::connection::State::Connected

@@ -11,19 +11,25 @@
 //! - `Weft-Expires`: when the value's time to live ends (microseconds);
 //!   an expired value reads as absent and is removed, with its change, by
 //!   `expire_keys` or the next write of the key.
-//! - `Weft-Changes`: the streams a write's change record goes to. Such a
-//!   message holds the old value after the new one (`Weft-Old-Length`
+//! - `Weft-Change`: the message is a change to copy to the write's change
+//!   streams. It holds the old value after the new one (`Weft-Old-Length`
 //!   says how long), so the message is the whole change, durable in the
 //!   one publish. The writer then copies the change to each stream under
 //!   the deduplication id `weft-kv-BUCKET-REVISION` before it answers.
 //!
-//! A node that dies between the publish and the copies leaves a change
-//! uncopied. Two things finish it, each making only duplicates of a copy
-//! already made: the next write of the key copies its predecessor's change
-//! first (so each key's changes arrive in order), and every node's
-//! `expire_keys` sweeps a bucket's newer messages past a watermark kept in
-//! the bucket `weft:changes`. Like the outbox, this makes each copy once
-//! while it happens within the streams' deduplication window (two minutes).
+//! A writer cut off between the publish and the copies (its node died,
+//! its caller went away) leaves a change uncopied. Two things finish it,
+//! each making only duplicates of a copy already made: the next write of
+//! the key copies its predecessor's change first while that change is
+//! past the bucket's watermark (so each key's changes arrive in order),
+//! and [`KeyValue::catch_up`], which the node calls every second, copies
+//! every change past the watermark and moves it on (it is kept in the
+//! bucket `weft:changes`). Like the outbox, this makes each copy once
+//! while it happens within the streams' deduplication window (two
+//! minutes).
+//!
+//! Reads go to each stream's leader, so a read sees every write the
+//! server has acknowledged, on any node.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,16 +47,19 @@ use crate::names::{decode, encode};
 const HEADROOM: usize = 8 * 1024;
 const OPERATION: &str = "KV-Operation";
 const EXPIRES: &str = "Weft-Expires";
-const CHANGES: &str = "Weft-Changes";
+const CHANGE: &str = "Weft-Change";
 const OLD_LENGTH: &str = "Weft-Old-Length";
 const EXPIRED: &str = "Weft-Expired";
 const EXPECTED_SUBJECT_SEQ: &str = "Nats-Expected-Last-Subject-Sequence";
 /// Where each bucket's sweep of uncopied changes got to.
 const WATERMARKS: &str = "weft:changes";
 /// A change younger than this may still be being copied by its writer.
-const SWEEP_AFTER: Duration = Duration::from_secs(5);
-/// Messages one sweep of a bucket reads at most.
-const SWEEP_BATCH: usize = 1024;
+const SWEEP_AFTER: Duration = Duration::from_secs(2);
+/// How long one catch-up of a bucket runs at most.
+const SWEEP_FOR: Duration = Duration::from_secs(2);
+/// Writes of one key that lose its compare-and-set to others before the
+/// write gives up.
+const MAX_RACES: u32 = 64;
 
 fn key(k: &str) -> Result<String> {
     if k.is_empty() {
@@ -69,6 +78,8 @@ pub(crate) struct Bucket {
     store: kv::Store,
     /// Held while this node sweeps the bucket.
     sweeping: tokio::sync::Mutex<()>,
+    /// Every change up to this revision is copied (as last seen here).
+    watermark: std::sync::atomic::AtomicU64,
 }
 
 /// A key's last message.
@@ -79,7 +90,8 @@ struct Stored {
     old: Option<Vec<u8>>,
     deleted: bool,
     expires_us: Option<i64>,
-    changes: Vec<String>,
+    /// The message is a change to copy.
+    is_change: bool,
     expired: bool,
     at_us: i64,
 }
@@ -88,9 +100,6 @@ impl Stored {
     fn parse(m: &async_nats::jetstream::message::StreamMessage) -> Stored {
         let header = |name: &str| m.headers.get(name).map(|v| v.as_str().to_string());
         let deleted = matches!(header(OPERATION).as_deref(), Some("DEL" | "PURGE"));
-        let changes: Vec<String> = header(CHANGES)
-            .and_then(|c| serde_json::from_str(&c).ok())
-            .unwrap_or_default();
         let old_length = header(OLD_LENGTH).and_then(|l| l.parse::<usize>().ok());
         let payload = &m.payload[..];
         let (value, old) = match old_length {
@@ -106,7 +115,7 @@ impl Stored {
             old,
             deleted,
             expires_us: header(EXPIRES).and_then(|e| e.parse().ok()),
-            changes,
+            is_change: header(CHANGE).is_some(),
             expired: header(EXPIRED).is_some(),
             at_us: crate::streams::micros(m.time.unix_timestamp_nanos()),
         }
@@ -118,7 +127,7 @@ impl Stored {
 
     /// The change this message is, if it was written with change streams.
     fn change(&self, bucket: &str, key: &str) -> Option<Change> {
-        if self.changes.is_empty() {
+        if !self.is_change {
             return None;
         }
         Some(Change {
@@ -158,6 +167,12 @@ impl JetStream {
             return Ok(b.clone());
         }
         self.check_connected()?;
+        // One task at a time asks the server, so a burst of first writes
+        // makes the bucket once.
+        let _one = self.opening.lock().await;
+        if let Some(b) = self.kv.read().unwrap_or_else(|p| p.into_inner()).get(bucket) {
+            return Ok(b.clone());
+        }
         let name = self.names.kv_bucket(bucket);
         // The bucket's stream is made here in the layout of NATS's
         // key-value buckets (the client's own maker needs a 2.10 server).
@@ -190,6 +205,7 @@ impl JetStream {
             stream,
             store,
             sweeping: tokio::sync::Mutex::new(()),
+            watermark: std::sync::atomic::AtomicU64::new(0),
         });
         Ok(self
             .kv
@@ -200,11 +216,11 @@ impl JetStream {
             .clone())
     }
 
-    /// The last message of `subject`, if it has one.
+    /// The last message of `subject`, if it has one, from the leader.
     async fn last(&self, b: &Bucket, subject: &str) -> Result<Option<Stored>> {
-        match b.stream.direct_get_last_for_subject(subject).await {
+        match b.stream.get_last_raw_message_by_subject(subject).await {
             Ok(m) => Ok(Some(Stored::parse(&m))),
-            Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => Ok(None),
+            Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => Ok(None),
             Err(e) => Err(self.error("cannot read the key", e)),
         }
     }
@@ -220,8 +236,7 @@ impl JetStream {
         }
         let mut payload = p.value.unwrap_or_default().to_vec();
         if !p.changes.is_empty() {
-            let streams = serde_json::to_string(p.changes).map_err(|e| StorageError::Other(e.to_string()))?;
-            headers.insert(CHANGES, streams.as_str());
+            headers.insert(CHANGE, "1");
             if let Some(old) = p.old {
                 headers.insert(OLD_LENGTH, old.len().to_string().as_str());
                 payload.extend_from_slice(old);
@@ -230,25 +245,26 @@ impl JetStream {
                 headers.insert(EXPIRED, "1");
             }
         }
+        use async_nats::jetstream::context::PublishErrorKind;
         self.check_connected()?;
-        let ack = self
+        let size = payload.len();
+        let sent = match self
             .js
             .publish_with_headers(subject.to_string(), headers, payload.into())
             .await
-            .map_err(|e| self.error("cannot write the key", e))?
-            .await;
-        match ack {
+        {
+            Ok(sent) => sent,
+            Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
+                return Err(StorageError::Other(format!(
+                    "the write is {size} bytes (with the old value a change carries), more than the NATS server \
+                     takes in one message; raise max_payload in the server's configuration"
+                )));
+            }
+            Err(e) => return Err(self.error("cannot write the key", e)),
+        };
+        match sent.await {
             Ok(ack) => Ok(Published::At(ack.sequence)),
-            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::WrongLastSequence => {
-                Ok(Published::Raced)
-            }
-            Err(e) if e.kind() == async_nats::jetstream::context::PublishErrorKind::MaxPayloadExceeded => {
-                Err(StorageError::Other(format!(
-                    "the value is larger than the NATS server takes ({} bytes with its old value and headers); \
-                     raise max_payload in the server's configuration",
-                    p.value.map_or(0, <[u8]>::len) + p.old.map_or(0, <[u8]>::len)
-                )))
-            }
+            Err(e) if e.kind() == PublishErrorKind::WrongLastSequence => Ok(Published::Raced),
             Err(e) => Err(self.error("the write was not confirmed", e)),
         }
     }
@@ -270,17 +286,20 @@ impl JetStream {
     async fn write_key(&self, bucket: &str, k: &str, value: Option<Vec<u8>>, write: &Write) -> Result<Option<Written>> {
         let b = self.bucket(bucket).await?;
         let subject = format!("{}{}", b.prefix, key(k)?);
-        loop {
+        for race in 0..MAX_RACES {
+            if race > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::from(race))).await;
+            }
             let now = weft_store::now_us();
             let last = self.last(&b, &subject).await?;
             let expected = last.as_ref().map_or(0, |s| s.seq);
             if let Some(s) = &last {
-                // The previous change may be uncopied if its writer died:
-                // copying it again first keeps this key's changes in order.
+                // The previous change may be uncopied if its writer was cut
+                // off: copying it again first keeps this key's changes in order.
                 if let Some(change) = s.change(&b.name, k)
-                    && now - s.at_us < 60_000_000
+                    && s.seq > b.watermark.load(std::sync::atomic::Ordering::Relaxed)
                 {
-                    self.copy_change(&b, &change, &s.changes).await?;
+                    self.copy_change(&b, &change, &write.changes).await?;
                 }
                 if !s.deleted && !s.live(now) {
                     // Expired: removed first, with its own change.
@@ -325,7 +344,11 @@ impl JetStream {
                             at_us: now,
                             expired: false,
                         };
-                        self.copy_change(&b, &change, &write.changes).await?;
+                        // The write is kept: a copy that fails now is
+                        // made by the next write of the key or a catch-up.
+                        if let Err(e) = self.copy_change(&b, &change, &write.changes).await {
+                            tracing::warn!("the change of {bucket} revision {revision} is left to the catch-up: {e}");
+                        }
                     }
                     return Ok(Some(Written { revision, old }));
                 }
@@ -337,6 +360,9 @@ impl JetStream {
                 }
             }
         }
+        Err(StorageError::Unavailable(format!(
+            "key `{k}` of {bucket} changed under {MAX_RACES} writes in a row; try again"
+        )))
     }
 
     /// Removes key `k`, whose last message `s` has expired, with an expired
@@ -363,14 +389,23 @@ impl JetStream {
                 at_us: weft_store::now_us(),
                 expired: true,
             };
-            self.copy_change(b, &change, changes).await?;
+            // The removal is kept: its copy, if it fails now, is left to
+            // the next write of the key or a catch-up.
+            if let Err(e) = self.copy_change(b, &change, changes).await {
+                tracing::warn!(
+                    "the expiry of {} revision {revision} is left to the catch-up: {e}",
+                    b.name
+                );
+            }
         }
         Ok(true)
     }
 
-    /// Copies the changes of messages past the bucket's watermark that
-    /// their writers may not have copied; returns how many it copied.
-    async fn sweep_changes(&self, b: &Bucket) -> Result<usize> {
+    /// Copies the changes past the bucket's watermark (older than
+    /// [`SWEEP_AFTER`], which their writers may still be copying) to
+    /// `changes`, and moves the watermark past them; returns how many.
+    async fn sweep_changes(&self, b: &Bucket, changes: &[String]) -> Result<usize> {
+        use std::sync::atomic::Ordering;
         let Ok(_one) = b.sweeping.try_lock() else {
             return Ok(0);
         };
@@ -379,28 +414,33 @@ impl JetStream {
             .as_ref()
             .and_then(|e| std::str::from_utf8(&e.value).ok()?.parse::<u64>().ok())
             .unwrap_or(0);
+        b.watermark.fetch_max(from, Ordering::Relaxed);
         let cutoff = weft_store::now_us() - SWEEP_AFTER.as_micros() as i64;
         let filter = format!("{}>", b.prefix);
-        let (mut seq, mut copied, mut last) = (from + 1, 0, from);
-        for _ in 0..SWEEP_BATCH {
-            let m = match b.stream.direct_get_next_for_subject(filter.as_str(), Some(seq)).await {
+        let started = std::time::Instant::now();
+        let (mut copied, mut last) = (0, from);
+        while started.elapsed() < SWEEP_FOR {
+            let m = match b
+                .stream
+                .get_first_raw_message_by_subject(filter.as_str(), last + 1)
+                .await
+            {
                 Ok(m) => m,
-                Err(e) if e.kind() == stream::DirectGetErrorKind::NotFound => break,
+                Err(e) if e.kind() == stream::LastRawMessageErrorKind::NoMessageFound => break,
                 Err(e) => return Err(self.error("cannot read the bucket", e)),
             };
             let stored = Stored::parse(&m);
             if stored.at_us > cutoff {
                 break;
             }
-            seq = m.sequence + 1;
-            last = m.sequence;
-            let Some(k) = m.subject.strip_prefix(b.prefix.as_str()).and_then(decode) else {
-                continue;
-            };
-            if let Some(change) = stored.change(&b.name, &k) {
-                self.copy_change(b, &change, &stored.changes).await?;
+            if let Some(k) = m.subject.strip_prefix(b.prefix.as_str()).and_then(decode)
+                && let Some(change) = stored.change(&b.name, &k)
+                && !changes.is_empty()
+            {
+                self.copy_change(b, &change, changes).await?;
                 copied += 1;
             }
+            last = m.sequence;
         }
         if last > from {
             let value = last.to_string().into_bytes();
@@ -413,6 +453,7 @@ impl JetStream {
                 StorageError::Conflict { .. } => Ok(()),
                 e => Err(e),
             })?;
+            b.watermark.fetch_max(last, Ordering::Relaxed);
         }
         Ok(copied)
     }
@@ -471,11 +512,13 @@ impl KeyValue for JetStream {
         Ok(out)
     }
 
+    async fn catch_up(&self, bucket: &str, changes: &[String]) -> Result<usize> {
+        let b = self.bucket(bucket).await?;
+        self.sweep_changes(&b, changes).await
+    }
+
     async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize> {
         let b = self.bucket(bucket).await?;
-        if let Err(e) = self.sweep_changes(&b).await {
-            tracing::warn!("cannot sweep the changes of bucket {bucket}: {e}");
-        }
         let now = weft_store::now_us();
         let mut keys = b.store.keys().await.map_err(|e| self.error("cannot list keys", e))?;
         let mut expired = Vec::new();
@@ -512,6 +555,10 @@ impl KeyValue for JetStream {
 
     fn max_value(&self) -> usize {
         self.client.server_info().max_payload.saturating_sub(HEADROOM)
+    }
+
+    fn serializes_compare_and_set(&self) -> bool {
+        JetStream::serializes_compare_and_set(self)
     }
 }
 

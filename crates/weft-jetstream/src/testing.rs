@@ -36,10 +36,7 @@ impl NatsServer {
     /// Starts a server with JetStream (`-js`) and waits until it answers.
     pub fn start() -> NatsServer {
         NatsServer::single("one", |dir| {
-            format!(
-                "jetstream {{ store_dir: \"{}\" }}\nmax_payload: 8MB\n",
-                dir.join("store").display()
-            )
+            format!("jetstream {{ store_dir: \"{}\" }}\n", dir.join("store").display())
         })
     }
 
@@ -54,7 +51,7 @@ impl NatsServer {
         let extra = extra.to_string();
         NatsServer::single("custom", move |dir| {
             format!(
-                "jetstream {{ store_dir: \"{}\" }}\nmax_payload: 8MB\n{extra}\n",
+                "jetstream {{ store_dir: \"{}\" }}\n{extra}\n",
                 dir.join("store").display()
             )
         })
@@ -147,7 +144,7 @@ impl Cluster {
             std::fs::write(
                 &config,
                 format!(
-                    "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\nmax_payload: 8MB\ncluster {{\n  name: weft-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
+                    "server_name: n{i}\nlisten: 127.0.0.1:{}\njetstream {{ store_dir: \"{}\" }}\ncluster {{\n  name: weft-test\n  listen: 127.0.0.1:{}\n  routes: [{}]\n}}\n",
                     clients[i],
                     dir.join("store").display(),
                     routes[i],

@@ -193,7 +193,7 @@ batch = 10
         vec![
             Store {
                 name: "carts".into(),
-                max_value: 4 << 20,
+                max_value: Some(4 << 20),
                 max_key: 512,
                 ttl: Some(Duration::from_secs(24 * 3600)),
                 changes: true,
@@ -207,7 +207,7 @@ batch = 10
             },
             Store {
                 name: "sessions".into(),
-                max_value: DEFAULT_MAX_VALUE,
+                max_value: None,
                 max_key: MAX_KEY,
                 ttl: None,
                 changes: false,

@@ -279,9 +279,9 @@ pub enum Encoding {
     /// Events, sent as CloudEvents (one in binary mode, more batched).
     #[default]
     CloudEvents,
-    /// A key-value store's changes, sent as DynamoDB Streams records of
-    /// the app named here (`weft_events::kv`).
-    Changes(String),
+    /// A key-value store's changes, sent as DynamoDB Streams records
+    /// (`weft_events::kv`).
+    Changes { app: String, store: String },
 }
 
 /// One change a deploy makes.

@@ -12,7 +12,8 @@ use crate::parse::{Checker, Kind, span_of};
 use crate::section::Section;
 use crate::{Manifest, Retry, Target, TargetKind, parse_size};
 
-/// `max_value` when the manifest does not say.
+/// `max_value` when the manifest does not say (or less, where the
+/// storage cannot keep that much in one write).
 pub const DEFAULT_MAX_VALUE: u64 = 1 << 20;
 /// The largest `max_value`.
 pub const MAX_VALUE: u64 = 16 << 20;
@@ -36,8 +37,9 @@ const TARGET_KEYS: &[&str] = &["function", "queue", "topic", "bus", "batch", "de
 #[derive(Debug, Clone, PartialEq)]
 pub struct Store {
     pub name: String,
-    /// The largest value, in bytes.
-    pub max_value: u64,
+    /// The largest value, in bytes; none for the default
+    /// ([`DEFAULT_MAX_VALUE`], or what the storage keeps if less).
+    pub max_value: Option<u64>,
     /// The longest key, in bytes.
     pub max_key: u64,
     /// Every value expires this long after it is written, unless a set
@@ -71,7 +73,7 @@ impl Store {
     pub fn new(name: &str) -> Store {
         Store {
             name: name.to_string(),
-            max_value: DEFAULT_MAX_VALUE,
+            max_value: None,
             max_key: MAX_KEY,
             ttl: None,
             changes: false,
@@ -171,7 +173,12 @@ impl Checker {
     }
 
     fn store(&mut self, name: &str, table: &dyn TableLike, place: &str) -> Option<Store> {
-        let max_value = self.size_in(table, "max_value", place, DEFAULT_MAX_VALUE, (1, MAX_VALUE));
+        let max_value = match table.contains_key("max_value") {
+            false => Some(None),
+            true => self
+                .size_in(table, "max_value", place, DEFAULT_MAX_VALUE, (1, MAX_VALUE))
+                .map(Some),
+        };
         let max_key = self.size_in(table, "max_key", place, MAX_KEY, (1, MAX_KEY));
         let ttl = match table.contains_key("ttl") {
             false => Some(None),

@@ -33,12 +33,26 @@ use crate::capability::{
 use crate::deployment::Deployed;
 use crate::node::Node;
 
-/// How often expired keys are removed.
-const EXPIRE_EVERY: Duration = Duration::from_secs(1);
+/// How often the store worker runs: expiry in stores with a `ttl`, and
+/// the storage's catch-up of changes in stores with `changes`.
+const TICK: Duration = Duration::from_secs(1);
+/// Ticks between expiry passes in stores without a `ttl` (where only
+/// values set with their own time to live expire).
+const RARE_EXPIRY: u64 = 60;
+/// Changes per delivery to a queue, topic or bus target.
+const EVENT_BATCH: u32 = 10;
+/// The most a batch of records sent to a function may hold, about: two
+/// images per record (Lambda's payload limit is 6 MB).
+const MAX_BATCH_BYTES: u64 = 6 << 20;
+/// Compare-and-sets an `increment` may lose to other writers before it
+/// gives up.
+const MAX_RACES: u32 = 64;
 /// Keys removed per store per expiry pass.
 const EXPIRE_BATCH: usize = 1000;
 /// Keys per page of a listing.
 pub const PAGE: usize = 1000;
+/// The longest time to live a set may give (as the manifest's `ttl`).
+const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// The storage bucket of store `name`.
 pub fn bucket(name: &str) -> String {
@@ -49,6 +63,8 @@ pub fn bucket(name: &str) -> String {
 #[derive(Debug)]
 pub struct Settings {
     pub spec: StoreSpec,
+    /// `max_value`, or the default this storage can keep.
+    pub max_value: u64,
     pub bucket: String,
     /// The storage streams of its targets' hidden queues.
     pub changes: Vec<String>,
@@ -78,29 +94,29 @@ impl Capability<Node> for Kv {
         deploy: &'a mut Deploy,
     ) -> BoxFuture<'a, Result<Box<dyn Staged<Node>>, String>> {
         Box::pin(async move {
-            let largest = node.storage.max_value();
+            let largest = node.storage.max_value() as u64;
             let mut stores = HashMap::new();
             for spec in &deploy.manifest.stores {
                 // A change carries the old value beside the new one.
-                let needs = if spec.changes {
-                    2 * spec.max_value
-                } else {
-                    spec.max_value
+                let copies = if spec.changes { 2 } else { 1 };
+                let max_value = match spec.max_value {
+                    Some(given) if given * copies > largest => {
+                        return Err(format!(
+                            "store `{}` takes values of up to {given} bytes{}, but this storage keeps at most \
+                             {largest} bytes in one write; lower `max_value` in [kv.{}], or raise the NATS \
+                             server's max_payload",
+                            spec.name,
+                            if spec.changes {
+                                " (twice that with its changes)"
+                            } else {
+                                ""
+                            },
+                            spec.name
+                        ));
+                    }
+                    Some(given) => given,
+                    None => weft_manifest::DEFAULT_MAX_VALUE.min(largest / copies),
                 };
-                if needs > largest as u64 {
-                    return Err(format!(
-                        "store `{}` takes values of up to {} bytes{}, but this storage keeps at most {largest} bytes \
-                         in one write; lower `max_value` in [kv.{}], or raise the NATS server's max_payload",
-                        spec.name,
-                        spec.max_value,
-                        if spec.changes {
-                            " (twice that with its changes)"
-                        } else {
-                            ""
-                        },
-                        spec.name
-                    ));
-                }
                 let owner = bucket(&spec.name);
                 let mut taken = HashSet::new();
                 let mut changes = Vec::new();
@@ -117,18 +133,25 @@ impl Capability<Node> for Kv {
                     // Each key's changes are delivered in order.
                     hidden.queue.fifo = true;
                     changes.push(weft_events::stream_of(&hidden.queue.name));
-                    let function = matches!(t.target, Target::Function(_));
+                    let batch = match t.target {
+                        Target::Function(_) => t.batch.min((MAX_BATCH_BYTES / (2 * max_value)).max(1) as u32),
+                        _ => EVENT_BATCH,
+                    };
                     deploy.drains.push(Drain {
                         queue: hidden.queue.name.clone(),
                         target: t.target.clone(),
-                        batch: if function { t.batch } else { 10 },
+                        batch,
                         concurrency: t.concurrency,
-                        encoding: Encoding::Changes(deploy.manifest.app.clone()),
+                        encoding: Encoding::Changes {
+                            app: deploy.manifest.app.clone(),
+                            store: spec.name.clone(),
+                        },
                     });
                     deploy.queues.push(hidden.queue);
                 }
                 let settings = Settings {
                     spec: spec.clone(),
+                    max_value,
                     bucket: owner,
                     changes,
                 };
@@ -230,17 +253,22 @@ impl Staged<Node> for Staging {
     }
 }
 
-/// Removes expired keys, with their changes: about every second in a
-/// store with a `ttl`, every minute in the others (where only values set
-/// with their own time to live expire).
+/// Each [`TICK`]: finishes the changes that writes cut off midway left
+/// uncopied, and removes expired keys with their changes (every tick in a
+/// store with a `ttl`, every [`RARE_EXPIRY`] ticks in the others).
 async fn expire(node: Arc<Node>, stores: Arc<HashMap<String, Arc<Settings>>>, mut stop: Stop) {
-    for tick in 0u64.. {
+    for tick in 1u64.. {
         tokio::select! {
-            () = tokio::time::sleep(EXPIRE_EVERY) => {}
+            () = tokio::time::sleep(TICK) => {}
             () = stop.stopped() => return,
         }
         for s in stores.values() {
-            if s.spec.ttl.is_none() && tick % 60 != 59 {
+            if s.spec.changes
+                && let Err(e) = node.storage.catch_up(&s.bucket, &s.changes).await
+            {
+                tracing::warn!("cannot catch up on the changes of store `{}`: {e}", s.spec.name);
+            }
+            if s.spec.ttl.is_none() && tick % RARE_EXPIRY != 0 {
                 continue;
             }
             if let Err(e) = node.storage.expire_keys(&s.bucket, &s.changes, EXPIRE_BATCH).await {
@@ -286,17 +314,20 @@ pub struct Handle {
 }
 
 fn other(e: StorageError) -> StoreError {
-    StoreError::Other(e.to_string())
+    match e {
+        StorageError::Unavailable(_) => StoreError::Unavailable(e.to_string()),
+        e => StoreError::Other(e.to_string()),
+    }
 }
 
 impl Handle {
     fn check_key(&self, key: &str) -> Result<(), StoreError> {
         let spec = &self.settings.spec;
         if key.is_empty() {
-            return Err(StoreError::Other("a key cannot be empty".into()));
+            return Err(StoreError::Invalid("a key cannot be empty".into()));
         }
         if key.len() as u64 > spec.max_key {
-            return Err(StoreError::Other(format!(
+            return Err(StoreError::Invalid(format!(
                 "the key is {} bytes, over the max_key of {} bytes of store `{}`",
                 key.len(),
                 spec.max_key,
@@ -307,13 +338,12 @@ impl Handle {
     }
 
     fn check_value(&self, value: &[u8]) -> Result<(), StoreError> {
-        let spec = &self.settings.spec;
-        if value.len() as u64 > spec.max_value {
-            return Err(StoreError::Other(format!(
-                "the value is {} bytes, over the max_value of {} bytes of store `{}`",
+        let max = self.settings.max_value;
+        if value.len() as u64 > max {
+            return Err(StoreError::Invalid(format!(
+                "the value is {} bytes, over the max_value of {max} bytes of store `{}`",
                 value.len(),
-                spec.max_value,
-                spec.name
+                self.settings.spec.name
             )));
         }
         Ok(())
@@ -410,7 +440,10 @@ impl Store for Handle {
 
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError> {
         // Compare-and-set until no other write came between.
-        loop {
+        for race in 0..MAX_RACES {
+            if race > 0 {
+                tokio::time::sleep(Duration::from_millis(u64::from(race))).await;
+            }
             let read = self.read(key).await?;
             let current = match &read {
                 None => 0,
@@ -418,19 +451,22 @@ impl Store for Handle {
                     .ok()
                     .and_then(|t| t.trim().parse::<i64>().ok())
                     .ok_or_else(|| {
-                        StoreError::Other(format!(
+                        StoreError::Invalid(format!(
                             "the value of `{key}` is not a whole number, so it cannot be incremented"
                         ))
                     })?,
             };
             let next = current
                 .checked_add(delta)
-                .ok_or_else(|| StoreError::Other(format!("incrementing `{key}` by {delta} overflows")))?;
+                .ok_or_else(|| StoreError::Invalid(format!("incrementing `{key}` by {delta} overflows")))?;
             let revision = read.map(|(_, r)| r);
             if self.swap(key, next.to_string().into_bytes(), revision).await? {
                 return Ok(next);
             }
         }
+        Err(StoreError::Unavailable(format!(
+            "`{key}` changed under {MAX_RACES} increments in a row; try again"
+        )))
     }
 }
 
@@ -450,10 +486,8 @@ fn refused(e: StoreError) -> AdminReply {
     match e {
         StoreError::AccessDenied(why) => AdminReply::error(403, why),
         StoreError::NoSuchStore(why) => AdminReply::error(404, why),
-        StoreError::Other(why) if why.contains("storage unavailable") => AdminReply::error(503, why),
-        StoreError::Other(why) if why.contains("over the max_") || why.contains("cannot be empty") => {
-            AdminReply::error(400, why)
-        }
+        StoreError::Invalid(why) => AdminReply::error(400, why),
+        StoreError::Unavailable(why) => AdminReply::error(503, why),
         StoreError::Other(why) => AdminReply::error(500, why),
     }
 }
@@ -471,7 +505,7 @@ fn list_stores(node: &Arc<Node>) -> AdminReply {
             let s = &current[n].spec;
             json!({
                 "name": s.name,
-                "max_value": s.max_value,
+                "max_value": current[n].max_value,
                 "max_key": s.max_key,
                 "ttl_seconds": s.ttl.map(|t| t.as_secs_f64()),
                 "changes": s.changes,
@@ -529,8 +563,8 @@ async fn set(node: &Arc<Node>, r: &AdminRequest) -> Result<AdminReply, AdminRepl
     let ttl = match r.query.get("ttl") {
         None => None,
         Some(text) => match weft_manifest::parse_duration(text) {
-            Ok(d) if d >= Duration::from_secs(1) => Some(d),
-            Ok(_) => return Err(AdminReply::error(400, "`ttl` must be at least 1s")),
+            Ok(d) if d >= Duration::from_secs(1) && d <= MAX_TTL => Some(d),
+            Ok(_) => return Err(AdminReply::error(400, "`ttl` must be from 1s to 366d")),
             Err(why) => {
                 return Err(AdminReply::error(
                     400,

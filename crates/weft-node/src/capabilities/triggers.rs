@@ -114,7 +114,9 @@ async fn worker(node: Arc<Node>, drain: Drain, mut stop: Stop) {
         let delivered = match (&drain.target, &drain.encoding) {
             (Target::Url(u), _) => deliver_url(&node, &drain.queue, u, &messages[0]).await,
             (Target::Function(f), _) => deliver(&node, &drain, f, &messages).await,
-            (other, Encoding::Changes(app)) => deliver_each(&node, &drain.queue, other, app, &messages).await,
+            (other, Encoding::Changes { app, store }) => {
+                deliver_each(&node, &drain.queue, other, app, store, &messages).await
+            }
             (other, Encoding::CloudEvents) => {
                 let why = format!("events from a queue are not delivered to {other}");
                 for m in &messages {
@@ -152,7 +154,7 @@ async fn deliver(
         .uri("/")
         .header(http::header::HOST, "localhost");
     let body = match &drain.encoding {
-        Encoding::Changes(app) => match weft_events::kv::records(app, messages) {
+        Encoding::Changes { app, store } => match weft_events::kv::records(app, store, messages) {
             Ok(body) => {
                 request = request.header(http::header::CONTENT_TYPE, "application/json");
                 body
@@ -239,10 +241,11 @@ async fn deliver_each(
     queue: &str,
     target: &Target,
     app: &str,
+    store: &str,
     messages: &[Message],
 ) -> Result<(), weft_events::QueueError> {
     for m in messages {
-        let outcome = match weft_events::kv::event(app, m) {
+        let outcome = match weft_events::kv::event(app, store, m) {
             Ok(mut event) => {
                 if let Some(waited) = node.received(queue, std::slice::from_ref(m)).parent {
                     weft_events::trace::set_extensions(&mut event.extensions, &waited);

@@ -15,6 +15,7 @@
 
 use std::sync::Arc;
 
+use futures_util::StreamExt;
 use wasmtime::component::{HasData, Linker, Resource, ResourceTable};
 use wasmtime_wasi::p2::OutputStream;
 
@@ -48,12 +49,23 @@ mod bindings {
 use bindings::fermyon::spin::key_value as spin;
 use bindings::wasi::keyvalue::{atomics, batch, store};
 
-/// Why a store operation failed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a store operation failed. Guests see `access-denied`,
+/// `no-such-store`, or `other` with the text.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
     /// The function may not use the store; the text says what to grant.
+    #[error("{0}")]
     AccessDenied(String),
+    #[error("{0}")]
     NoSuchStore(String),
+    /// The operation cannot be done as asked: a limit, an empty key, a
+    /// value that is not a number. Trying again changes nothing.
+    #[error("{0}")]
+    Invalid(String),
+    /// The storage cannot take it now; trying again later may.
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
     Other(String),
 }
 
@@ -83,6 +95,22 @@ pub trait Store: Send + Sync {
     async fn increment(&self, key: &str, delta: i64) -> Result<i64, StoreError>;
 }
 
+/// Compare-and-swap handles one invocation may hold open at once (each
+/// keeps the value it read).
+pub const MAX_CAS: usize = 64;
+/// Keys one `get-many`, `set-many` or `delete-many` may name.
+pub const MAX_BATCH: usize = 100;
+/// Bytes of values one `get-many` may read.
+pub const MAX_BATCH_BYTES: usize = 16 << 20;
+/// Keys Spin's `get-keys`, which answers them all at once, may answer.
+pub const MAX_SPIN_KEYS: usize = 10_000;
+/// Writes of one `set-many` or `delete-many` running at once.
+const BATCH_WRITES: usize = 16;
+
+fn too_many(what: &str, n: usize, most: usize) -> StoreError {
+    StoreError::Invalid(format!("{what} names {n} keys; at most {most} may be named at once"))
+}
+
 /// An open store: a `wasi:keyvalue` bucket or a Spin store.
 pub struct Bucket {
     store: Arc<dyn Store>,
@@ -100,6 +128,8 @@ pub struct Cas {
 pub(crate) struct State {
     stores: Arc<dyn Stores>,
     log: CaptureStream,
+    /// Compare-and-swap handles open now.
+    cas: usize,
 }
 
 impl State {
@@ -107,6 +137,7 @@ impl State {
         State {
             stores: ctx.stores.clone(),
             log,
+            cas: 0,
         }
     }
 }
@@ -143,7 +174,7 @@ fn wasi_error(e: StoreError) -> store::Error {
     match e {
         StoreError::AccessDenied(_) => store::Error::AccessDenied,
         StoreError::NoSuchStore(_) => store::Error::NoSuchStore,
-        StoreError::Other(text) => store::Error::Other(text),
+        other => store::Error::Other(other.to_string()),
     }
 }
 
@@ -151,7 +182,7 @@ fn spin_error(e: StoreError) -> spin::Error {
     match e {
         StoreError::AccessDenied(_) => spin::Error::AccessDenied,
         StoreError::NoSuchStore(_) => spin::Error::NoSuchStore,
-        StoreError::Other(text) => spin::Error::Other(text),
+        other => spin::Error::Other(other.to_string()),
     }
 }
 
@@ -161,8 +192,7 @@ impl View<'_> {
         match self.state.stores.open(name) {
             Ok(store) => Ok(Ok(self.table.push(Bucket { store })?)),
             Err(e) => {
-                let (StoreError::AccessDenied(why) | StoreError::NoSuchStore(why) | StoreError::Other(why)) = &e;
-                let line = format!("weft: cannot open store `{name}`: {why}\n");
+                let line = format!("weft: cannot open store `{name}`: {e}\n");
                 let _ = self.state.log.write(bytes::Bytes::from(line));
                 Ok(Err(e))
             }
@@ -244,6 +274,7 @@ impl atomics::Host for View<'_> {
         let Cas {
             store, key, revision, ..
         } = self.table.delete(cas)?;
+        self.state.cas -= 1;
         match store.swap(&key, value, revision).await {
             Ok(true) => Ok(Ok(())),
             Ok(false) => {
@@ -259,6 +290,7 @@ impl atomics::Host for View<'_> {
                     value,
                     revision,
                 })?;
+                self.state.cas += 1;
                 Ok(Err(atomics::CasError::CasFailed(fresh)))
             }
             Err(e) => Ok(Err(atomics::CasError::StoreError(wasi_error(e)))),
@@ -272,18 +304,25 @@ impl atomics::HostCas for View<'_> {
         bucket: Resource<Bucket>,
         key: String,
     ) -> wasmtime::Result<Result<Resource<Cas>, store::Error>> {
+        if self.state.cas >= MAX_CAS {
+            return Ok(Err(wasi_error(StoreError::Invalid(format!(
+                "{MAX_CAS} compare-and-swap handles are open; drop or swap some before making more"
+            )))));
+        }
         let store = self.store(&bucket)?;
         let read = match store.read(&key).await {
             Ok(read) => read,
             Err(e) => return Ok(Err(wasi_error(e))),
         };
         let (value, revision) = read.map_or((None, None), |(v, r)| (Some(v), Some(r)));
-        Ok(Ok(self.table.push(Cas {
+        let cas = self.table.push(Cas {
             store,
             key,
             value,
             revision,
-        })?))
+        })?;
+        self.state.cas += 1;
+        Ok(Ok(cas))
     }
 
     async fn current(&mut self, cas: Resource<Cas>) -> wasmtime::Result<Result<Option<Vec<u8>>, store::Error>> {
@@ -292,6 +331,7 @@ impl atomics::HostCas for View<'_> {
 
     async fn drop(&mut self, cas: Resource<Cas>) -> wasmtime::Result<()> {
         self.table.delete(cas)?;
+        self.state.cas -= 1;
         Ok(())
     }
 }
@@ -302,11 +342,23 @@ impl batch::Host for View<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<Vec<(String, Option<Vec<u8>>)>, store::Error>> {
+        if keys.len() > MAX_BATCH {
+            return Ok(Err(wasi_error(too_many("get-many", keys.len(), MAX_BATCH))));
+        }
         let store = self.store(&bucket)?;
         let mut out = Vec::with_capacity(keys.len());
+        let mut bytes = 0;
         for key in keys {
             match store.get(&key).await {
-                Ok(value) => out.push((key, value)),
+                Ok(value) => {
+                    bytes += value.as_ref().map_or(0, Vec::len);
+                    if bytes > MAX_BATCH_BYTES {
+                        return Ok(Err(wasi_error(StoreError::Invalid(format!(
+                            "get-many would read more than {MAX_BATCH_BYTES} bytes; ask for fewer keys at once"
+                        )))));
+                    }
+                    out.push((key, value));
+                }
                 Err(e) => return Ok(Err(wasi_error(e))),
             }
         }
@@ -318,10 +370,19 @@ impl batch::Host for View<'_> {
         bucket: Resource<Bucket>,
         key_values: Vec<(String, Vec<u8>)>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
+        if key_values.len() > MAX_BATCH {
+            return Ok(Err(wasi_error(too_many("set-many", key_values.len(), MAX_BATCH))));
+        }
         let store = self.store(&bucket)?;
-        // Sets at once, so group commit writes them in one commit.
-        let sets = key_values.iter().map(|(k, v)| store.set(k, v.clone()));
-        let results = futures_util::future::join_all(sets).await;
+        // Several at once, so that they can share commits.
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(key_values)
+            .map(|(k, v)| {
+                let store = store.clone();
+                async move { store.set(&k, v).await }
+            })
+            .buffer_unordered(BATCH_WRITES)
+            .collect()
+            .await;
         Ok(results.into_iter().collect::<Result<(), _>>().map_err(wasi_error))
     }
 
@@ -330,9 +391,18 @@ impl batch::Host for View<'_> {
         bucket: Resource<Bucket>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<(), store::Error>> {
+        if keys.len() > MAX_BATCH {
+            return Ok(Err(wasi_error(too_many("delete-many", keys.len(), MAX_BATCH))));
+        }
         let store = self.store(&bucket)?;
-        let deletes = keys.iter().map(|k| store.delete(k));
-        let results = futures_util::future::join_all(deletes).await;
+        let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(keys)
+            .map(|k| {
+                let store = store.clone();
+                async move { store.delete(&k).await }
+            })
+            .buffer_unordered(BATCH_WRITES)
+            .collect()
+            .await;
         Ok(results.into_iter().collect::<Result<(), _>>().map_err(wasi_error))
     }
 }
@@ -381,6 +451,12 @@ impl spin::HostStore for View<'_> {
             match store.keys(cursor.as_deref()).await {
                 Ok((keys, next)) => {
                     all.extend(keys);
+                    if all.len() > MAX_SPIN_KEYS {
+                        return Ok(Err(spin_error(StoreError::Invalid(format!(
+                            "the store holds more than {MAX_SPIN_KEYS} keys, more than get-keys answers at once; \
+                             list them a page at a time with wasi:keyvalue's list-keys"
+                        )))));
+                    }
                     match next {
                         Some(next) => cursor = Some(next),
                         None => return Ok(Ok(all)),

@@ -260,7 +260,7 @@ async fn key_value_compare_and_set(s: &dyn Storage) {
 async fn changes(s: &dyn Storage, stream: &str) -> Vec<Change> {
     let messages = s.read(stream, 0, 100).await.unwrap();
     for m in &messages {
-        let change = Change::parse(&m.body).unwrap();
+        let change = Change::from_message(m).unwrap();
         assert_eq!(m.id, change.sequence_number(), "a change's id is its sequence number");
         assert_eq!(
             m.group.as_deref(),
@@ -268,7 +268,7 @@ async fn changes(s: &dyn Storage, stream: &str) -> Vec<Change> {
             "a change's group is its key"
         );
     }
-    messages.iter().map(|m| Change::parse(&m.body).unwrap()).collect()
+    messages.iter().map(|m| Change::from_message(m).unwrap()).collect()
 }
 
 fn value(c: &Change) -> (Option<&[u8]>, Option<&[u8]>) {
@@ -378,6 +378,51 @@ async fn key_value_times_to_live_end_in_a_removal(s: &dyn Storage) {
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
 }
 
+/// An empty key is refused, for every operation.
+async fn key_value_refuses_empty_keys(s: &dyn Storage) {
+    assert!(s.get("kve", "").await.is_err());
+    assert!(s.put("kve", "", b"x".to_vec()).await.is_err());
+    assert!(s.delete("kve", "").await.is_err());
+}
+
+/// Writers racing on one key with compare-and-set each land exactly once:
+/// the counter ends at the number of writers. A provider that says it
+/// cannot promise this (`serializes_compare_and_set`) is not held to it.
+async fn key_value_compare_and_set_under_contention(s: Arc<dyn Storage>) {
+    const WRITERS: u64 = 16;
+    if !s.serializes_compare_and_set() {
+        eprintln!("compare-and-set under contention: not checked, the provider does not serialize it");
+        return;
+    }
+    let mut tasks = Vec::new();
+    for _ in 0..WRITERS {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let current = s.get("kvr", "counter").await.unwrap();
+                let n: u64 = current
+                    .as_ref()
+                    .map_or(0, |e| String::from_utf8_lossy(&e.value).parse().unwrap());
+                let next = (n + 1).to_string().into_bytes();
+                let written = match current {
+                    Some(e) => s.update("kvr", "counter", next, e.revision).await,
+                    None => s.create("kvr", "counter", next).await,
+                };
+                match written {
+                    Ok(_) => return,
+                    Err(StorageError::Conflict { .. }) => continue,
+                    Err(e) => panic!("{e}"),
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let e = s.get("kvr", "counter").await.unwrap().unwrap();
+    assert_eq!(e.value, WRITERS.to_string().into_bytes());
+}
+
 /// Keys list in order, a page at a time, by prefix.
 async fn key_value_lists_in_pages(s: &dyn Storage) {
     for k in ["p/3", "p/1", "q/1", "p/2", "p/10"] {
@@ -461,6 +506,8 @@ pub async fn run_all(s: Arc<dyn Storage>) {
     key_value_changes_are_written_with_the_change(&*s).await;
     key_value_times_to_live_end_in_a_removal(&*s).await;
     key_value_lists_in_pages(&*s).await;
+    key_value_refuses_empty_keys(&*s).await;
+    key_value_compare_and_set_under_contention(s.clone()).await;
     objects_round_trip(&*s).await;
     commit_stats_count_every_commit(&*s).await;
     concurrent_appends_all_land(s).await;

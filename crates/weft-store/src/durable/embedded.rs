@@ -985,9 +985,18 @@ impl Streams for Embedded {
     }
 }
 
+/// Keys are never empty, on every provider.
+fn check_key(key: &str) -> Result<()> {
+    if key.is_empty() {
+        return Err(StorageError::Other("a key cannot be empty".into()));
+    }
+    Ok(())
+}
+
 #[async_trait::async_trait]
 impl KeyValue for Embedded {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>> {
+        check_key(key)?;
         match self
             .run(Op::Get {
                 bucket: bucket.into(),
@@ -1039,6 +1048,7 @@ impl KeyValue for Embedded {
 
 impl Embedded {
     async fn write(&self, bucket: &str, key: &str, value: Option<Vec<u8>>, write: &Write) -> Result<Option<Written>> {
+        check_key(key)?;
         let op = Op::Set {
             bucket: bucket.into(),
             key: key.into(),

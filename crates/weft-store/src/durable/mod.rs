@@ -258,20 +258,25 @@ pub struct Written {
 /// an insert (`old` none), a modification, or a removal (`new` none;
 /// `expired` when the key's time to live ran out). Revisions of one
 /// bucket only grow, so they order its changes.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Change {
     pub bucket: String,
     pub key: String,
-    #[serde(default, with = "base64_bytes")]
     pub old: Option<Vec<u8>>,
-    #[serde(default, with = "base64_bytes")]
     pub new: Option<Vec<u8>>,
     pub revision: u64,
     /// Microseconds since the Unix epoch.
     pub at_us: i64,
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub expired: bool,
 }
+
+/// The attributes of a change's message.
+const CHANGE_BUCKET: &str = "kv-bucket";
+const CHANGE_KEY: &str = "kv-key";
+const CHANGE_AT: &str = "kv-at-us";
+const CHANGE_NEW: &str = "kv-new-length";
+const CHANGE_OLD: &str = "kv-old-length";
+const CHANGE_EXPIRED: &str = "kv-expired";
 
 impl Change {
     /// The revision as 21 digits, so the text sorts as the number does
@@ -282,41 +287,55 @@ impl Change {
 
     /// The change as a stream message: its id is the sequence number
     /// (unique in the bucket), its group the key, so a FIFO lease keeps
-    /// each key's changes in order.
+    /// each key's changes in order. The body is the new value then the
+    /// old one, as they are; the attributes say the rest.
     pub fn message(&self) -> NewMessage {
+        let mut attributes = BTreeMap::new();
+        attributes.insert(CHANGE_BUCKET.to_string(), self.bucket.clone());
+        attributes.insert(CHANGE_KEY.to_string(), self.key.clone());
+        attributes.insert(CHANGE_AT.to_string(), self.at_us.to_string());
+        let mut body = Vec::new();
+        for (name, value) in [(CHANGE_NEW, &self.new), (CHANGE_OLD, &self.old)] {
+            if let Some(v) = value {
+                attributes.insert(name.to_string(), v.len().to_string());
+                body.extend_from_slice(v);
+            }
+        }
+        if self.expired {
+            attributes.insert(CHANGE_EXPIRED.to_string(), "true".to_string());
+        }
         NewMessage {
             id: self.sequence_number(),
             group: Some(self.key.clone()),
-            body: serde_json::to_vec(self).unwrap_or_default(),
-            attributes: BTreeMap::new(),
+            body,
+            attributes,
             delay: Duration::ZERO,
         }
     }
 
     /// The change a stream message holds, if it holds one.
-    pub fn parse(body: &[u8]) -> Option<Change> {
-        serde_json::from_slice(body).ok()
-    }
-}
-
-/// `Option<Vec<u8>>` as an optional base64 string.
-mod base64_bytes {
-    use base64::Engine;
-    use base64::engine::general_purpose::STANDARD;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
-        match v {
-            Some(bytes) => s.serialize_some(&STANDARD.encode(bytes)),
-            None => s.serialize_none(),
+    pub fn from_message(m: &Message) -> Option<Change> {
+        let a = &m.attributes;
+        let length = |name: &str| -> Option<Option<usize>> {
+            match a.get(name) {
+                None => Some(None),
+                Some(n) => n.parse().ok().map(Some),
+            }
+        };
+        let (new_len, old_len) = (length(CHANGE_NEW)?, length(CHANGE_OLD)?);
+        if new_len.unwrap_or(0) + old_len.unwrap_or(0) != m.body.len() {
+            return None;
         }
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
-        match Option::<String>::deserialize(d)? {
-            Some(text) => STANDARD.decode(text).map(Some).map_err(serde::de::Error::custom),
-            None => Ok(None),
-        }
+        let (new, old) = m.body.split_at(new_len.unwrap_or(0));
+        Some(Change {
+            bucket: a.get(CHANGE_BUCKET)?.clone(),
+            key: a.get(CHANGE_KEY)?.clone(),
+            old: old_len.map(|_| old.to_vec()),
+            new: new_len.map(|_| new.to_vec()),
+            revision: m.id.parse().ok()?,
+            at_us: a.get(CHANGE_AT)?.parse().ok()?,
+            expired: a.contains_key(CHANGE_EXPIRED),
+        })
     }
 }
 
@@ -337,9 +356,23 @@ pub trait KeyValue: Send + Sync {
     /// Removes up to `max` keys whose time to live has run out, each with
     /// an expired [`Change`] appended to `changes`; returns how many.
     async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize>;
+    /// Finishes what writes of `bucket` cut off midway left undone: their
+    /// changes not yet appended to `changes` (a provider that writes a
+    /// change in one transaction with the write has none); returns how
+    /// many it finished.
+    async fn catch_up(&self, bucket: &str, changes: &[String]) -> Result<usize> {
+        let _ = (bucket, changes);
+        Ok(0)
+    }
     /// The largest value this provider stores.
     fn max_value(&self) -> usize {
         usize::MAX
+    }
+    /// Whether compare-and-set admits exactly one writer of a revision
+    /// even when writers race (a provider on servers that check it only
+    /// before replicating a write does not).
+    fn serializes_compare_and_set(&self) -> bool {
+        true
     }
 
     /// Sets the value; returns the new revision.

@@ -334,6 +334,16 @@ async fn wasi_keyvalue_and_spin_components_share_stores_and_their_changes_flow()
     let server = Server::start(&app);
     components_share_stores(&server).await;
     changes_are_delivered_in_order(&server).await;
+    // A record that keeps failing holds back only its own key's changes.
+    assert_eq!(
+        op(&server, "PUT", "w", "set?store=carts&key=after", "later").await.0,
+        204
+    );
+    let seen = records(&server, |s| s.iter().any(|l| l.contains("INSERT after - -> later"))).await;
+    assert!(
+        seen.iter().any(|l| l.contains("INSERT after - -> later")),
+        "a change after a failing one, of another key, is delivered: {seen:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,6 +351,17 @@ async fn stores_and_their_changes_behave_the_same_on_jetstream() {
     let nats = NatsServer::start();
     let app = App::new(APP);
     let server = Server::start_with(&app, &app.dir.join("data"), &["--nats", &nats.url()]);
+    // A stock server takes messages of 1 MB: a store that names no
+    // max_value gets the largest a change (old and new value) fits in.
+    let stores = get(&format!("{}/v1/kv", server.admin)).await.json();
+    let carts = stores["stores"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == "carts")
+        .unwrap()
+        .clone();
+    assert_eq!(carts["max_value"], (1_048_576 - 8192) / 2, "{stores}");
     components_share_stores(&server).await;
     changes_are_delivered_in_order(&server).await;
 }
@@ -427,6 +448,31 @@ async fn the_cli_and_admin_api_read_and_write_stores_and_refuse_bad_input() {
         .map(|s| s["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["carts", "locked", "sessions", "small"]);
+
+    // A listing longer than a page: the CLI follows the cursor; the admin
+    // API's page says where the next begins, and the last page says none.
+    // 32 at a time: the admin API takes 256 connections at most.
+    let http = client();
+    let put = |i: usize| {
+        let (url, http) = (format!("{admin}/v1/kv/carts/keys/page%2F{i:04}"), http.clone());
+        async move { send(&http, "PUT", &url, "x", &[]).await.status }
+    };
+    use futures_util::StreamExt;
+    let statuses: Vec<u16> = futures_util::stream::iter(0..1001)
+        .map(put)
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    assert_eq!(ok(&["kv", "list", "carts", "--prefix", "page/"]).lines().count(), 1001);
+    let first = get(&format!("{admin}/v1/kv/carts/keys?prefix=page%2F")).await.json();
+    assert_eq!(first["keys"].as_array().unwrap().len(), 1000);
+    assert_eq!(first["next"], "page/0999");
+    let last = get(&format!("{admin}/v1/kv/carts/keys?prefix=page%2F&after=page%2F0999"))
+        .await
+        .json();
+    assert_eq!(last["keys"], serde_json::json!(["page/1000"]));
+    assert_eq!(last["next"], Value::Null);
 
     // Removing a store that holds keys is a loss the deploy refuses unasked.
     let without = APP
