@@ -82,6 +82,9 @@ async fn storage_run(storage: Arc<dyn Storage>, op: Op, clients: usize, duration
                 }
                 latencies.push(sent.elapsed().as_secs_f64() * 1e6);
                 i += 1;
+                // A get from the embedded store can finish without waiting;
+                // the other clients (and the timer) need their turn.
+                tokio::task::yield_now().await;
             }
             anyhow::Ok(latencies)
         }));
@@ -310,26 +313,37 @@ pub async fn report(
     )
     .await?;
     anyhow::ensure!(status == 204, "setting the benchmark's key answered {status}");
-    let read = "/kv/get?store=bench&key=k";
+    // The reader is a bigger component than hello: opening the store
+    // without reading shows what the component costs by itself.
+    let paths = ["/", "/kv/open?store=bench", "/kv/get?store=bench&key=k"];
     let warmup = Duration::from_secs(1);
     let mut ratios = Vec::new();
-    let mut best: [Option<load::Load>; 2] = [None, None];
+    let mut opened = Vec::new();
+    let mut best: [Option<load::Load>; 3] = [None, None, None];
     for _ in 0..ROUNDS {
-        let mut rps = [0.0; 2];
-        for (i, path) in ["/", read].iter().enumerate() {
+        let mut rps = [0.0; 3];
+        for (i, path) in paths.iter().enumerate() {
             let run = load::run(server.addr, path, connections, warmup, seconds).await?;
             rps[i] = run.rps();
             if best[i].as_ref().is_none_or(|b| run.rps() > b.rps()) {
                 best[i] = Some(run);
             }
         }
-        ratios.push(rps[1] / rps[0]);
+        ratios.push(rps[2] / rps[0]);
+        opened.push(rps[2] / rps[1]);
     }
     out.push_str(&format!(
         "\nA function that reads one key and answers it, against hello, through the gateway: {connections} connections, {}s per round, {ROUNDS} rounds in turn; the best round of each, and the median of each round's ratio.\n\n| function | requests/s | p50 µs | p99 µs | errors |\n| --- | ---: | ---: | ---: | ---: |\n",
         seconds.as_secs()
     ));
-    for (label, run) in ["hello", "reads a key"].iter().zip(&best) {
+    for (label, run) in [
+        "hello",
+        "the reader, opening the store only",
+        "the reader, reading a key",
+    ]
+    .iter()
+    .zip(&best)
+    {
         let run = run.as_ref().ok_or_else(|| anyhow::anyhow!("no run"))?;
         out.push_str(&format!(
             "| {label} | {:.0} | {:.0} | {:.0} | {} |\n",
@@ -340,8 +354,9 @@ pub async fn report(
         ));
     }
     out.push_str(&format!(
-        "\n- reads a key ÷ hello, requests/s: **{:.2}** (bar: at least 0.8)\n",
-        median(ratios)
+        "\n- reads a key ÷ hello, requests/s: **{:.2}** (bar: at least 0.8)\n- reads a key ÷ the same component opening the store only: {:.2}\n",
+        median(ratios),
+        median(opened)
     ));
     Ok(out)
 }

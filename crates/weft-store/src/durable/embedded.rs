@@ -9,6 +9,12 @@
 //! with the number of concurrent writers while each write still waits for
 //! exactly one fsync. [`Embedded::commit_stats`] shows how much the
 //! groups share.
+//!
+//! Key-value reads (`get`, `list`) do not queue behind writes: they run
+//! on one of [`READERS`] read-only connections of their own, on the
+//! caller's thread (a read of a cached page takes microseconds). In WAL
+//! mode a read sees every transaction committed before it began, so a
+//! read after a write's answer sees that write.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -110,10 +116,7 @@ enum Op {
         stream: String,
         age: Duration,
     },
-    Get {
-        bucket: String,
-        key: String,
-    },
+
     /// A set, or with no value a removal.
     Set {
         bucket: String,
@@ -121,12 +124,7 @@ enum Op {
         value: Option<Vec<u8>>,
         write: Write,
     },
-    List {
-        bucket: String,
-        prefix: String,
-        after: Option<String>,
-        limit: usize,
-    },
+
     ExpireKeys {
         bucket: String,
         changes: Vec<String>,
@@ -156,7 +154,6 @@ enum Reply {
     Count(usize),
     Flag(bool),
     Stats(StreamStats),
-    Entry(Option<Entry>),
     Written(Option<Written>),
     Names(Vec<String>),
     Bytes(Option<Vec<u8>>),
@@ -173,7 +170,12 @@ pub struct Embedded {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
     commits: Arc<Commits>,
+    /// Read-only connections for key-value reads.
+    readers: Vec<Mutex<Connection>>,
 }
+
+/// Read-only connections of one provider.
+pub const READERS: usize = 2;
 
 /// How much group commit shared, since the provider was opened: see
 /// [`Embedded::commit_stats`].
@@ -242,6 +244,16 @@ impl Embedded {
         conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
         upgrade(&conn).map_err(classify)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let reader = Connection::open_with_flags(
+                path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
+            reader.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
+            readers.push(Mutex::new(reader));
+        }
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(Commits::default());
         let counts = commits.clone();
@@ -253,6 +265,7 @@ impl Embedded {
             jobs: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
             commits,
+            readers,
         })
     }
 
@@ -502,6 +515,29 @@ fn current(tx: &Connection, bucket: &str, key: &str, now: i64) -> Result<Option<
     Ok(entry.filter(|e| e.expires_us.is_none_or(|at| at > now)))
 }
 
+/// Up to `limit` live keys of `bucket` starting with `prefix`, after `after`.
+fn list(
+    conn: &Connection,
+    bucket: &str,
+    prefix: &str,
+    after: Option<&str>,
+    limit: usize,
+    now: i64,
+) -> Result<Vec<String>> {
+    let mut stmt = conn
+        .prepare_cached(
+            "SELECT key FROM kv WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2 AND key > ?3
+               AND (expires_us IS NULL OR expires_us > ?4)
+             ORDER BY key LIMIT ?5",
+        )
+        .map_err(sql)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![bucket, prefix, after.unwrap_or(""), now, limit], |r| r.get(0))
+        .map_err(sql)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
 /// Appends `change` to each of `streams` (within the caller's transaction).
 fn append_change(tx: &Connection, change: &Change, streams: &[String], now: i64) -> Result<()> {
     for stream in streams {
@@ -552,22 +588,30 @@ fn write_key(
     write: &Write,
     now: i64,
 ) -> Result<Option<Written>> {
-    // A key past its time to live is removed first, with its own change,
-    // so every expiry is a removal whether or not housekeeping saw it.
-    let stored: Option<(Vec<u8>, Option<i64>)> = query_row(
+    // The old value is read only when a change carries it.
+    let with_changes = !write.changes.is_empty();
+    let stored: Option<(Option<Vec<u8>>, u64, Option<i64>)> = query_row(
         tx,
-        "SELECT value, expires_us FROM kv WHERE bucket = ?1 AND key = ?2",
-        params![bucket, key],
-        |r| Ok((r.get(0)?, r.get(1)?)),
+        "SELECT CASE WHEN ?3 THEN value END, revision, expires_us FROM kv WHERE bucket = ?1 AND key = ?2",
+        params![bucket, key, with_changes],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )
     .optional()
     .map_err(sql)?;
-    if let Some((old, Some(at))) = stored
-        && at <= now
-    {
-        remove_expired(tx, bucket, key, old, &write.changes, now)?;
-    }
-    let old = current(tx, bucket, key, now)?;
+    // A key past its time to live is removed first, with its own change,
+    // so every expiry is a removal whether or not housekeeping saw it.
+    let old = match stored {
+        Some((old, _, Some(at))) if at <= now => {
+            remove_expired(tx, bucket, key, old.unwrap_or_default(), &write.changes, now)?;
+            None
+        }
+        Some((old, revision, expires_us)) => Some(Entry {
+            value: old.unwrap_or_default(),
+            revision,
+            expires_us,
+        }),
+        None => None,
+    };
     if !write.expect.allows(old.as_ref().map(|e| e.revision)) {
         return Err(StorageError::Conflict {
             current: old.map(|e| e.revision),
@@ -582,7 +626,9 @@ fn write_key(
             let expires = write.ttl.map(|ttl| now.saturating_add(micros(ttl)));
             execute(
                 tx,
-                "INSERT OR REPLACE INTO kv (bucket, key, value, revision, expires_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+                "INSERT INTO kv (bucket, key, value, revision, expires_us) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (bucket, key) DO UPDATE
+                 SET value = excluded.value, revision = excluded.revision, expires_us = excluded.expires_us",
                 params![bucket, key, value, revision, expires],
             )
             .map_err(sql)?
@@ -594,7 +640,7 @@ fn write_key(
         )
         .map_err(sql)?,
     };
-    if !write.changes.is_empty() {
+    if with_changes {
         let change = Change {
             bucket: bucket.to_string(),
             key: key.to_string(),
@@ -768,7 +814,6 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             .map_err(sql)?;
             Ok(Reply::Count(n))
         }
-        Op::Get { bucket, key } => Ok(Reply::Entry(current(tx, bucket, key, now)?)),
         Op::Set {
             bucket,
             key,
@@ -782,26 +827,6 @@ fn apply(savepoint: &mut rusqlite::Savepoint<'_>, op: &Op, now: i64) -> Result<R
             write,
             now,
         )?)),
-        Op::List {
-            bucket,
-            prefix,
-            after,
-            limit,
-        } => {
-            let mut stmt = tx
-                .prepare_cached(
-                    "SELECT key FROM kv WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2 AND key > ?3
-                       AND (expires_us IS NULL OR expires_us > ?4)
-                     ORDER BY key LIMIT ?5",
-                )
-                .map_err(sql)?;
-            let limit = i64::try_from(*limit).unwrap_or(i64::MAX);
-            let after = after.as_deref().unwrap_or("");
-            let rows = stmt
-                .query_map(params![bucket, prefix, after, now, limit], |r| r.get(0))
-                .map_err(sql)?;
-            Ok(Reply::Names(rows.collect::<rusqlite::Result<_>>().map_err(sql)?))
-        }
         Op::ExpireKeys { bucket, changes, max } => {
             let expired: Vec<(String, Vec<u8>)> = {
                 let mut stmt = tx
@@ -997,16 +1022,7 @@ fn check_key(key: &str) -> Result<()> {
 impl KeyValue for Embedded {
     async fn get(&self, bucket: &str, key: &str) -> Result<Option<Entry>> {
         check_key(key)?;
-        match self
-            .run(Op::Get {
-                bucket: bucket.into(),
-                key: key.into(),
-            })
-            .await?
-        {
-            Reply::Entry(e) => Ok(e),
-            _ => unexpected(),
-        }
+        self.with_reader(|conn| current(conn, bucket, key, now_us()))
     }
 
     async fn set(&self, bucket: &str, key: &str, value: Vec<u8>, write: &Write) -> Result<Written> {
@@ -1021,16 +1037,7 @@ impl KeyValue for Embedded {
     }
 
     async fn list(&self, bucket: &str, prefix: &str, after: Option<&str>, limit: usize) -> Result<Vec<String>> {
-        let op = Op::List {
-            bucket: bucket.into(),
-            prefix: prefix.into(),
-            after: after.map(str::to_string),
-            limit,
-        };
-        match self.run(op).await? {
-            Reply::Names(n) => Ok(n),
-            _ => unexpected(),
-        }
+        self.with_reader(|conn| list(conn, bucket, prefix, after, limit, now_us()))
     }
 
     async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize> {
@@ -1047,6 +1054,16 @@ impl KeyValue for Embedded {
 }
 
 impl Embedded {
+    /// Runs `read` on a free reader (or waits for the first one).
+    fn with_reader<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let conn = self
+            .readers
+            .iter()
+            .find_map(|r| r.try_lock().ok())
+            .unwrap_or_else(|| self.readers[0].lock().unwrap_or_else(|p| p.into_inner()));
+        read(&conn)
+    }
+
     async fn write(&self, bucket: &str, key: &str, value: Option<Vec<u8>>, write: &Write) -> Result<Option<Written>> {
         check_key(key)?;
         let op = Op::Set {

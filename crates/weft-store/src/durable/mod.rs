@@ -250,7 +250,9 @@ pub struct Write {
 pub struct Written {
     /// The revision of this change (a removal has one too).
     pub revision: u64,
-    /// What the key held before, if anything.
+    /// What the key held before, if anything. A provider may leave its
+    /// value empty when the write has no change streams (it need not read
+    /// a value nothing carries).
     pub old: Option<Entry>,
 }
 
