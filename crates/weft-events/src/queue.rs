@@ -158,14 +158,10 @@ impl Hidden {
     }
 }
 
-/// The storage stream that holds a queue's messages, for writes that
-/// append to a queue in the same write as something else (a key-value
+/// The storage stream that holds a queue's messages (also for writes that
+/// append to a queue in the same write as something else: a key-value
 /// store's changes).
 pub fn stream_of(queue: &str) -> String {
-    stream(queue)
-}
-
-fn stream(queue: &str) -> String {
     format!("queue:{queue}")
 }
 
@@ -375,7 +371,7 @@ impl Queues {
             Duration::ZERO
         };
         Ok(Append {
-            stream: stream(queue),
+            stream: stream_of(queue),
             messages: batch,
             dedup_window,
         })
@@ -393,7 +389,12 @@ impl Queues {
         let q = self.get(queue)?;
         let leased = self
             .storage
-            .lease(&stream(queue), max, visibility.unwrap_or(q.visibility_timeout), q.fifo)
+            .lease(
+                &stream_of(queue),
+                max,
+                visibility.unwrap_or(q.visibility_timeout),
+                q.fifo,
+            )
             .await?;
         let gives_up = q.dead_letter.is_some() || q.retry.max_age.is_some();
         let (dead, live): (Vec<Message>, Vec<Message>) = match gives_up {
@@ -414,7 +415,7 @@ impl Queues {
             return self.dead_letter(q, &seqs).await;
         }
         let receipts: Vec<Receipt> = messages.iter().map(Message::receipt).collect();
-        self.storage.ack(&stream(&q.name), &receipts).await?;
+        self.storage.ack(&stream_of(&q.name), &receipts).await?;
         self.count_given_up(&q.name, messages.len());
         for m in messages {
             tracing::warn!(
@@ -432,7 +433,7 @@ impl Queues {
         let Some(dlq) = &q.dead_letter else { return Ok(()) };
         let attributes = BTreeMap::from([("dead-letter-source".to_string(), q.name.clone())]);
         self.storage
-            .transfer(&stream(&q.name), seqs, &stream(dlq), attributes, false)
+            .transfer(&stream_of(&q.name), seqs, &stream_of(dlq), attributes, false)
             .await?;
         self.count_given_up(&q.name, seqs.len());
         tracing::info!(
@@ -445,7 +446,7 @@ impl Queues {
 
     pub async fn ack(&self, queue: &str, receipts: &[Receipt]) -> Result<usize, QueueError> {
         self.get(queue)?;
-        Ok(self.storage.ack(&stream(queue), receipts).await?)
+        Ok(self.storage.ack(&stream_of(queue), receipts).await?)
     }
 
     /// A delivery of `message` failed with `error`: retry after the queue's
@@ -466,25 +467,25 @@ impl Queues {
             }
             // Keep the error with the message before it moves.
             self.storage
-                .release(&stream(queue), receipt, Duration::ZERO, Some(error.to_string()))
+                .release(&stream_of(queue), receipt, Duration::ZERO, Some(error.to_string()))
                 .await?;
             return self.dead_letter(&q, &[message.seq]).await;
         }
         let delay = q.retry.delay(message.receive_count);
         self.storage
-            .release(&stream(queue), receipt, delay, Some(error.to_string()))
+            .release(&stream_of(queue), receipt, delay, Some(error.to_string()))
             .await?;
         Ok(())
     }
 
     pub async fn peek(&self, queue: &str, max: usize) -> Result<Vec<Message>, QueueError> {
         self.get(queue)?;
-        Ok(self.storage.peek(&stream(queue), max).await?)
+        Ok(self.storage.peek(&stream_of(queue), max).await?)
     }
 
     pub async fn stats(&self, queue: &str) -> Result<StreamStats, QueueError> {
         self.get(queue)?;
-        Ok(self.storage.stats(&stream(queue)).await?)
+        Ok(self.storage.stats(&stream_of(queue)).await?)
     }
 
     /// Moves every message of dead-letter queue `dlq` back to the queue it
@@ -493,7 +494,7 @@ impl Queues {
         self.get(dlq)?;
         let mut moved = 0;
         loop {
-            let batch = self.storage.peek(&stream(dlq), 500).await?;
+            let batch = self.storage.peek(&stream_of(dlq), 500).await?;
             if batch.is_empty() {
                 return Ok(moved);
             }
@@ -516,7 +517,7 @@ impl Queues {
             for (source, seqs) in by_source {
                 moved += self
                     .storage
-                    .transfer(&stream(dlq), &seqs, &stream(&source), BTreeMap::new(), true)
+                    .transfer(&stream_of(dlq), &seqs, &stream_of(&source), BTreeMap::new(), true)
                     .await?;
                 self.waker(&source).notify_waiters();
             }
@@ -534,7 +535,7 @@ impl Queues {
             .collect();
         let mut n = 0;
         for q in queues {
-            n += self.storage.expire(&stream(&q.name), q.retention).await?;
+            n += self.storage.expire(&stream_of(&q.name), q.retention).await?;
         }
         Ok(n)
     }

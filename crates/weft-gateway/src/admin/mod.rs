@@ -93,11 +93,19 @@ impl Admin {
         };
         // Path segments are matched first, then decoded, so a name may hold
         // an encoded `/` (the hidden queue of a URL subscription) or `#`.
-        let params: HashMap<String, String> = found
-            .params
-            .iter()
-            .map(|(k, v)| (k.to_string(), weft_node::percent_decode(v)))
-            .collect();
+        // A segment whose escapes are not UTF-8 names nothing: refused, so
+        // that it cannot stand for its own undecoded text.
+        let mut params: HashMap<String, String> = HashMap::new();
+        for (k, v) in found.params.iter() {
+            match percent_encoding::percent_decode_str(v).decode_utf8() {
+                Ok(decoded) => params.insert(k.to_string(), decoded.into_owned()),
+                Err(_) => {
+                    let message =
+                        format!("the path segment `{v}` decodes to bytes that are not UTF-8; encode names as UTF-8");
+                    return body::error(400, &message, None);
+                }
+            };
+        }
         let query = parse_query(request.uri().query().unwrap_or(""));
         let max = route.max_body;
         let (parts, incoming) = request.into_parts();

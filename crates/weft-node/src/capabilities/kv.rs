@@ -249,14 +249,14 @@ impl Staged<Node> for Staging {
             return;
         }
         let (node, stores) = (node.clone(), self.stores.clone());
-        workers.spawn(move |stop| expire(node, stores, stop));
+        workers.spawn(move |stop| tend(node, stores, stop));
     }
 }
 
 /// Each [`TICK`]: finishes the changes that writes cut off midway left
 /// uncopied, and removes expired keys with their changes (every tick in a
 /// store with a `ttl`, every [`RARE_EXPIRY`] ticks in the others).
-async fn expire(node: Arc<Node>, stores: Arc<HashMap<String, Arc<Settings>>>, mut stop: Stop) {
+async fn tend(node: Arc<Node>, stores: Arc<HashMap<String, Arc<Settings>>>, mut stop: Stop) {
     for tick in 1u64.. {
         tokio::select! {
             () = tokio::time::sleep(TICK) => {}

@@ -378,6 +378,79 @@ async fn key_value_times_to_live_end_in_a_removal(s: &dyn Storage) {
     assert!(revisions.windows(2).all(|w| w[0] < w[1]), "{revisions:?}");
 }
 
+/// A removal that names a revision the key has left removes nothing and
+/// records no change; one at the key's revision removes it.
+async fn key_value_conditional_removal(s: &dyn Storage) {
+    let streams = vec!["removals".to_string()];
+    let write = Write {
+        changes: streams.clone(),
+        ..Write::default()
+    };
+    let first = s.set("kvd", "k", b"1".to_vec(), &write).await.unwrap();
+    let second = s.set("kvd", "k", b"2".to_vec(), &write).await.unwrap();
+    let stale = Write {
+        expect: Expect::Revision(first.revision),
+        ..write.clone()
+    };
+    assert!(matches!(
+        s.remove("kvd", "k", &stale).await,
+        Err(StorageError::Conflict { current: Some(r) }) if r == second.revision
+    ));
+    assert_eq!(s.get("kvd", "k").await.unwrap().unwrap().value, b"2");
+    assert_eq!(
+        changes(s, "removals").await.len(),
+        2,
+        "a refused removal records nothing"
+    );
+    let current = Write {
+        expect: Expect::Revision(second.revision),
+        ..write
+    };
+    let removed = s.remove("kvd", "k", &current).await.unwrap().unwrap();
+    assert_eq!(removed.old.map(|e| e.value), Some(b"2".to_vec()));
+    assert_eq!(changes(s, "removals").await.len(), 3);
+}
+
+/// A catch-up after writes that finished copies nothing twice: each
+/// change is in its streams once, however often the catch-up runs.
+async fn key_value_catch_up_copies_nothing_twice(s: &dyn Storage) {
+    let streams = vec!["caught-up".to_string()];
+    let write = Write {
+        changes: streams.clone(),
+        ..Write::default()
+    };
+    for v in ["1", "2", "3"] {
+        s.set("kvu", "k", v.as_bytes().to_vec(), &write).await.unwrap();
+    }
+    // Past the time a provider leaves to writers still copying.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    for _ in 0..2 {
+        s.catch_up("kvu", &streams).await.unwrap();
+    }
+    let seen = changes(s, "caught-up").await;
+    let news: Vec<Option<&[u8]>> = seen.iter().map(|c| c.new.as_deref()).collect();
+    assert_eq!(news, [Some(&b"1"[..]), Some(&b"2"[..]), Some(&b"3"[..])]);
+}
+
+/// A value of half the provider's `max_value` can be written twice with
+/// changes (each change carries the old value beside the new one), and
+/// its change holds both, byte for byte.
+async fn key_value_large_values_with_changes(s: &dyn Storage) {
+    let half = (s.max_value() / 2).min(256 * 1024) - 1024;
+    let streams = vec!["large".to_string()];
+    let write = Write {
+        changes: streams.clone(),
+        ..Write::default()
+    };
+    let (a, b) = (vec![b'a'; half], vec![b'b'; half]);
+    s.set("kvb", "big", a.clone(), &write).await.unwrap();
+    s.set("kvb", "big", b.clone(), &write).await.unwrap();
+    let seen = changes(s, "large").await;
+    assert_eq!(seen.len(), 2);
+    assert_eq!((seen[1].old.as_ref(), seen[1].new.as_ref()), (Some(&a), Some(&b)));
+    assert_eq!(s.get("kvb", "big").await.unwrap().unwrap().value, b);
+}
+
 /// An empty key is refused, for every operation.
 async fn key_value_refuses_empty_keys(s: &dyn Storage) {
     assert!(s.get("kve", "").await.is_err());
@@ -507,6 +580,9 @@ pub async fn run_all(s: Arc<dyn Storage>) {
     key_value_times_to_live_end_in_a_removal(&*s).await;
     key_value_lists_in_pages(&*s).await;
     key_value_refuses_empty_keys(&*s).await;
+    key_value_conditional_removal(&*s).await;
+    key_value_catch_up_copies_nothing_twice(&*s).await;
+    key_value_large_values_with_changes(&*s).await;
     key_value_compare_and_set_under_contention(s.clone()).await;
     objects_round_trip(&*s).await;
     commit_stats_count_every_commit(&*s).await;

@@ -421,6 +421,11 @@ async fn the_cli_and_admin_api_read_and_write_stores_and_refuse_bad_input() {
     )
     .await;
     assert_eq!(ttl.status, 400, "{}", ttl.body);
+    let not_utf8 = send(&client(), "PUT", &format!("{admin}/v1/kv/carts/keys/%FF%FE"), "v", &[]).await;
+    assert_eq!(not_utf8.status, 400, "{}", not_utf8.body);
+    assert!(not_utf8.body.contains("not UTF-8"), "{}", not_utf8.body);
+    let dotted = send(&client(), "GET", &format!("{admin}/v1/kv/..%2Fcarts/keys/x"), "", &[]).await;
+    assert_eq!(dotted.status, 404, "{}", dotted.body);
 
     // Bytes that are not UTF-8 go through the admin API as base64, and the
     // CLI prints them as they are.
