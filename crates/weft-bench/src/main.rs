@@ -9,6 +9,7 @@ mod hello;
 mod kv;
 mod load;
 mod matcher;
+mod objects;
 mod procs;
 mod runtime;
 mod telemetry;
@@ -81,7 +82,7 @@ enum Command {
         /// The key-value component (tests/fixtures/kv-wasi), for the kv section.
         #[arg(long)]
         kv_wasi: PathBuf,
-        /// Run only these sections: http, instantiate, cold, memory, durable, kv, chain, matcher, telemetry.
+        /// Run only these sections: http, instantiate, cold, memory, durable, kv, objects, chain, matcher, telemetry.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -217,6 +218,10 @@ async fn run(
             "{}",
             kv::report(&weft, &component, &kv_wasi, &scratch, seconds, connections).await?
         );
+    }
+    if wanted("objects") {
+        println!("\n## Object buckets: PUT and GET over the S3 listener, against the disk (dd)\n");
+        println!("{}", objects::report(&weft, &scratch).await?);
     }
     if wanted("chain") {
         println!("\n## Chains A→B→…: blocking calls, forwards, and bare hyper services\n");

@@ -19,6 +19,7 @@
 pub mod bus;
 pub mod cloudevents;
 pub mod kv;
+pub mod objects;
 mod queue;
 mod topics;
 pub mod trace;

@@ -18,6 +18,7 @@
 //! - Key-value buckets and object buckets are JetStream's own.
 //! - Names are encoded into tokens JetStream accepts; see [`names`].
 
+mod blobs;
 mod connect;
 pub mod names;
 mod outbox;

@@ -38,6 +38,7 @@ mod input;
 mod names;
 mod parse;
 pub mod pattern;
+mod records;
 mod retry;
 mod route;
 pub mod section;
@@ -50,12 +51,14 @@ pub use expression::{Cron, Expression};
 pub use hosts::HostPattern;
 pub use input::{Input, JsonPath, TemplateContext};
 pub use parse::check_name;
+pub use records::CHANGE_RETENTION;
 pub use retry::{MAX_BACKOFF, Retry};
 pub use route::{Method, RouteMatch, RoutePath, RouteSyntaxError, RouteTable};
 pub use section::{Extension, Section};
 pub use sections::app::{Build, DEFAULT_MEMORY, DEFAULT_TIMEOUT, Function, MAX_MEMORY, MAX_TIMEOUT};
+pub use sections::buckets::{Bucket, MAX_OBJECT, Notify, ObjectEvent, check_bucket_name};
 pub use sections::bus::{Bus, DEFAULT_BUS, DEFAULT_MAX_EVENT_AGE, DEFAULT_RETRIES, Rule, RuleTarget};
-pub use sections::kv::{CHANGE_RETENTION, DEFAULT_MAX_VALUE, MAX_KEY, MAX_VALUE, Store, StoreTarget};
+pub use sections::kv::{DEFAULT_MAX_VALUE, MAX_KEY, MAX_VALUE, Store, StoreTarget};
 pub use sections::pricing::Pricing;
 pub use sections::queues::{AsyncInvoke, DEDUP_WINDOW, Queue, Trigger};
 pub use sections::routes::Route;
@@ -84,6 +87,8 @@ pub struct Manifest {
     pub rules: Vec<Rule>,
     /// `[kv.NAME]`: key-value stores.
     pub stores: Vec<Store>,
+    /// `[bucket.NAME]`: object buckets.
+    pub buckets: Vec<Bucket>,
     /// `[pricing]`: the app's price table for `weft cost`, if it has one.
     pub pricing: Option<Pricing>,
     /// What sections defined outside this crate checked, by their
@@ -184,6 +189,10 @@ impl Manifest {
 
     pub fn store(&self, name: &str) -> Option<&Store> {
         self.stores.iter().find(|s| s.name == name)
+    }
+
+    pub fn bucket(&self, name: &str) -> Option<&Bucket> {
+        self.buckets.iter().find(|b| b.name == name)
     }
 
     pub fn queue(&self, name: &str) -> Option<&Queue> {

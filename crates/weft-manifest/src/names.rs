@@ -138,6 +138,15 @@ impl Wording {
     }
 }
 
+/// The kinds of a target that names a function, queue, topic or bus, as
+/// [`TargetChoice::kinds`] takes them.
+pub(crate) const NAMED_TARGETS: &[(TargetKind, &str)] = &[
+    (TargetKind::Function, "\"NAME\""),
+    (TargetKind::Queue, "\"NAME\""),
+    (TargetKind::Topic, "\"NAME\""),
+    (TargetKind::Bus, "\"NAME\""),
+];
+
 /// How one place chooses its one target among some kinds (`function = `,
 /// `queue = `, ..., `url = `), and words the mistakes.
 pub struct TargetChoice<'a> {
@@ -154,8 +163,9 @@ pub struct TargetChoice<'a> {
     pub one: &'a str,
     /// What the place does to its target, e.g. "names" or "fires".
     pub verb: &'a str,
-    /// Refuses a FIFO queue: what the place does to it ("sends to") and the
-    /// help. The target is still returned, so later checks go on.
+    /// Refuses a FIFO queue (reported at `span`): what the place does to it
+    /// ("sends to") and the help. The target is still returned, so later
+    /// checks go on.
     pub standard_queue: Option<(&'a str, &'a str)>,
 }
 
@@ -258,7 +268,11 @@ impl Checker {
             && kind == TargetKind::Queue
             && self.names.has_tag("queue", value, FIFO)
         {
-            self.error(None, format!("{} {does} FIFO queue `{value}`", choice.place), help);
+            self.error(
+                choice.span.clone(),
+                format!("{} {does} FIFO queue `{value}`", choice.place),
+                help,
+            );
         }
         Some(Target::new(kind, value))
     }

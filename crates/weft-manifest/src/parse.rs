@@ -11,7 +11,7 @@ use toml_edit::{Array, Document, Item, Key, Table, TableLike};
 
 use crate::names::{Names, Reported};
 use crate::section::Section;
-use crate::{Diagnostic, Diagnostics, Manifest, format_duration, parse_duration};
+use crate::{ByteSize, Diagnostic, Diagnostics, Manifest, format_duration, parse_duration, parse_size};
 
 pub(crate) fn parse(text: &str, file: &str, extra: &[&dyn Section]) -> Result<Manifest, Diagnostics> {
     let doc = match Document::parse(text) {
@@ -175,7 +175,7 @@ impl Checker {
     }
 
     /// One `[KIND.NAME]` table of `table` (found under `key`), checked for
-    /// being a table, for unknown keys and for a valid name.
+    /// being a table, for unknown keys and for a valid name ([`check_name`]).
     pub fn named<'a>(
         &mut self,
         table: &'a dyn TableLike,
@@ -184,18 +184,29 @@ impl Checker {
         item: &'a Item,
         kind: &Kind<'_>,
     ) -> Option<Named<'a>> {
+        self.named_by(table, key, name, item, kind, &name_rule(kind))
+    }
+
+    /// [`Checker::named`], with the names `rule` allows: it says what is
+    /// wrong with a name (completing "KIND name `NAME` ...") and how to
+    /// fix it.
+    pub(crate) fn named_by<'a>(
+        &mut self,
+        table: &'a dyn TableLike,
+        key: &'a Key,
+        name: &'a str,
+        item: &'a Item,
+        kind: &Kind<'_>,
+        rule: &NameRule<'_>,
+    ) -> Option<Named<'a>> {
         let key = table.key(name).unwrap_or(key);
         let place = format!("[{}.{name}]", kind.name);
         let t = self.table(key, item, &format!("`{}.{name}`", kind.name), kind.help)?;
         self.unknown_keys(t, kind.keys, &place);
-        let name_ok = match crate::check_name(name) {
+        let name_ok = match rule(name) {
             Ok(()) => true,
-            Err(why) => {
-                self.error(
-                    key.span(),
-                    format!("{} name `{name}` {why}", kind.name),
-                    format!("use lowercase letters, digits and `-`, like `{}`", kind.example),
-                );
+            Err((why, fix)) => {
+                self.error(key.span(), format!("{} name `{name}` {why}", kind.name), fix);
                 false
             }
         };
@@ -256,15 +267,30 @@ impl Checker {
 
     /// The tables of a `[[name]]` array (or an array of inline tables).
     pub fn array_of_tables<'a>(&mut self, key: &Key, item: &'a Item, name: &str, help: &str) -> Vec<&'a dyn TableLike> {
+        self.located_tables(key, item, name, help)
+            .into_iter()
+            .map(|(table, _)| table)
+            .collect()
+    }
+
+    /// [`Checker::array_of_tables`], each table with its span: its
+    /// `[[name]]` header, or the inline table.
+    pub fn located_tables<'a>(
+        &mut self,
+        key: &Key,
+        item: &'a Item,
+        name: &str,
+        help: &str,
+    ) -> Vec<(&'a dyn TableLike, Option<Range<usize>>)> {
         if let Some(aot) = item.as_array_of_tables() {
-            aot.iter().map(|t| t as &dyn TableLike).collect()
+            aot.iter().map(|t| (t as &dyn TableLike, t.span())).collect()
         } else if let Some(array) = item
             .as_array()
             .filter(|a| a.iter().all(|v| v.as_inline_table().is_some()))
         {
             array
                 .iter()
-                .filter_map(|v| v.as_inline_table().map(|t| t as &dyn TableLike))
+                .filter_map(|v| v.as_inline_table().map(|t| (t as &dyn TableLike, t.span())))
                 .collect()
         } else {
             self.error(
@@ -278,7 +304,19 @@ impl Checker {
 
     /// Each `[KIND.NAME]` table of the manifest, checked by
     /// [`Checker::named`], given to `check` in the order written.
-    pub fn each_named<'a>(&mut self, root: &'a Table, kind: &Kind<'_>, mut check: impl FnMut(&mut Checker, Named<'a>)) {
+    pub fn each_named<'a>(&mut self, root: &'a Table, kind: &Kind<'_>, check: impl FnMut(&mut Checker, Named<'a>)) {
+        self.each_named_by(root, kind, &name_rule(kind), check);
+    }
+
+    /// [`Checker::each_named`], with the names `rule` allows (see
+    /// [`Checker::named_by`]).
+    pub(crate) fn each_named_by<'a>(
+        &mut self,
+        root: &'a Table,
+        kind: &Kind<'_>,
+        rule: &NameRule<'_>,
+        mut check: impl FnMut(&mut Checker, Named<'a>),
+    ) {
         let Some((key, item)) = root.get_key_value(kind.name) else {
             return;
         };
@@ -286,7 +324,7 @@ impl Checker {
             return;
         };
         for (name, item) in table.iter() {
-            if let Some(named) = self.named(table, key, name, item, kind) {
+            if let Some(named) = self.named_by(table, key, name, item, kind, rule) {
                 check(self, named);
             }
         }
@@ -351,6 +389,40 @@ impl Checker {
         }
     }
 
+    /// An optional size within `range` (in bytes), `default` when absent;
+    /// `None` once reported.
+    pub fn size_in(
+        &mut self,
+        table: &dyn TableLike,
+        key: &str,
+        place: &str,
+        default: u64,
+        range: (u64, u64),
+    ) -> Option<u64> {
+        let Some((text, span)) = self.string(table, key, place, "\"1MB\"") else {
+            return (!table.contains_key(key)).then_some(default);
+        };
+        match parse_size(text) {
+            Ok(size) if size.bytes() >= range.0 && size.bytes() <= range.1 => Some(size.bytes()),
+            Ok(size) => {
+                self.error(
+                    span,
+                    format!("`{key}` in {place} is {size}, outside the allowed range"),
+                    format!("use a size from {} to {}", ByteSize(range.0), ByteSize(range.1)),
+                );
+                None
+            }
+            Err(why) => {
+                self.error(
+                    span,
+                    format!("`{key}` in {place} is not a size: {why}"),
+                    "write a number and a unit: `\"1MB\"`, `\"64KB\"`, `\"100B\"`",
+                );
+                None
+            }
+        }
+    }
+
     /// An optional whole number within `range`, `default` when absent;
     /// `None` once reported.
     pub fn integer_in(
@@ -388,6 +460,22 @@ impl Checker {
     /// 1-based line and column of a byte offset of the manifest.
     pub fn line_col(&self, offset: usize) -> (usize, usize) {
         self.out.line_col(offset)
+    }
+}
+
+/// Which names a kind of `[KIND.NAME]` table allows: for a name it
+/// refuses, what is wrong with it and how to fix it.
+pub(crate) type NameRule<'r> = dyn Fn(&str) -> Result<(), (String, String)> + 'r;
+
+/// The names most kinds allow: [`check_name`]'s.
+fn name_rule<'k>(kind: &'k Kind<'_>) -> impl Fn(&str) -> Result<(), (String, String)> + 'k {
+    |name| {
+        check_name(name).map_err(|why| {
+            (
+                why.to_string(),
+                format!("use lowercase letters, digits and `-`, like `{}`", kind.example),
+            )
+        })
     }
 }
 

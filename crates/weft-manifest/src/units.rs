@@ -15,7 +15,7 @@ impl ByteSize {
 
 impl fmt::Display for ByteSize {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const UNITS: [(&str, u64); 3] = [("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)];
+        const UNITS: [(&str, u64); 4] = [("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10)];
         for (unit, scale) in UNITS {
             if self.0 >= scale && self.0.is_multiple_of(scale) {
                 return write!(f, "{}{unit}", self.0 / scale);
@@ -25,10 +25,10 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// Parses `"128MB"`, `"512 KiB"`, `"1GB"`, `"65536B"`.
+/// Parses `"128MB"`, `"512 KiB"`, `"1GB"`, `"5TB"`, `"65536B"`.
 ///
-/// KB, MB and GB are binary (1024-based), as in Lambda's memory setting;
-/// KiB, MiB and GiB are accepted as the same.
+/// KB, MB, GB and TB are binary (1024-based), as in Lambda's memory
+/// setting; KiB, MiB, GiB and TiB are accepted as the same.
 pub fn parse_size(text: &str) -> Result<ByteSize, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -42,6 +42,7 @@ pub fn parse_size(text: &str) -> Result<ByteSize, String> {
         "KB" | "KIB" | "K" => 1 << 10,
         "MB" | "MIB" | "M" => 1 << 20,
         "GB" | "GIB" | "G" => 1 << 30,
+        "TB" | "TIB" | "T" => 1 << 40,
         "" => return Err(format!("`{text}` has no unit")),
         other => return Err(format!("`{other}` is not a size unit")),
     };
@@ -110,6 +111,8 @@ mod tests {
         assert_eq!(parse_size("512 KiB"), Ok(ByteSize(512 << 10)));
         assert_eq!(parse_size("1gb"), Ok(ByteSize(1 << 30)));
         assert_eq!(parse_size("65536B"), Ok(ByteSize(65536)));
+        assert_eq!(parse_size("5TiB"), Ok(ByteSize(5 << 40)));
+        assert_eq!(ByteSize(5 << 40).to_string(), "5TB");
         assert!(parse_size("MB").is_err());
         assert!(parse_size("12").is_err());
         assert!(parse_size("12XB").is_err());

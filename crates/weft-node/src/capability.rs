@@ -282,6 +282,9 @@ pub enum Encoding {
     /// A key-value store's changes, sent as DynamoDB Streams records
     /// (`weft_events::kv`).
     Changes { app: String, store: String },
+    /// An object bucket's changes, sent as S3 event notifications
+    /// (`weft_events::objects`).
+    Objects { app: String, bucket: String },
 }
 
 /// One change a deploy makes.

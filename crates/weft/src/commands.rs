@@ -140,8 +140,13 @@ pub struct Telemetry {
 pub struct Listen {
     pub app: SocketAddr,
     pub admin: SocketAddr,
+    /// The S3 listener, if asked for.
+    pub s3: Option<SocketAddr>,
     pub limits: weft_gateway::Limits,
 }
+
+/// Where the S3 API listens when the app has buckets and no --s3-listen.
+const DEFAULT_S3_LISTEN: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8082);
 
 /// The connections the admin API holds at once (it serves the CLI and tools).
 const ADMIN_CONNECTIONS: usize = 256;
@@ -236,6 +241,17 @@ pub async fn up(
         )
     })?;
     let admin_addr = admin_socket.local_addr()?;
+    let s3_listen = listen
+        .s3
+        .or_else(|| (!manifest.buckets.is_empty()).then_some(DEFAULT_S3_LISTEN));
+    let s3_socket = match s3_listen {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the S3 API; pass --s3-listen ADDR"))?,
+        ),
+        None => None,
+    };
 
     println!("app `{}` from {file} (data in {})", report.app, data.display());
     for f in &report.functions {
@@ -254,6 +270,46 @@ pub async fn up(
     }
     node.set_addresses(format!("http://{public_addr}"), format!("http://{admin_addr}"));
     node.join();
+    let s3_server = match s3_socket {
+        Some(socket) => {
+            let s3_addr = socket.local_addr()?;
+            // Made now, on the first start, so they can be shown at once.
+            if let Some(buckets) = node.capability::<weft_node::capabilities::buckets::Buckets>() {
+                buckets
+                    .credentials(&node)
+                    .await
+                    .map_err(|e| anyhow!("cannot make the S3 access key: {e}"))?;
+            }
+            println!("S3 API on http://{s3_addr} (access key: weft s3 credentials)");
+            let s3_limits = weft_gateway::Limits {
+                drain: shutdown,
+                ..Default::default()
+            };
+            let (s3_node, mut s3_stop) = (node.clone(), stop_rx.clone());
+            Some(tokio::spawn(weft_gateway::serve(
+                socket,
+                Arc::new(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let node = s3_node.clone();
+                    async move {
+                        use http_body_util::BodyExt;
+                        let request = req.map(|b| {
+                            b.map_err(|e| weft_runtime::HttpError::InternalError(Some(e.to_string())))
+                                .boxed_unsync()
+                        });
+                        match node.capability::<weft_node::capabilities::buckets::Buckets>() {
+                            Some(buckets) => buckets.serve_signed(&node, request).await,
+                            None => weft_node::body::error(503, "this node serves no buckets", None),
+                        }
+                    }
+                }),
+                s3_limits,
+                async move {
+                    let _ = s3_stop.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        None => None,
+    };
     println!("listening on http://{public_addr}");
     println!("admin API on http://{admin_addr}");
 
@@ -284,6 +340,9 @@ pub async fn up(
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     let _ = admin_server.await;
+    if let Some(s3) = s3_server {
+        let _ = s3.await;
+    }
     node.shutdown(shutdown).await;
     eprintln!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -646,6 +705,27 @@ fn print_stats(name: &str, stats: &Value) {
         stats["in_flight"].as_u64().unwrap_or(0),
         stats["delayed"].as_u64().unwrap_or(0)
     );
+}
+
+/// `weft s3 credentials`: the access key of the S3 listener.
+pub async fn s3_credentials(server: &str, env: bool) -> anyhow::Result<ExitCode> {
+    let client = Client::new(server)?;
+    let (status, value) = client.get("/v1/s3/credentials").await?;
+    if status >= 300 {
+        bail!("{}", error_text(&value));
+    }
+    let field = |name: &str| value[name].as_str().unwrap_or_default().to_string();
+    let (id, secret, region) = (field("access_key_id"), field("secret_access_key"), field("region"));
+    if env {
+        println!("export AWS_ACCESS_KEY_ID={id}");
+        println!("export AWS_SECRET_ACCESS_KEY={secret}");
+        println!("export AWS_DEFAULT_REGION={region}");
+    } else {
+        println!("access key id      {id}");
+        println!("secret access key  {secret}");
+        println!("region             {region}");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub async fn kv(server: &str, command: crate::KvCommand) -> anyhow::Result<ExitCode> {

@@ -126,6 +126,11 @@ enum Command {
         /// Address for the admin API (keep it on 127.0.0.1).
         #[arg(long, default_value = "127.0.0.1:8081")]
         admin_listen: SocketAddr,
+        /// Address for the S3 API of the app's buckets, in path style,
+        /// signed with the access key `weft s3 credentials` shows
+        /// [default: 127.0.0.1:8082 when the app declares buckets].
+        #[arg(long)]
+        s3_listen: Option<SocketAddr>,
         /// Data directory (default: APP_DIR/.weft).
         #[arg(long)]
         data: Option<PathBuf>,
@@ -234,6 +239,13 @@ enum Command {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER, global = true)]
         server: String,
     },
+    /// The S3 API of the app's buckets.
+    S3 {
+        #[command(subcommand)]
+        command: S3Command,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER, global = true)]
+        server: String,
+    },
     /// Work with events and event patterns.
     Events {
         #[command(subcommand)]
@@ -326,6 +338,17 @@ pub enum EventsCommand {
     Buses {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum S3Command {
+    /// Show the access key that signs requests to the S3 listener (made
+    /// on the first start, kept in the storage).
+    Credentials {
+        /// Print it as AWS_* environment variables for a shell.
+        #[arg(long)]
+        env: bool,
     },
 }
 
@@ -454,6 +477,7 @@ fn main() -> ExitCode {
                 app_dir,
                 listen,
                 admin_listen,
+                s3_listen,
                 data,
                 no_build,
                 retention,
@@ -475,6 +499,7 @@ fn main() -> ExitCode {
                 let listen = commands::Listen {
                     app: listen,
                     admin: admin_listen,
+                    s3: s3_listen,
                     limits,
                 };
                 match nats.options() {
@@ -524,6 +549,9 @@ fn main() -> ExitCode {
             Command::Nodes { server } => commands::nodes(&server).await,
             Command::Queue { command, server } => commands::queue(&server, command).await,
             Command::Kv { command, server } => commands::kv(&server, command).await,
+            Command::S3 { command, server } => match command {
+                S3Command::Credentials { env } => commands::s3_credentials(&server, env).await,
+            },
             Command::Events { command } => match command {
                 EventsCommand::TestPattern { pattern, event } => Ok(commands::test_pattern(&pattern, &event)),
                 EventsCommand::Put {

@@ -1,13 +1,15 @@
 //! `[app]` and `[function.NAME]`: the app's name, and each deployable
 //! function with its limits, configuration and grants (`allowed_hosts`,
-//! `publish`). `[function.NAME.async]` belongs to the queues section.
+//! `publish`). `[function.NAME.async]` belongs to the queues section; the
+//! grants of what other sections declare (`kv`, `buckets`) are checked by
+//! those sections, through [`Checker::grants`].
 
 use std::collections::HashMap;
 use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use toml_edit::{Document, Item, Key, Table, Value};
+use toml_edit::{Document, Item, Key, Table, TableLike, Value};
 
 use crate::names::{Names, Wording};
 use crate::parse::{Checker, span_of};
@@ -34,6 +36,7 @@ const FUNCTION_KEYS: &[&str] = &[
     "allowed_hosts",
     "publish",
     "kv",
+    "buckets",
 ];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
 /// What `publish` entries may name.
@@ -59,6 +62,24 @@ pub struct Function {
     pub async_invoke: AsyncInvoke,
     /// The key-value stores it may open (`kv = ["carts"]`; the kv section's).
     pub kv: Vec<String>,
+    /// The buckets it may read and write (`buckets = ["uploads"]`; the
+    /// bucket section's).
+    pub buckets: Vec<String>,
+}
+
+/// A key of `[function.NAME]` that lists names another section declares,
+/// e.g. `kv = ["carts"]`, and how its messages read.
+pub(crate) struct Grant<'a> {
+    /// The key in `[function.NAME]`, e.g. `kv`.
+    pub key: &'a str,
+    /// The kind of name it lists, as declared, e.g. `kv` (`[kv.NAME]`).
+    pub kind: &'a str,
+    /// What that is called in messages, e.g. "store".
+    pub noun: &'a str,
+    /// What the function may do with it, e.g. "open".
+    pub verb: &'a str,
+    /// A name for the examples, e.g. "carts".
+    pub example: &'a str,
 }
 
 /// How to produce a function's component from source.
@@ -368,7 +389,69 @@ impl Checker {
             publish,
             async_invoke: AsyncInvoke::default(),
             kv: Vec::new(),
+            buckets: Vec::new(),
         })
+    }
+
+    /// Checks `grant` in every `[function.NAME]`, each entry naming a
+    /// declared name, and keeps the names in `field` of each checked
+    /// function.
+    pub(crate) fn grants(
+        &mut self,
+        root: &Table,
+        manifest: &mut Manifest,
+        grant: &Grant<'_>,
+        field: fn(&mut Function) -> &mut Vec<String>,
+    ) {
+        let Some(functions) = root.get("function").and_then(Item::as_table_like) else {
+            return;
+        };
+        for (name, function) in functions.iter() {
+            let Some(table) = function.as_table_like() else {
+                continue;
+            };
+            let granted = self.granted(name, table, grant);
+            if let Some(f) = manifest.functions.iter_mut().find(|f| f.name == name) {
+                *field(f) = granted;
+            }
+        }
+    }
+
+    /// `grant` in one `[function.NAME]`, e.g. `kv = ["carts"]`.
+    fn granted(&mut self, function: &str, table: &dyn TableLike, grant: &Grant<'_>) -> Vec<String> {
+        let Grant {
+            key,
+            kind,
+            noun,
+            verb,
+            example,
+        } = grant;
+        let place = format!("[function.{function}]");
+        let mut granted = Vec::new();
+        let Ok(Some(array)) = self.array(table, key, &place, &format!("[\"{example}\"]")) else {
+            return granted;
+        };
+        for value in array.iter() {
+            let Some(name) = value.as_str() else {
+                self.error(
+                    value.span(),
+                    format!(
+                        "`{key}` entries in {place} must be strings, found {}",
+                        value.type_name()
+                    ),
+                    format!("name each {noun} in quotes, e.g. `{key} = [\"{example}\"]`"),
+                );
+                continue;
+            };
+            let wording = Wording::new(format!(
+                "{place} may {verb} {noun} `{name}`, but no {noun} `{name}` is declared"
+            ))
+            .otherwise(format!("declare it as [{kind}.{name}], or remove the entry"));
+            if self.declared(kind, name, value.span(), wording) {
+                granted.push(name.to_string());
+            }
+        }
+        granted
     }
 
     fn build(&mut self, place: &str, key: &Key, item: &Item) -> Option<Build> {

@@ -13,11 +13,11 @@ use serde_json::Value;
 use toml_edit::{Table, TableLike};
 
 use crate::input::{Input, JsonPath, RESERVED, fill, is_placeholder_name, placeholders};
-use crate::names::{Names, TargetChoice};
+use crate::names::{NAMED_TARGETS, Names, TargetChoice};
 use crate::parse::{Checker, Kind, closest, span_of};
 use crate::pattern::Pattern;
 use crate::section::Section;
-use crate::{Manifest, Retry, Target, TargetKind};
+use crate::{Manifest, Retry, Target};
 
 /// The bus every app has, whether or not it is declared.
 pub const DEFAULT_BUS: &str = "default";
@@ -231,12 +231,7 @@ impl Checker {
         let kind = self.target(
             t,
             &TargetChoice {
-                kinds: &[
-                    (TargetKind::Function, "\"NAME\""),
-                    (TargetKind::Queue, "\"NAME\""),
-                    (TargetKind::Topic, "\"NAME\""),
-                    (TargetKind::Bus, "\"NAME\""),
-                ],
+                kinds: NAMED_TARGETS,
                 place,
                 span: None,
                 missing: "names nothing to send to",

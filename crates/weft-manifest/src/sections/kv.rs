@@ -7,10 +7,12 @@ use std::time::Duration;
 
 use toml_edit::{Item, Table, TableLike};
 
-use crate::names::{Names, TargetChoice, Wording};
+use crate::names::Names;
 use crate::parse::{Checker, Kind, span_of};
+use crate::records::{Records, TARGET_KEYS, record_retry};
 use crate::section::Section;
-use crate::{Manifest, Retry, Target, TargetKind, parse_size};
+use crate::sections::app::Grant;
+use crate::{Manifest, Retry, Target};
 
 /// `max_value` when the manifest does not say (or less, where the
 /// storage cannot keep that much in one write).
@@ -19,9 +21,6 @@ pub const DEFAULT_MAX_VALUE: u64 = 1 << 20;
 pub const MAX_VALUE: u64 = 16 << 20;
 /// The longest key (and `max_key`'s default).
 pub const MAX_KEY: u64 = 1024;
-/// How long a change waits for its function target at most, as DynamoDB
-/// Streams keep records.
-pub const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// The tag of a store declared with `changes = true`.
 const CHANGES: &str = "changes";
 
@@ -31,7 +30,17 @@ const STORE: Kind = Kind {
     example: "carts",
     help: "write the store as `[kv.NAME]` with its settings",
 };
-const TARGET_KEYS: &[&str] = &["function", "queue", "topic", "bus", "batch", "dead_letter"];
+const RECORDS: Records = Records {
+    record: "change",
+    table: "[[kv.NAME.target]]",
+};
+const GRANT: Grant = Grant {
+    key: "kv",
+    kind: "kv",
+    noun: "store",
+    verb: "open",
+    example: "carts",
+};
 
 /// `[kv.NAME]`: a key-value store functions open by name.
 #[derive(Debug, Clone, PartialEq)]
@@ -82,14 +91,6 @@ impl Store {
     }
 }
 
-fn change_retry() -> Retry {
-    Retry {
-        max_attempts: u32::MAX,
-        backoff: Duration::from_secs(1),
-        max_age: Some(CHANGE_RETENTION),
-    }
-}
-
 pub(crate) struct Stores;
 
 impl Section for Stores {
@@ -120,58 +121,11 @@ impl Section for Stores {
         });
         c.kv_triggers(root, &mut stores);
         manifest.stores = stores;
-        let Some(functions) = root.get("function").and_then(Item::as_table_like) else {
-            return;
-        };
-        for (name, function) in functions.iter() {
-            let Some(table) = function.as_table_like() else {
-                continue;
-            };
-            let granted = c.kv_grants(name, table);
-            if let Some(f) = manifest.functions.iter_mut().find(|f| f.name == name) {
-                f.kv = granted;
-            }
-        }
+        c.grants(root, manifest, &GRANT, |f| &mut f.kv);
     }
 }
 
 impl Checker {
-    fn size_in(
-        &mut self,
-        table: &dyn TableLike,
-        key: &str,
-        place: &str,
-        default: u64,
-        range: (u64, u64),
-    ) -> Option<u64> {
-        let Some((text, span)) = self.string(table, key, place, "\"1MB\"") else {
-            return (!table.contains_key(key)).then_some(default);
-        };
-        match parse_size(text) {
-            Ok(size) if size.bytes() >= range.0 && size.bytes() <= range.1 => Some(size.bytes()),
-            Ok(size) => {
-                self.error(
-                    span,
-                    format!("`{key}` in {place} is {size}, outside the allowed range"),
-                    format!(
-                        "use a size from {} to {}",
-                        crate::ByteSize(range.0),
-                        crate::ByteSize(range.1)
-                    ),
-                );
-                None
-            }
-            Err(why) => {
-                self.error(
-                    span,
-                    format!("`{key}` in {place} is not a size: {why}"),
-                    "write a number and a unit: `\"1MB\"`, `\"64KB\"`, `\"100B\"`",
-                );
-                None
-            }
-        }
-    }
-
     fn store(&mut self, name: &str, table: &dyn TableLike, place: &str) -> Option<Store> {
         let max_value = match table.contains_key("max_value") {
             false => Some(None),
@@ -244,56 +198,14 @@ impl Checker {
 
     fn store_target(&mut self, t: &dyn TableLike, place: &str) -> Option<StoreTarget> {
         self.unknown_keys(t, TARGET_KEYS, place);
-        let target = self.target(
-            t,
-            &TargetChoice {
-                kinds: &[
-                    (TargetKind::Function, "\"NAME\""),
-                    (TargetKind::Queue, "\"NAME\""),
-                    (TargetKind::Topic, "\"NAME\""),
-                    (TargetKind::Bus, "\"NAME\""),
-                ],
-                place,
-                span: None,
-                missing: "names nothing to send the changes to",
-                one: "a target sends to one place: give each its own [[kv.NAME.target]]",
-                verb: "names",
-                standard_queue: Some((
-                    "sends to",
-                    "changes go to standard queues: target a queue without `fifo = true`",
-                )),
-            },
-        );
-        let mut ok = true;
-        let function = matches!(target, Some(Target::Function(_)) | None);
-        if !function {
-            for key in ["batch", "dead_letter"] {
-                if let Some((k, item)) = t.get_key_value(key) {
-                    self.error(
-                        span_of(k, item),
-                        format!("{place} has `{key}`, but only function targets take it"),
-                        "a queue, topic or bus target is sent each change as one event: remove it",
-                    );
-                    ok = false;
-                }
-            }
-        }
-        let batch = match function {
-            true => self.integer_in(t, "batch", place, 100, (1, 1000)),
-            false => Some(100),
-        };
-        let dead_letter = match function {
-            true => self.dead_letter(t, place, "\"failed-changes\"").ok(),
-            false => Some(None),
-        };
+        let target = self.record_target(t, place, None, &RECORDS)?;
         Some(StoreTarget {
-            target: target?,
-            batch: batch?,
+            target: target.target,
+            batch: target.batch,
             concurrency: 1,
-            retry: change_retry(),
-            dead_letter: dead_letter?,
+            retry: record_retry(),
+            dead_letter: target.dead_letter,
         })
-        .filter(|_| ok)
     }
 
     /// `[[trigger]]`s with `kv`: function targets of the store's changes.
@@ -340,37 +252,10 @@ impl Checker {
                     target: Target::Function(function),
                     batch,
                     concurrency,
-                    retry: change_retry(),
+                    retry: record_retry(),
                     dead_letter: None,
                 });
             }
         }
-    }
-
-    /// `kv = ["carts"]` in `[function.NAME]`.
-    fn kv_grants(&mut self, function: &str, table: &dyn TableLike) -> Vec<String> {
-        let place = format!("[function.{function}]");
-        let mut granted = Vec::new();
-        let Ok(Some(array)) = self.array(table, "kv", &place, "[\"carts\"]") else {
-            return granted;
-        };
-        for value in array.iter() {
-            let Some(name) = value.as_str() else {
-                self.error(
-                    value.span(),
-                    format!("`kv` entries in {place} must be strings, found {}", value.type_name()),
-                    "name each store in quotes, e.g. `kv = [\"carts\"]`",
-                );
-                continue;
-            };
-            let wording = Wording::new(format!(
-                "{place} may open store `{name}`, but no store `{name}` is declared"
-            ))
-            .otherwise(format!("declare it as [kv.{name}], or remove the entry"));
-            if self.declared("kv", name, value.span(), wording) {
-                granted.push(name.to_string());
-            }
-        }
-        granted
     }
 }

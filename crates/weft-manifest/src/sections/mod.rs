@@ -8,6 +8,7 @@
 use crate::section::Section;
 
 pub(crate) mod app;
+pub(crate) mod buckets;
 pub(crate) mod bus;
 pub(crate) mod kv;
 pub(crate) mod pricing;
@@ -27,6 +28,7 @@ pub(crate) const BUILT_IN: &[&dyn Section] = &[
     &bus::Buses,
     &schedules::Schedules,
     &kv::Stores,
+    &buckets::Buckets,
     &pricing::Prices,
 ];
 
@@ -44,6 +46,7 @@ const LISTED: &[&str] = &[
     "bus",
     "rule",
     "kv",
+    "bucket",
     "pricing",
 ];
 

@@ -26,8 +26,9 @@ use weft_manifest::{CHANGE_RETENTION, Store as StoreSpec, Target};
 use weft_runtime::{Store, StoreError, Stores};
 use weft_store::durable::{Expect, StorageError, Write};
 
+use super::held::Held;
 use crate::capability::{
-    Action, AdminReply, AdminRequest, AdminRoute, BoxFuture, Capability, Change, Deploy, Drain, Encoding, Staged, Stop,
+    AdminReply, AdminRequest, AdminRoute, BoxFuture, Capability, Change, Deploy, Drain, Encoding, Staged, Stop,
     Workers, admin_route,
 };
 use crate::deployment::Deployed;
@@ -158,19 +159,7 @@ impl Capability<Node> for Kv {
                 stores.insert(spec.name.clone(), Arc::new(settings));
             }
             deploy.diff_manifest("kv", |m| m.stores.iter().map(|s| (s.name.clone(), s.clone())).collect());
-            let removed: Vec<String> = deploy
-                .changes
-                .iter()
-                .filter(|c| c.kind == "kv" && c.action == Action::Removed)
-                .map(|c| c.name.clone())
-                .collect();
-            for change in deploy
-                .changes
-                .iter_mut()
-                .filter(|c| c.kind == "kv" && c.action == Action::Removed)
-            {
-                change.loss = weigh(node, &change.name).await?;
-            }
+            let removed = HELD.weigh_removed(node, deploy).await?;
             Ok(Box::new(Staging {
                 stores: Arc::new(stores),
                 removed,
@@ -206,15 +195,13 @@ impl Capability<Node> for Kv {
     }
 }
 
-/// What removing store `name` would lose: its keys, if it holds any.
-async fn weigh(node: &Node, name: &str) -> Result<Option<String>, String> {
-    let keys = node
-        .storage
-        .list(&bucket(name), "", None, 1)
-        .await
-        .map_err(|e| format!("cannot count the keys of store `{name}`: {e}; try the deploy again"))?;
-    Ok((!keys.is_empty()).then(|| "its keys would be left behind, unreachable".to_string()))
-}
+/// Removing a store that holds keys is a loss.
+const HELD: Held = Held {
+    kind: "kv",
+    noun: "store",
+    items: "keys",
+    storage: bucket,
+};
 
 /// A planned deploy's stores.
 struct Staging {
@@ -224,17 +211,7 @@ struct Staging {
 
 impl Staged<Node> for Staging {
     fn losses<'a>(&'a self, node: &'a Arc<Node>) -> BoxFuture<'a, Vec<Change>> {
-        Box::pin(async move {
-            let mut losses = Vec::new();
-            for name in &self.removed {
-                let mut change = Change::new("kv", name, Action::Removed);
-                change.loss = weigh(node, name).await.unwrap_or_else(Some);
-                if change.loss.is_some() {
-                    losses.push(change);
-                }
-            }
-            losses
-        })
+        Box::pin(HELD.losses(node, &self.removed))
     }
 
     /// Writes go to the new deploy's change queues once they exist.

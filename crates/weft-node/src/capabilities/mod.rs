@@ -7,7 +7,9 @@
 //! sees, and checks for loss, every queue the deploy needs.
 
 pub mod asyncs;
+pub mod buckets;
 pub mod bus;
+mod held;
 mod http;
 pub mod kv;
 pub mod queues;
@@ -29,6 +31,7 @@ pub fn all() -> Vec<Arc<dyn Capability<crate::node::Node>>> {
         Arc::new(topics::Topics),
         Arc::new(bus::Bus),
         Arc::new(kv::Kv::default()),
+        Arc::new(buckets::Buckets::default()),
         Arc::new(queues::Queues),
     ]
 }

@@ -114,8 +114,8 @@ async fn worker(node: Arc<Node>, drain: Drain, mut stop: Stop) {
         let delivered = match (&drain.target, &drain.encoding) {
             (Target::Url(u), _) => deliver_url(&node, &drain.queue, u, &messages[0]).await,
             (Target::Function(f), _) => deliver(&node, &drain, f, &messages).await,
-            (other, Encoding::Changes { app, store }) => {
-                deliver_each(&node, &drain.queue, other, app, store, &messages).await
+            (other, Encoding::Changes { .. } | Encoding::Objects { .. }) => {
+                deliver_each(&node, &drain.queue, other, &drain.encoding, &messages).await
             }
             (other, Encoding::CloudEvents) => {
                 let why = format!("events from a queue are not delivered to {other}");
@@ -154,7 +154,7 @@ async fn deliver(
         .uri("/")
         .header(http::header::HOST, "localhost");
     let body = match &drain.encoding {
-        Encoding::Changes { app, store } => match weft_events::kv::records(app, store, messages) {
+        Encoding::Changes { .. } | Encoding::Objects { .. } => match change_records(&drain.encoding, messages) {
             Ok(body) => {
                 request = request.header(http::header::CONTENT_TYPE, "application/json");
                 body
@@ -202,7 +202,15 @@ async fn deliver(
     };
     match outcome {
         Ok(failed_ids) => {
-            let failed_ids = failed_ids.unwrap_or_default();
+            let mut failed_ids = failed_ids.unwrap_or_default();
+            // A bucket's records are named by their sequencer.
+            if let Encoding::Objects { .. } = drain.encoding {
+                for id in &mut failed_ids {
+                    if let Some(change) = weft_events::objects::change_id(id) {
+                        *id = change;
+                    }
+                }
+            }
             let (failed, done): (Vec<&Message>, Vec<&Message>) =
                 messages.iter().partition(|m| failed_ids.contains(&m.id));
             let receipts: Vec<_> = done.iter().map(|m| m.receipt()).collect();
@@ -236,16 +244,35 @@ async fn fail_all(
 
 /// Sends each message, as the event its encoding makes of it, to a queue,
 /// topic or bus through the node's delivery path, in order.
+/// A function's request body for a batch of a store's or bucket's changes.
+fn change_records(encoding: &Encoding, messages: &[Message]) -> Result<Vec<u8>, String> {
+    match encoding {
+        Encoding::Objects { app, bucket } => weft_events::objects::records(app, bucket, messages),
+        Encoding::Changes { app, store } => weft_events::kv::records(app, store, messages),
+        Encoding::CloudEvents => Err("events are not changes".into()),
+    }
+}
+
+/// One change as the event a queue, topic or bus target is sent.
+fn change_event(encoding: &Encoding, target: &Target, m: &Message) -> Result<weft_events::CloudEvent, String> {
+    match encoding {
+        Encoding::Objects { app, bucket } => {
+            weft_events::objects::event(app, bucket, m, matches!(target, Target::Bus(_)))
+        }
+        Encoding::Changes { app, store } => weft_events::kv::event(app, store, m),
+        Encoding::CloudEvents => Err("events are not changes".into()),
+    }
+}
+
 async fn deliver_each(
     node: &Arc<Node>,
     queue: &str,
     target: &Target,
-    app: &str,
-    store: &str,
+    encoding: &Encoding,
     messages: &[Message],
 ) -> Result<(), weft_events::QueueError> {
     for m in messages {
-        let outcome = match weft_events::kv::event(app, store, m) {
+        let outcome = match change_event(encoding, target, m) {
             Ok(mut event) => {
                 if let Some(waited) = node.received(queue, std::slice::from_ref(m)).parent {
                     weft_events::trace::set_extensions(&mut event.extensions, &waited);

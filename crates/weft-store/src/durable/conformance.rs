@@ -516,6 +516,90 @@ async fn objects_round_trip(s: &dyn Storage) {
     assert_eq!(s.get_object("b", "one").await.unwrap(), None);
 }
 
+/// Reads a blob's range to its end.
+async fn read_range(s: &dyn Storage, bucket: &str, id: &str, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let mut reader = s.read_blob(bucket, id, offset, len).await.unwrap()?;
+    let mut out = Vec::new();
+    while let Some(chunk) = reader.next().await {
+        out.extend_from_slice(&chunk.unwrap());
+    }
+    Some(out)
+}
+
+/// A blob written in many chunks reads back whole and by any range, is
+/// listed once finished, and is gone once removed; ids the provider did
+/// not make name nothing.
+async fn blobs_stream_in_and_out_by_range(s: &dyn Storage) {
+    let data: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let started = std::time::SystemTime::now() - Duration::from_secs(1);
+    let mut writer = s.create_blob("blobs").await.unwrap();
+    for chunk in data.chunks(100_003) {
+        writer.write(bytes::Bytes::copy_from_slice(chunk)).await.unwrap();
+    }
+    let blob = writer.finish().await.unwrap();
+    assert_eq!(blob.size, data.len() as u64);
+    assert!(super::is_blob_id(&blob.id), "{}", blob.id);
+
+    assert_eq!(read_range(s, "blobs", &blob.id, 0, u64::MAX).await.unwrap(), data);
+    for (offset, len) in [
+        (0, 1),
+        (1, 262_144),
+        (262_143, 2),
+        (2_999_999, 10),
+        (1_000_000, 1_500_000),
+    ] {
+        let end = (offset + len).min(data.len() as u64) as usize;
+        assert_eq!(
+            read_range(s, "blobs", &blob.id, offset, len).await.unwrap(),
+            &data[offset as usize..end],
+            "bytes {offset} and {len} after"
+        );
+    }
+    assert_eq!(read_range(s, "blobs", &blob.id, 3_000_000, 5).await.unwrap(), b"");
+
+    let later = std::time::SystemTime::now() + Duration::from_secs(1);
+    assert_eq!(
+        s.list_blobs("blobs", later).await.unwrap(),
+        std::slice::from_ref(&blob.id)
+    );
+    assert!(
+        s.list_blobs("blobs", started).await.unwrap().is_empty(),
+        "finished after `before`"
+    );
+    assert!(s.list_blobs("other-blobs", later).await.unwrap().is_empty());
+
+    for forged in [
+        "../../etc/passwd",
+        "",
+        &format!("{}g", &blob.id[1..]),
+        &format!("{}x", &blob.id),
+    ] {
+        assert!(s.read_blob("blobs", forged, 0, 1).await.unwrap().is_none(), "{forged}");
+        assert!(!s.remove_blob("blobs", forged).await.unwrap(), "{forged}");
+    }
+    assert!(s.remove_blob("blobs", &blob.id).await.unwrap());
+    assert!(!s.remove_blob("blobs", &blob.id).await.unwrap());
+    assert!(s.read_blob("blobs", &blob.id, 0, 1).await.unwrap().is_none());
+    assert!(s.list_blobs("blobs", later).await.unwrap().is_empty());
+}
+
+/// A writer dropped before it finishes leaves no blob to read or list.
+async fn an_unfinished_blob_leaves_nothing(s: &dyn Storage) {
+    let mut writer = s.create_blob("unfinished").await.unwrap();
+    writer.write(bytes::Bytes::from_static(b"half of it")).await.unwrap();
+    drop(writer);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let later = std::time::SystemTime::now() + Duration::from_secs(1);
+    assert!(s.list_blobs("unfinished", later).await.unwrap().is_empty());
+    let later = std::time::SystemTime::now() + Duration::from_secs(1);
+    // What it wrote is gone at once, or at the first sweep.
+    assert!(s.sweep_unfinished("unfinished", later).await.unwrap() <= 1);
+    assert_eq!(s.sweep_unfinished("unfinished", later).await.unwrap(), 0);
+    let empty = s.create_blob("unfinished").await.unwrap().finish().await.unwrap();
+    assert_eq!(empty.size, 0);
+    assert_eq!(read_range(s, "unfinished", &empty.id, 0, 10).await.unwrap(), b"");
+}
+
 /// Appends from many tasks at once: every one is kept, under its own
 /// sequence number. The tasks start together, so their writes overlap.
 pub async fn concurrent_appends_all_land(s: Arc<dyn Storage>) {
@@ -585,6 +669,8 @@ pub async fn run_all(s: Arc<dyn Storage>) {
     key_value_large_values_with_changes(&*s).await;
     key_value_compare_and_set_under_contention(s.clone()).await;
     objects_round_trip(&*s).await;
+    blobs_stream_in_and_out_by_range(&*s).await;
+    an_unfinished_blob_leaves_nothing(&*s).await;
     commit_stats_count_every_commit(&*s).await;
     concurrent_appends_all_land(s).await;
 }

@@ -29,8 +29,8 @@ use tokio::sync::oneshot;
 use crate::records::now_us;
 
 use super::{
-    Append, Appended, Change, Entry, KeyValue, Message, NewMessage, Objects, Receipt, Result, StorageError,
-    StreamStats, Streams, Write, Written,
+    Append, Appended, BlobReader, BlobWriter, Blobs, Change, Entry, Files, KeyValue, Message, NewMessage, Objects,
+    Receipt, Result, StorageError, StreamStats, Streams, Write, Written,
 };
 
 const SCHEMA: &str = "
@@ -172,6 +172,8 @@ pub struct Embedded {
     commits: Arc<Commits>,
     /// Read-only connections for key-value reads.
     readers: Vec<Mutex<Connection>>,
+    /// Blobs, as files in a directory beside the database file.
+    blobs: Files,
 }
 
 /// Read-only connections of one provider.
@@ -236,7 +238,10 @@ fn classify(e: rusqlite::Error) -> StorageError {
 
 impl Embedded {
     /// Opens (or creates) the database file and starts its writer thread.
+    /// Blobs go to the directory of the same name with `.blobs` for its
+    /// extension (`events.db`, `events.blobs/`).
     pub fn open(path: &Path) -> Result<Embedded> {
+        let blobs = Files::open(&path.with_extension("blobs"))?;
         let conn = Connection::open(path).map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(classify)?;
         // An acknowledged write must survive a crash or power loss.
@@ -266,6 +271,7 @@ impl Embedded {
             thread: Mutex::new(Some(thread)),
             commits,
             readers,
+            blobs,
         })
     }
 
@@ -1126,5 +1132,28 @@ impl Objects for Embedded {
             Reply::Names(n) => Ok(n),
             _ => unexpected(),
         }
+    }
+}
+
+#[async_trait::async_trait]
+impl Blobs for Embedded {
+    async fn create_blob(&self, bucket: &str) -> Result<BlobWriter> {
+        self.blobs.create_blob(bucket).await
+    }
+
+    async fn read_blob(&self, bucket: &str, id: &str, offset: u64, len: u64) -> Result<Option<BlobReader>> {
+        self.blobs.read_blob(bucket, id, offset, len).await
+    }
+
+    async fn remove_blob(&self, bucket: &str, id: &str) -> Result<bool> {
+        self.blobs.remove_blob(bucket, id).await
+    }
+
+    async fn list_blobs(&self, bucket: &str, before: std::time::SystemTime) -> Result<Vec<String>> {
+        self.blobs.list_blobs(bucket, before).await
+    }
+
+    async fn sweep_unfinished(&self, bucket: &str, before: std::time::SystemTime) -> Result<usize> {
+        self.blobs.sweep_unfinished(bucket, before).await
     }
 }

@@ -10,7 +10,9 @@
 //!   lapses makes the message deliverable again, with its receive count up.
 //!   Messages may carry a deduplication id and a group (FIFO per group).
 //! - [`KeyValue`]: buckets of keys with revisions and compare-and-set.
-//! - [`Objects`]: named blobs.
+//! - [`Objects`]: small named blobs, held whole (components).
+//! - [`Blobs`]: immutable byte streams of any size, read by range (the
+//!   data of object buckets).
 //!
 //! Every write is durable when its future resolves: the embedded provider
 //! answers only after the transaction holding it is committed and fsynced.
@@ -18,9 +20,12 @@
 //! [`conformance`] (with the `conformance` feature), and run against each
 //! provider by its tests.
 
+mod blobs;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 mod embedded;
+
+pub use blobs::{Blob, BlobReader, BlobWrite, BlobWriter, Blobs, Files, READ_CHUNK, is_blob_id, new_blob_id};
 
 pub use embedded::{BATCH_BOUNDS, COMMIT_BOUNDS_US, CommitStats, Embedded};
 
@@ -416,6 +421,6 @@ pub trait Objects: Send + Sync {
 }
 
 /// Everything durable, from one provider.
-pub trait Storage: Streams + KeyValue + Objects {}
+pub trait Storage: Streams + KeyValue + Objects + Blobs {}
 
-impl<T: Streams + KeyValue + Objects> Storage for T {}
+impl<T: Streams + KeyValue + Objects + Blobs> Storage for T {}

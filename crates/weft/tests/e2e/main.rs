@@ -12,6 +12,7 @@ mod forwarding;
 mod hardening;
 mod isolation;
 mod kv;
+mod objects;
 mod queues;
 mod routing;
 mod schedules;

@@ -101,6 +101,8 @@ pub struct Server {
     child: Child,
     pub public: String,
     pub admin: String,
+    /// The S3 listener, when the app has buckets.
+    pub s3: Option<String>,
     pub stdout: Vec<String>,
 }
 
@@ -149,7 +151,7 @@ impl Server {
             .expect("weft starts");
         let stdout = child.stdout.take().unwrap();
         let mut lines = BufReader::new(stdout).lines();
-        let (mut public, mut admin, mut seen) = (None, None, Vec::new());
+        let (mut public, mut admin, mut s3, mut seen) = (None, None, None, Vec::new());
         while public.is_none() || admin.is_none() {
             match lines.next() {
                 Some(Ok(line)) => {
@@ -158,6 +160,9 @@ impl Server {
                     }
                     if let Some(a) = line.strip_prefix("admin API on ") {
                         admin = Some(a.to_string());
+                    }
+                    if let Some(a) = line.strip_prefix("S3 API on ") {
+                        s3 = a.split(' ').next().map(str::to_string);
                     }
                     seen.push(line);
                 }
@@ -174,11 +179,17 @@ impl Server {
             child,
             public: public.unwrap(),
             admin: admin.unwrap(),
+            s3,
             stdout: seen,
         }
     }
 
     /// Stops the server as Ctrl-C would.
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn stop(mut self) {
         self.interrupt();
         let _ = self.child.wait();

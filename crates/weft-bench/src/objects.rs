@@ -1,0 +1,180 @@
+//! Object buckets: PUT and GET throughput of 1 MiB and 64 MiB objects over
+//! the S3 listener (signed requests, one at a time), against the disk's
+//! own sequential write with fsync and its read, measured with `dd` on
+//! the same file system in the same run.
+//!
+//! Both reads come from the page cache: the object was just written, and
+//! so was `dd`'s file.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::rt::TokioIo;
+
+use crate::procs::Server;
+
+/// Objects of each size, and how many are written and read per round.
+const SIZES: [(&str, usize, usize); 2] = [("1 MiB", 1 << 20, 64), ("64 MiB", 64 << 20, 4)];
+const ROUNDS: usize = 3;
+
+/// A signed request on a fresh connection: its status and body length.
+async fn s3(
+    addr: SocketAddr,
+    keys: &(String, String),
+    method: http::Method,
+    path: &str,
+    body: Bytes,
+) -> anyhow::Result<(u16, u64)> {
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    let uri: http::Uri = format!("http://{addr}{path}").parse()?;
+    let mut request = hyper::Request::builder()
+        .method(method.clone())
+        .uri(path)
+        .header(http::header::HOST, addr.to_string())
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(Full::new(body))?;
+    let secret = weft_s3::sigv4::Secret(keys.1.clone());
+    weft_s3::sigv4::sign(
+        &method,
+        &uri,
+        request.headers_mut(),
+        &keys.0,
+        &secret,
+        "us-east-1",
+        jiff::Timestamp::now(),
+    );
+    let response = sender.send_request(request).await?;
+    let status = response.status().as_u16();
+    let mut body = response.into_body();
+    let mut read = 0u64;
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame?.into_data() {
+            read += data.len() as u64;
+        }
+    }
+    Ok((status, read))
+}
+
+/// `dd` writing `count` files of `size` bytes, each fsynced, then reading
+/// them back: MB/s of each.
+fn dd(dir: &Path, size: usize, count: usize) -> anyhow::Result<(f64, f64)> {
+    let block = size.min(1 << 20);
+    let blocks = size / block;
+    let run = |args: &[String]| -> anyhow::Result<()> {
+        let out = Command::new("dd").args(args).output().context("running dd")?;
+        if !out.status.success() {
+            bail!("dd failed: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    };
+    let started = Instant::now();
+    for i in 0..count {
+        run(&[
+            "if=/dev/zero".into(),
+            format!("of={}", dir.join(format!("dd-{i}")).display()),
+            format!("bs={block}"),
+            format!("count={blocks}"),
+            "conv=fsync".into(),
+        ])?;
+    }
+    let write = (size * count) as f64 / started.elapsed().as_secs_f64() / 1e6;
+    let started = Instant::now();
+    for i in 0..count {
+        run(&[
+            format!("if={}", dir.join(format!("dd-{i}")).display()),
+            "of=/dev/null".into(),
+            format!("bs={block}"),
+        ])?;
+    }
+    let read = (size * count) as f64 / started.elapsed().as_secs_f64() / 1e6;
+    for i in 0..count {
+        let _ = std::fs::remove_file(dir.join(format!("dd-{i}")));
+    }
+    Ok((write, read))
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+pub async fn report(weft: &Path, dir: &Path) -> anyhow::Result<String> {
+    let app = dir.join("objects-app");
+    std::fs::create_dir_all(&app)?;
+    std::fs::write(
+        app.join("weft.toml"),
+        "[app]\nname = \"objects-bench\"\n\n[bucket.bench]\n",
+    )?;
+    let data = dir.join("objects-data");
+    let server = Server::weft_with(weft, &app, &data, &["--s3-listen", "127.0.0.1:0"])?;
+    let s3_addr: SocketAddr = server
+        .banner
+        .iter()
+        .find_map(|l| l.strip_prefix("S3 API on http://"))
+        .and_then(|rest| rest.split(' ').next())
+        .context("weft printed no S3 address")?
+        .parse()?;
+    let admin = server.admin.context("weft printed no admin address")?;
+    let credentials = crate::procs::get_json(admin, "/v1/s3/credentials").await?;
+    let keys = (
+        credentials["access_key_id"].as_str().unwrap_or_default().to_string(),
+        credentials["secret_access_key"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+    );
+    let dd_dir = dir.join("dd");
+    std::fs::create_dir_all(&dd_dir)?;
+
+    let mut out = format!(
+        "Objects written and read one at a time over the S3 listener (Signature Version 4, MD5 of every byte), against `dd` (sequential write with `conv=fsync`, and read) on the same file system; {ROUNDS} rounds, the median of each. Reads are from the page cache on both sides.\n\n| size | weft PUT MB/s | dd write MB/s | PUT ÷ dd | weft GET MB/s | dd read MB/s | GET ÷ dd |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: |\n"
+    );
+    for (label, size, count) in SIZES {
+        let body = Bytes::from((0..size).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
+        let (mut puts, mut gets, mut writes, mut reads) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let started = Instant::now();
+            for i in 0..count {
+                let path = format!("/bench/{label}-{round}-{i}").replace(' ', "");
+                let (status, _) = s3(s3_addr, &keys, http::Method::PUT, &path, body.clone()).await?;
+                anyhow::ensure!(status == 200, "PUT {path} answered {status}");
+            }
+            puts.push((size * count) as f64 / started.elapsed().as_secs_f64() / 1e6);
+            let started = Instant::now();
+            for i in 0..count {
+                let path = format!("/bench/{label}-{round}-{i}").replace(' ', "");
+                let (status, read) = s3(s3_addr, &keys, http::Method::GET, &path, Bytes::new()).await?;
+                anyhow::ensure!(
+                    status == 200 && read == size as u64,
+                    "GET {path} answered {status}, {read} bytes"
+                );
+            }
+            gets.push((size * count) as f64 / started.elapsed().as_secs_f64() / 1e6);
+            let (w, r) = dd(&dd_dir, size, count)?;
+            writes.push(w);
+            reads.push(r);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let (put, get, write, read) = (median(puts), median(gets), median(writes), median(reads));
+        out.push_str(&format!(
+            "| {label} | {put:.0} | {write:.0} | {:.2} | {get:.0} | {read:.0} | {:.2} |\n",
+            put / write,
+            get / read
+        ));
+    }
+    out.push_str(&format!(
+        "\nServer RSS after the runs: {:.0} MiB.\n",
+        server.rss_bytes()? as f64 / (1 << 20) as f64
+    ));
+    drop(server);
+    let _ = std::fs::remove_dir_all(&data);
+    Ok(out)
+}

@@ -1,0 +1,280 @@
+//! What flows in and out of an object operation: request bodies read
+//! chunk by chunk (decoding `aws-chunked` when the client sent it), into
+//! blobs with their digests checked; object data streamed out of blobs.
+
+use std::collections::VecDeque;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use md5::{Digest as _, Md5};
+use sha2::Sha256;
+use tokio::sync::mpsc;
+use weft_runtime::{HttpError, WasiBody};
+use weft_s3::S3Error;
+use weft_s3::chunked::Decoder;
+use weft_store::durable::{Blob, Storage};
+
+use crate::body::Body;
+
+/// The largest aws-chunked chunk accepted.
+const MAX_CHUNK: usize = 16 << 20;
+/// Chunks an object's response holds ahead of the client.
+const AHEAD: usize = 4;
+
+/// A request body, chunk by chunk.
+pub struct Incoming {
+    body: WasiBody,
+    decoder: Option<Decoder>,
+    ready: VecDeque<Bytes>,
+    done: bool,
+    /// The trailers of an aws-chunked body, once it ended.
+    pub trailers: Vec<(String, String)>,
+}
+
+impl Incoming {
+    pub fn new(body: WasiBody, signer: Option<weft_s3::sigv4::ChunkSigner>, chunked: bool) -> Incoming {
+        Incoming {
+            body,
+            decoder: chunked.then(|| Decoder::new(signer, MAX_CHUNK)),
+            ready: VecDeque::new(),
+            done: false,
+            trailers: Vec::new(),
+        }
+    }
+
+    /// The next chunk of data; `None` once the body ended whole.
+    pub async fn next(&mut self) -> Result<Option<Bytes>, S3Error> {
+        loop {
+            if let Some(b) = self.ready.pop_front() {
+                return Ok(Some(b));
+            }
+            if self.done {
+                return Ok(None);
+            }
+            match self.body.frame().await {
+                None => {
+                    self.done = true;
+                    if let Some(d) = self.decoder.take() {
+                        self.trailers = d.finish()?;
+                    }
+                }
+                Some(Err(e)) => return Err(incomplete(&e.to_string())),
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        match &mut self.decoder {
+                            Some(d) => self.ready.extend(d.feed(data)?),
+                            None => self.ready.push_back(data),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// The whole body, refused past `max` bytes (XML documents).
+    pub async fn collect(&mut self, max: usize) -> Result<Vec<u8>, S3Error> {
+        let mut out = Vec::new();
+        while let Some(chunk) = self.next().await? {
+            if out.len() + chunk.len() > max {
+                return Err(S3Error::new(
+                    http::StatusCode::BAD_REQUEST,
+                    "MaxMessageLengthExceeded",
+                    format!("the request body is over {max} bytes"),
+                ));
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+}
+
+fn incomplete(why: &str) -> S3Error {
+    S3Error::new(
+        http::StatusCode::BAD_REQUEST,
+        "IncompleteBody",
+        format!("the body ended before its declared length; nothing was kept ({why})"),
+    )
+}
+
+/// What a body written to a blob must match.
+#[derive(Default)]
+pub struct Expected {
+    /// `Content-Length` (or `x-amz-decoded-content-length`).
+    pub length: Option<u64>,
+    /// The most it may hold.
+    pub max: u64,
+    pub md5: Option<[u8; 16]>,
+    pub sha256: Option<[u8; 32]>,
+    /// `x-amz-checksum-crc32`, from the headers or the trailers.
+    pub crc32: Option<String>,
+    /// `x-amz-checksum-sha256`, base64.
+    pub checksum_sha256: Option<String>,
+}
+
+/// A body kept as a blob, with its MD5.
+pub struct Received {
+    pub blob: Blob,
+    pub md5: [u8; 16],
+}
+
+/// Writes the body to a new blob of `bucket` and checks it against
+/// `expected`; on any mismatch the blob is dropped unfinished, so nothing
+/// is kept.
+pub async fn receive(
+    storage: &dyn Storage,
+    bucket: &str,
+    body: &mut Incoming,
+    mut expected: Expected,
+) -> Result<Received, S3Error> {
+    let mut writer = storage.create_blob(bucket).await.map_err(unavailable)?;
+    let mut md5 = Md5::new();
+    let mut sha256 = (expected.sha256.is_some() || expected.checksum_sha256.is_some()).then(Sha256::new);
+    let mut crc32 = crc32fast::Hasher::new();
+    let mut size = 0u64;
+    while let Some(chunk) = body.next().await? {
+        size += chunk.len() as u64;
+        if size > expected.max {
+            return Err(too_large(expected.max));
+        }
+        if expected.length.is_some_and(|l| size > l) {
+            return Err(S3Error::invalid_request(
+                "the body is longer than its declared length; nothing was kept",
+            ));
+        }
+        md5.update(&chunk);
+        if let Some(h) = &mut sha256 {
+            h.update(&chunk);
+        }
+        crc32.update(&chunk);
+        writer.write(chunk).await.map_err(unavailable)?;
+    }
+    if expected.length.is_some_and(|l| size != l) {
+        return Err(incomplete(&format!("got {size} bytes")));
+    }
+    let md5: [u8; 16] = md5.finalize().into();
+    if expected.md5.is_some_and(|m| m != md5) {
+        return Err(S3Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "BadDigest",
+            "the Content-MD5 you specified did not match what was received; nothing was kept",
+        ));
+    }
+    let sha256: Option<[u8; 32]> = sha256.map(|h| h.finalize().into());
+    if let (Some(want), Some(got)) = (expected.sha256, sha256)
+        && want != got
+    {
+        return Err(S3Error::new(
+            http::StatusCode::BAD_REQUEST,
+            "XAmzContentSHA256Mismatch",
+            "the x-amz-content-sha256 you signed did not match what was received; nothing was kept",
+        ));
+    }
+    for (name, value) in &body.trailers {
+        match name.to_ascii_lowercase().as_str() {
+            "x-amz-checksum-crc32" => expected.crc32 = Some(value.clone()),
+            "x-amz-checksum-sha256" => expected.checksum_sha256 = Some(value.clone()),
+            _ => {}
+        }
+    }
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    if let Some(want) = &expected.crc32
+        && *want != b64.encode(crc32.finalize().to_be_bytes())
+    {
+        return Err(bad_checksum("crc32"));
+    }
+    if let Some(want) = &expected.checksum_sha256 {
+        // A trailer asked for may arrive only now, after the data.
+        let matches = sha256.is_some_and(|got| *want == b64.encode(got));
+        if !matches {
+            return Err(bad_checksum("sha256"));
+        }
+    }
+    let blob = writer.finish().await.map_err(unavailable)?;
+    Ok(Received { blob, md5 })
+}
+
+fn bad_checksum(algorithm: &str) -> S3Error {
+    S3Error::new(
+        http::StatusCode::BAD_REQUEST,
+        "BadDigest",
+        format!("the x-amz-checksum-{algorithm} you specified did not match what was received; nothing was kept"),
+    )
+}
+
+pub fn too_large(max: u64) -> S3Error {
+    S3Error::new(
+        http::StatusCode::BAD_REQUEST,
+        "EntityTooLarge",
+        format!("the object is over this bucket's max_object of {max} bytes; raise max_object in [bucket.NAME]"),
+    )
+    .with("MaxSizeAllowed", max.to_string())
+}
+
+pub fn unavailable(e: weft_store::durable::StorageError) -> S3Error {
+    S3Error::new(
+        http::StatusCode::SERVICE_UNAVAILABLE,
+        "ServiceUnavailable",
+        format!("the storage could not take the request: {e}"),
+    )
+}
+
+/// A response body fed by a task reading blobs.
+struct Channel(mpsc::Receiver<Result<Bytes, HttpError>>);
+
+impl hyper::body::Body for Channel {
+    type Data = Bytes;
+    type Error = HttpError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, HttpError>>> {
+        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
+
+/// The bytes `start..=end` of an object made of `blobs`, streamed.
+pub fn object_body(
+    storage: std::sync::Arc<dyn Storage>,
+    bucket: String,
+    blobs: Vec<(String, u64)>,
+    start: u64,
+    end: u64,
+) -> Body {
+    let (tx, rx) = mpsc::channel(AHEAD);
+    tokio::spawn(async move {
+        let mut at = 0u64;
+        for (id, size) in blobs {
+            let (first, last) = (at, at + size);
+            at = last;
+            if size == 0 || last <= start || first > end {
+                continue;
+            }
+            let offset = start.saturating_sub(first);
+            let len = (end + 1).min(last) - first - offset;
+            let mut reader = match storage.read_blob(&bucket, &id, offset, len).await {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    let why = format!("blob {id} of the object is gone (was it overwritten?)");
+                    let _ = tx.send(Err(HttpError::InternalError(Some(why)))).await;
+                    return;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(HttpError::InternalError(Some(e.to_string())))).await;
+                    return;
+                }
+            };
+            while let Some(chunk) = reader.next().await {
+                let item = chunk.map_err(|e| HttpError::InternalError(Some(e.to_string())));
+                let failed = item.is_err();
+                if tx.send(item).await.is_err() || failed {
+                    return;
+                }
+            }
+        }
+    });
+    Channel(rx).boxed_unsync()
+}
