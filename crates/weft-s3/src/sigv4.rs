@@ -748,7 +748,14 @@ fn canonical_request(method: &Method, uri: &Uri, headers: &HeaderMap, claim: &Cl
         "" => "/",
         path => path,
     };
-    encode(&mut out, &percent_decode_str(path).collect::<Vec<u8>>(), true);
+    // Segment by segment, so a `/` the client sent encoded (`%2F`, part of
+    // a key) stays encoded, as the client signed it.
+    for (i, segment) in path.split('/').enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        encode(&mut out, &percent_decode_str(segment).collect::<Vec<u8>>(), false);
+    }
     out.push(b'\n');
     out.extend_from_slice(&canonical_query(uri.query().unwrap_or(""), claim.via == Via::Query));
     out.push(b'\n');
@@ -879,7 +886,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
 }
 
 /// Lowercase hex, as signatures and hashes are written.
-pub(crate) fn hex(bytes: &[u8]) -> String {
+pub fn hex(bytes: &[u8]) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = String::with_capacity(bytes.len() * 2);
     for &b in bytes {
@@ -1530,6 +1537,33 @@ pub(crate) mod tests {
             .parse()
             .unwrap();
         let e = verify(&Method::PUT, &other, &headers, &One, now).unwrap_err();
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+    }
+
+    #[test]
+    fn an_encoded_slash_in_a_key_is_signed_as_sent() {
+        struct One;
+        impl Keys for One {
+            fn secret(&self, id: &str) -> Option<Secret> {
+                (id == "WEFTKEY").then(|| Secret("s".into()))
+            }
+        }
+        let now = Timestamp::from_second(1_700_000_000).unwrap();
+        let uri: Uri = "http://h/uploads/..%2F..%2Fetc%2Fpasswd".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        super::sign(
+            &Method::GET,
+            &uri,
+            &mut headers,
+            "WEFTKEY",
+            &Secret("s".into()),
+            "us-east-1",
+            now,
+        );
+        assert!(verify(&Method::GET, &uri, &headers, &One, now).is_ok());
+        // The same key with its slashes sent bare is another path.
+        let bare: Uri = "http://h/uploads/../../etc/passwd".parse().unwrap();
+        let e = verify(&Method::GET, &bare, &headers, &One, now).unwrap_err();
         assert_eq!(e.code, "SignatureDoesNotMatch");
     }
 }
