@@ -24,6 +24,7 @@ pub mod xml;
 
 pub use error::S3Error;
 pub use request::Operation;
+pub use sigv4::hex;
 
 /// S3's XML namespace.
 pub const NAMESPACE: &str = "http://s3.amazonaws.com/doc/2006-03-01/";

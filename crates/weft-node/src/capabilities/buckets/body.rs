@@ -111,6 +111,9 @@ pub struct Expected {
     pub crc32: Option<String>,
     /// `x-amz-checksum-sha256`, base64.
     pub checksum_sha256: Option<String>,
+    /// The trailer `x-amz-trailer` announces, lowercased: a checksum that
+    /// arrives after the data.
+    pub trailer: Option<String>,
 }
 
 /// A body kept as a blob, with its MD5.
@@ -130,8 +133,12 @@ pub async fn receive(
 ) -> Result<Received, S3Error> {
     let mut writer = storage.create_blob(bucket).await.map_err(unavailable)?;
     let mut md5 = Md5::new();
-    let mut sha256 = (expected.sha256.is_some() || expected.checksum_sha256.is_some()).then(Sha256::new);
-    let mut crc32 = crc32fast::Hasher::new();
+    // Each digest is computed only when something will be checked against it.
+    let announced = |name: &str| expected.trailer.as_deref() == Some(name);
+    let mut sha256 =
+        (expected.sha256.is_some() || expected.checksum_sha256.is_some() || announced("x-amz-checksum-sha256"))
+            .then(Sha256::new);
+    let mut crc32 = (expected.crc32.is_some() || announced("x-amz-checksum-crc32")).then(crc32fast::Hasher::new);
     let mut size = 0u64;
     while let Some(chunk) = body.next().await? {
         size += chunk.len() as u64;
@@ -147,7 +154,9 @@ pub async fn receive(
         if let Some(h) = &mut sha256 {
             h.update(&chunk);
         }
-        crc32.update(&chunk);
+        if let Some(h) = &mut crc32 {
+            h.update(&chunk);
+        }
         writer.write(chunk).await.map_err(unavailable)?;
     }
     if expected.length.is_some_and(|l| size != l) {
@@ -180,17 +189,25 @@ pub async fn receive(
     }
     use base64::Engine;
     let b64 = base64::engine::general_purpose::STANDARD;
-    if let Some(want) = &expected.crc32
-        && *want != b64.encode(crc32.finalize().to_be_bytes())
+    if let Some(name) = &expected.trailer
+        && !body.trailers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
     {
-        return Err(bad_checksum("crc32"));
+        return Err(incomplete(&format!(
+            "x-amz-trailer announced {name}, and the body did not end with it"
+        )));
     }
-    if let Some(want) = &expected.checksum_sha256 {
-        // A trailer asked for may arrive only now, after the data.
-        let matches = sha256.is_some_and(|got| *want == b64.encode(got));
-        if !matches {
-            return Err(bad_checksum("sha256"));
+    // A checksum in a trailer that x-amz-trailer did not announce has no
+    // digest to be checked against.
+    if let Some(want) = &expected.crc32 {
+        let got = crc32.map(|h| b64.encode(h.finalize().to_be_bytes()));
+        if got.as_ref() != Some(want) {
+            return Err(bad_checksum("crc32"));
         }
+    }
+    if let Some(want) = &expected.checksum_sha256
+        && sha256.map(|got| b64.encode(got)).as_ref() != Some(want)
+    {
+        return Err(bad_checksum("sha256"));
     }
     let blob = writer.finish().await.map_err(unavailable)?;
     Ok(Received { blob, md5 })

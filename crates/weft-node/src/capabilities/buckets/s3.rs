@@ -190,10 +190,6 @@ fn empty(status: StatusCode) -> http::Response<Body> {
     response
 }
 
-fn storage_error(e: StorageError) -> S3Error {
-    body::unavailable(e)
-}
-
 fn now_us() -> i64 {
     jiff::Timestamp::now().as_microsecond()
 }
@@ -204,10 +200,6 @@ fn timestamp(us: i64) -> jiff::Timestamp {
 
 fn http_date(us: i64) -> String {
     request::http_date(timestamp(us))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn quoted(etag: &str) -> String {
@@ -230,7 +222,7 @@ impl Context<'_> {
     }
 
     async fn head(&self, b: &Settings, key: &str) -> Result<Option<(Head, u64)>, S3Error> {
-        let Some(entry) = self.node.storage.get(&b.heads, key).await.map_err(storage_error)? else {
+        let Some(entry) = self.node.storage.get(&b.heads, key).await.map_err(body::unavailable)? else {
             return Ok(None);
         };
         let head = Head::from_json(&entry.value).map_err(S3Error::internal)?;
@@ -254,7 +246,7 @@ impl Context<'_> {
                 Ok(true)
             }
             Err(StorageError::Conflict { .. }) => Ok(false),
-            Err(e) => Err(storage_error(e)),
+            Err(e) => Err(body::unavailable(e)),
         }
     }
 
@@ -270,22 +262,35 @@ impl Context<'_> {
     /// Writes `head` at `key` as the last writer wins, checking the
     /// write's conditions against what is there each time.
     async fn replace(&self, b: &Settings, key: &str, head: &Head, conditions: &Conditions) -> Result<(), S3Error> {
-        for race in 0..MAX_RACES {
-            if race > 0 {
-                tokio::time::sleep(Duration::from_millis(u64::from(race))).await;
-            }
+        until_won(key, "writes", || async move {
             let seen = self.head(b, key).await?;
             conditions.for_write(seen.as_ref().map(|(h, _)| h.etag.as_str()))?;
-            if self.commit(b, key, head, seen.as_ref()).await? {
-                return Ok(());
-            }
-        }
-        Err(S3Error::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "SlowDown",
-            format!("`{key}` changed under {MAX_RACES} writes in a row; try again"),
-        ))
+            Ok(self.commit(b, key, head, seen.as_ref()).await?.then_some(()))
+        })
+        .await
     }
+}
+
+/// Runs `attempt` until it wins its compare-and-set (answers `Some`),
+/// waiting a little longer after each loss, at most [`MAX_RACES`] times.
+async fn until_won<T, F, Fut>(key: &str, what: &str, mut attempt: F) -> Result<T, S3Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<T>, S3Error>>,
+{
+    for race in 0..MAX_RACES {
+        if race > 0 {
+            tokio::time::sleep(Duration::from_millis(u64::from(race))).await;
+        }
+        if let Some(won) = attempt().await? {
+            return Ok(won);
+        }
+    }
+    Err(S3Error::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "SlowDown",
+        format!("`{key}` changed under {MAX_RACES} {what} in a row; try again"),
+    ))
 }
 
 async fn operate(
@@ -404,7 +409,7 @@ async fn operate(
                 .storage
                 .set(&b.uploads, &upload_id, value, &write)
                 .await
-                .map_err(storage_error)?;
+                .map_err(body::unavailable)?;
             Ok(xml_response(
                 StatusCode::OK,
                 xml::initiate_multipart_upload(&bucket, &key, &upload_id),
@@ -492,10 +497,10 @@ fn expected(headers: &HeaderMap, max: u64, sha256: Option<[u8; 32]>) -> Result<E
     if length.is_some_and(|l| l > max) {
         return Err(body::too_large(max));
     }
+    let trailer = header_text(headers, "x-amz-trailer").map(|t| t.trim().to_ascii_lowercase());
     for algorithm in ["crc32c", "crc64nvme", "sha1"] {
         let name = format!("x-amz-checksum-{algorithm}");
-        let asked = header_text(headers, "x-amz-trailer").is_some_and(|t| t.eq_ignore_ascii_case(&name));
-        if headers.contains_key(name.as_str()) || asked {
+        if headers.contains_key(name.as_str()) || trailer.as_deref() == Some(name.as_str()) {
             return Err(S3Error::invalid_request(format!(
                 "weft checks the checksums crc32 and sha256; send the object with one of them instead of {algorithm}"
             )));
@@ -508,6 +513,7 @@ fn expected(headers: &HeaderMap, max: u64, sha256: Option<[u8; 32]>) -> Result<E
         sha256,
         crc32: header_text(headers, "x-amz-checksum-crc32").map(str::to_string),
         checksum_sha256: header_text(headers, "x-amz-checksum-sha256").map(str::to_string),
+        trailer,
     })
 }
 
@@ -521,13 +527,15 @@ async fn put_object(
 ) -> Result<http::Response<Body>, S3Error> {
     let conditions = Conditions::from_headers(headers);
     // Fail a conditional write before reading its body where it can.
-    let seen = cx.head(b, key).await?;
-    conditions.for_write(seen.as_ref().map(|(h, _)| h.etag.as_str()))?;
+    if !conditions.is_empty() {
+        let seen = cx.head(b, key).await?;
+        conditions.for_write(seen.as_ref().map(|(h, _)| h.etag.as_str()))?;
+    }
     let expected = expected(headers, b.spec.max_object, sha256)?;
     let received = body::receive(cx.node.storage.as_ref(), b.blobs(), incoming, expected).await?;
     let head = Head {
         size: received.blob.size,
-        etag: hex(&received.md5),
+        etag: weft_s3::hex(&received.md5),
         modified_us: now_us(),
         content_type: content_type(headers),
         metadata: request::user_metadata(headers)?,
@@ -639,13 +647,10 @@ async fn get_object(
 }
 
 async fn delete_object(cx: &Context<'_>, b: &Settings, key: &str) -> Result<(), S3Error> {
-    for race in 0..MAX_RACES {
-        if race > 0 {
-            tokio::time::sleep(Duration::from_millis(u64::from(race))).await;
-        }
+    until_won(key, "deletes", || async move {
         let Some((head, revision)) = cx.head(b, key).await? else {
             // S3 answers a delete of nothing as done.
-            return Ok(());
+            return Ok(Some(()));
         };
         let write = Write {
             expect: Expect::Revision(revision),
@@ -655,17 +660,13 @@ async fn delete_object(cx: &Context<'_>, b: &Settings, key: &str) -> Result<(), 
         match cx.node.storage.remove(&b.heads, key, &write).await {
             Ok(_) => {
                 cx.drop_blobs(b, &head.blobs).await;
-                return Ok(());
+                Ok(Some(()))
             }
-            Err(StorageError::Conflict { .. }) => continue,
-            Err(e) => return Err(storage_error(e)),
+            Err(StorageError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(body::unavailable(e)),
         }
-    }
-    Err(S3Error::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "SlowDown",
-        format!("`{key}` changed under {MAX_RACES} deletes in a row; try again"),
-    ))
+    })
+    .await
 }
 
 async fn copy_object(
@@ -766,7 +767,7 @@ async fn list_objects(
             .storage
             .list(&b.heads, &list.prefix, after.as_deref(), PAGE)
             .await
-            .map_err(storage_error)?;
+            .map_err(body::unavailable)?;
         for key in &keys {
             after = Some(key.clone());
             let group = delimiter.as_deref().and_then(|d| {
@@ -842,7 +843,7 @@ async fn upload_of(cx: &Context<'_>, b: &Settings, key: &str, upload_id: &str) -
         .storage
         .get(&b.uploads, upload_id)
         .await
-        .map_err(storage_error)?
+        .map_err(body::unavailable)?
         .ok_or_else(|| S3Error::no_such_upload(upload_id))?;
     let upload: Upload = serde_json::from_slice(&entry.value).map_err(|e| S3Error::internal(e.to_string()))?;
     if upload.key != key {
@@ -863,13 +864,13 @@ async fn parts_of(cx: &Context<'_>, b: &Settings, upload_id: &str) -> Result<Vec
         .storage
         .list(&b.uploads, &prefix, None, 10_001)
         .await
-        .map_err(storage_error)?;
+        .map_err(body::unavailable)?;
     let mut parts = Vec::with_capacity(keys.len());
     for k in keys {
         let Ok(number) = k[prefix.len()..].parse::<u32>() else {
             continue;
         };
-        if let Some(entry) = cx.node.storage.get(&b.uploads, &k).await.map_err(storage_error)?
+        if let Some(entry) = cx.node.storage.get(&b.uploads, &k).await.map_err(body::unavailable)?
             && let Ok(part) = serde_json::from_slice::<Part>(&entry.value)
         {
             parts.push((number, part));
@@ -895,15 +896,15 @@ async fn upload_part(
     let part = Part {
         blob: received.blob.id.clone(),
         size: received.blob.size,
-        etag: hex(&received.md5),
+        etag: weft_s3::hex(&received.md5),
         modified_us: now_us(),
     };
     let at = part_key(upload_id, number);
-    let before = cx.node.storage.get(&b.uploads, &at).await.map_err(storage_error)?;
+    let before = cx.node.storage.get(&b.uploads, &at).await.map_err(body::unavailable)?;
     let value = serde_json::to_vec(&part).unwrap_or_default();
     if let Err(e) = cx.node.storage.set(&b.uploads, &at, value, &Write::default()).await {
         cx.drop_blobs(b, &[(part.blob.clone(), part.size)]).await;
-        return Err(storage_error(e));
+        return Err(body::unavailable(e));
     }
     // The upload may have ended meanwhile; then this part is nobody's.
     if upload_of(cx, b, key, upload_id).await.is_err() {
@@ -966,7 +967,7 @@ async fn complete(
     }
     let head = Head {
         size,
-        etag: format!("{}-{}", hex(&digests.finalize()), listed.len()),
+        etag: format!("{}-{}", weft_s3::hex(&digests.finalize()), listed.len()),
         modified_us: now_us(),
         content_type: upload.content_type,
         metadata: upload.metadata,
@@ -1008,12 +1009,12 @@ async fn end_upload(
     storage
         .remove(&b.uploads, upload_id, &Write::default())
         .await
-        .map_err(storage_error)?;
+        .map_err(body::unavailable)?;
     for (number, part) in parts {
         storage
             .remove(&b.uploads, &part_key(upload_id, *number), &Write::default())
             .await
-            .map_err(storage_error)?;
+            .map_err(body::unavailable)?;
         if !kept.contains(&part.blob) {
             cx.drop_blobs(b, &[(part.blob.clone(), part.size)]).await;
         }
@@ -1027,10 +1028,10 @@ async fn list_uploads(cx: &Context<'_>, b: &Settings) -> Result<http::Response<B
         .storage
         .list(&b.uploads, "", None, 100_000)
         .await
-        .map_err(storage_error)?;
+        .map_err(body::unavailable)?;
     let mut uploads = Vec::new();
     for id in keys.iter().filter(|k| !k.contains('/')).take(PAGE) {
-        if let Some(entry) = cx.node.storage.get(&b.uploads, id).await.map_err(storage_error)?
+        if let Some(entry) = cx.node.storage.get(&b.uploads, id).await.map_err(body::unavailable)?
             && let Ok(u) = serde_json::from_slice::<Upload>(&entry.value)
         {
             uploads.push((u.key, id.clone(), timestamp(u.initiated_us)));
