@@ -58,3 +58,44 @@ async fn embedded_keeps_what_it_acknowledged_across_reopening() {
     assert_eq!(s.get("kv", "k").await.unwrap().unwrap().value, b"v");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// What a crash leaves of a blob being written (a temporary file, never
+/// renamed into place) is never readable, is swept once it is older than
+/// the sweep's cut-off, and is removed on reopening once a day old.
+#[tokio::test(flavor = "multi_thread")]
+async fn embedded_sweeps_what_a_crash_left_of_a_blob() {
+    use std::time::{Duration, SystemTime};
+    use weft_store::durable::Blobs;
+    let dir = temp("crash");
+    let path = dir.join("events.db");
+    let partial = dir.join("events.blobs/.partial");
+    let s = Embedded::open(&path).unwrap();
+    let left = |name: &str, age: Duration| {
+        let file = std::fs::File::create(partial.join(name)).unwrap();
+        std::io::Write::write_all(&mut &file, b"half a blob").unwrap();
+        file.set_modified(SystemTime::now() - age).unwrap();
+    };
+    left("0000000000000000000000000000aa", Duration::from_secs(2 * 3600));
+    left("0000000000000000000000000000bb", Duration::from_secs(60));
+    let later = SystemTime::now() + Duration::from_secs(1);
+    assert!(
+        s.list_blobs("b", later).await.unwrap().is_empty(),
+        "a partial blob is never listed"
+    );
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    assert_eq!(s.sweep_unfinished("b", hour_ago).await.unwrap(), 1, "only the old one");
+    assert!(
+        partial.join("0000000000000000000000000000bb").exists(),
+        "a write still going on is kept"
+    );
+    drop(s);
+
+    left("0000000000000000000000000000cc", Duration::from_secs(2 * 24 * 3600));
+    let _s = Embedded::open(&path).unwrap();
+    assert!(
+        !partial.join("0000000000000000000000000000cc").exists(),
+        "removed on opening"
+    );
+    assert!(partial.join("0000000000000000000000000000bb").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
