@@ -48,6 +48,10 @@ pub struct Head {
     pub blobs: Vec<(String, u64)>,
     /// How it was made: `Put`, `Copy` or `CompleteMultipartUpload`.
     pub made: String,
+    /// The multipart upload it completed, whose parts' records may still
+    /// name its blobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upload: Option<String>,
 }
 
 impl Head {
@@ -124,8 +128,8 @@ fn record(app: &str, bucket: &str, p: &Parsed) -> Value {
     }
     json!({
         "eventVersion": "2.1",
-        "eventSource": "weft:s3",
-        "awsRegion": "local",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
         "eventTime": time(p.change.at_us),
         "eventName": event_name(p.new.as_ref()),
         "userIdentity": {"principalId": "weft"},
@@ -228,6 +232,7 @@ mod tests {
             metadata: vec![("owner".into(), "ana".into())],
             blobs: vec![("0001".into(), 11)],
             made: made.into(),
+            upload: None,
         }
     }
 

@@ -92,6 +92,9 @@ struct Stored {
     expires_us: Option<i64>,
     /// The message is a change to copy.
     is_change: bool,
+    /// The streams its change goes to, as its writer named them (none in
+    /// messages written before weft kept them: the caller's then).
+    streams: Option<Vec<String>>,
     expired: bool,
     at_us: i64,
 }
@@ -116,6 +119,7 @@ impl Stored {
             deleted,
             expires_us: header(EXPIRES).and_then(|e| e.parse().ok()),
             is_change: header(CHANGE).is_some(),
+            streams: header(CHANGE).and_then(|c| serde_json::from_str(&c).ok()),
             expired: header(EXPIRED).is_some(),
             at_us: crate::streams::micros(m.time.unix_timestamp_nanos()),
         }
@@ -236,7 +240,10 @@ impl JetStream {
         }
         let mut payload = p.value.unwrap_or_default().to_vec();
         if !p.changes.is_empty() {
-            headers.insert(CHANGE, "1");
+            // The change's own streams, so whoever copies it later (the
+            // key's next writer, a catch-up) sends it where it was meant.
+            let streams = serde_json::to_string(p.changes).unwrap_or_default();
+            headers.insert(CHANGE, streams.as_str());
             if let Some(old) = p.old {
                 headers.insert(OLD_LENGTH, old.len().to_string().as_str());
                 payload.extend_from_slice(old);
@@ -299,7 +306,8 @@ impl JetStream {
                 if let Some(change) = s.change(&b.name, k)
                     && s.seq > b.watermark.load(std::sync::atomic::Ordering::Relaxed)
                 {
-                    self.copy_change(&b, &change, &write.changes).await?;
+                    self.copy_change(&b, &change, s.streams.as_deref().unwrap_or(&write.changes))
+                        .await?;
                 }
                 if !s.deleted && !s.live(now) {
                     // Expired: removed first, with its own change.
@@ -433,11 +441,12 @@ impl JetStream {
             if stored.at_us > cutoff {
                 break;
             }
+            let streams = stored.streams.as_deref().unwrap_or(changes);
             if let Some(k) = m.subject.strip_prefix(b.prefix.as_str()).and_then(decode)
                 && let Some(change) = stored.change(&b.name, &k)
-                && !changes.is_empty()
+                && !streams.is_empty()
             {
-                self.copy_change(b, &change, changes).await?;
+                self.copy_change(b, &change, streams).await?;
                 copied += 1;
             }
             last = m.sequence;

@@ -652,7 +652,8 @@ fn check_scope_date(via: Via, date: &str, amz_date: &str) -> Result<(), S3Error>
 /// `YYYYMMDD'T'HHMMSS'Z'`, strictly.
 fn parse_amz_date(text: &str) -> Option<Timestamp> {
     let b = text.as_bytes();
-    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+    // ASCII first, so the ranges below cut between characters.
+    if !text.is_ascii() || b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;
     }
     let number = |range: std::ops::Range<usize>| -> Option<i16> {
@@ -798,12 +799,14 @@ fn canonical_query(query: &str, presigned: bool) -> Vec<u8> {
     out
 }
 
-/// The query's parameters, percent-decoded; `+` stays a plus, and a
-/// parameter without `=` has an empty value.
+/// The query's parameters, percent-decoded, with `+` a space as the
+/// request's parser reads it (else `+` and `%2B` would sign alike but
+/// mean different things); a parameter without `=` has an empty value.
 fn query_pairs(query: &str) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    query.split('&').filter(|p| !p.is_empty()).map(|pair| {
+    let decode = |part: &str| -> Vec<u8> { percent_decode_str(&part.replace('+', " ")).collect() };
+    query.split('&').filter(|p| !p.is_empty()).map(move |pair| {
         let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-        (percent_decode_str(name).collect(), percent_decode_str(value).collect())
+        (decode(name), decode(value))
     })
 }
 
@@ -928,6 +931,19 @@ pub(crate) mod tests {
         fn secret(&self, access_key_id: &str) -> Option<Secret> {
             self.0.get(access_key_id).cloned().map(Secret)
         }
+    }
+
+    #[test]
+    fn request_times_are_read_strictly() {
+        assert_eq!(
+            parse_amz_date("20130524T000000Z").map(|t| t.as_second()),
+            Some(AWS_TIME)
+        );
+        // Sixteen bytes with the markers in place, but not ASCII: refused,
+        // not cut inside a character.
+        assert_eq!(parse_amz_date("201\u{e9}524T000000Z"), None);
+        assert_eq!(parse_amz_date("2013052400000000"), None);
+        assert_eq!(parse_amz_date("20131324T000000Z"), None);
     }
 
     fn aws_keys() -> Map {
@@ -1215,7 +1231,8 @@ pub(crate) mod tests {
         headers.push(("authorization", &authorization));
         for uri in [
             "/bucket/my%20photos/%C3%BC%2B1.txt?prefix=a%20b%2Bc%2F&x-id=GetObject",
-            "/bucket/my%20photos/%c3%bc+1.txt?x-id=GetObject&prefix=a%20b+c/",
+            // In the query, as S3 reads it, `+` is a space.
+            "/bucket/my%20photos/%c3%bc+1.txt?x-id=GetObject&prefix=a+b%2Bc/",
             "/bucket/my%20photos/%C3%BC%2b1.txt?prefix=a%20b%2bc%2f&x-id=GetObject",
         ] {
             let verified = check(Method::GET, uri, &headers, AWS_TIME).expect(uri);
@@ -1225,6 +1242,15 @@ pub(crate) mod tests {
         let e = check(
             Method::GET,
             "/bucket/my+photos/%C3%BC%2B1.txt?prefix=a%20b%2Bc%2F&x-id=GetObject",
+            &headers,
+            AWS_TIME,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "SignatureDoesNotMatch");
+        // Nor does a query whose `%2B` became `+`: it names another prefix.
+        let e = check(
+            Method::GET,
+            "/bucket/my%20photos/%C3%BC%2B1.txt?prefix=a%20b+c%2F&x-id=GetObject",
             &headers,
             AWS_TIME,
         )

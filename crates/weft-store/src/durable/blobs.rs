@@ -318,7 +318,15 @@ fn write_file(mut file: File, mut rx: mpsc::Receiver<BlobWrite>, partial: &Path,
 
 fn place(file: &File, partial: &Path, directory: &Path, id: &str) -> Result<()> {
     file.sync_all().map_err(|e| io_error(partial, e))?;
-    fs::create_dir_all(directory).map_err(|e| io_error(directory, e))?;
+    if !directory.is_dir() {
+        // A bucket's first blob: its directory's entry must be durable too.
+        fs::create_dir_all(directory).map_err(|e| io_error(directory, e))?;
+        if let Some(root) = directory.parent() {
+            File::open(root)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io_error(root, e))?;
+        }
+    }
     let path = directory.join(id);
     fs::rename(partial, &path).map_err(|e| io_error(&path, e))?;
     File::open(directory)
@@ -334,23 +342,17 @@ fn read_file(mut file: File, path: &Path, offset: u64, len: u64, tx: mpsc::Sende
     let mut left = len;
     while left > 0 {
         let want = left.min(READ_CHUNK as u64) as usize;
-        let mut buffer = vec![0u8; want];
-        let mut filled = 0;
-        while filled < want {
-            match file.read(&mut buffer[filled..]) {
-                Ok(0) => break,
-                Ok(n) => filled += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(io_error(path, e)));
-                    return;
-                }
-            }
+        // `take` + `read_to_end` reads into the vector's spare capacity
+        // without zeroing it first.
+        let mut buffer = Vec::with_capacity(want);
+        if let Err(e) = (&mut file).take(want as u64).read_to_end(&mut buffer) {
+            let _ = tx.blocking_send(Err(io_error(path, e)));
+            return;
         }
+        let filled = buffer.len();
         if filled == 0 {
             return;
         }
-        buffer.truncate(filled);
         left -= filled as u64;
         if tx.blocking_send(Ok(Bytes::from(buffer))).is_err() || filled < want {
             return;

@@ -432,6 +432,26 @@ async fn key_value_catch_up_copies_nothing_twice(s: &dyn Storage) {
     assert_eq!(news, [Some(&b"1"[..]), Some(&b"2"[..]), Some(&b"3"[..])]);
 }
 
+/// Each write's change goes to the streams that write named, and only
+/// there: a later write of the key, or a catch-up, that finds the earlier
+/// change sends it where it was meant, not where the later one goes.
+async fn key_value_changes_keep_their_own_streams(s: &dyn Storage) {
+    let to = |stream: &str| Write {
+        changes: vec![stream.to_string()],
+        ..Write::default()
+    };
+    s.set("kvs", "k", b"1".to_vec(), &to("inserts")).await.unwrap();
+    s.remove("kvs", "k", &to("deletes")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    s.catch_up("kvs", &["deletes".to_string()]).await.unwrap();
+    let inserts = changes(s, "inserts").await;
+    let deletes = changes(s, "deletes").await;
+    assert_eq!(inserts.len(), 1, "{inserts:?}");
+    assert_eq!(inserts[0].new.as_deref(), Some(&b"1"[..]));
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    assert_eq!(deletes[0].new, None);
+}
+
 /// A value of half the provider's `max_value` can be written twice with
 /// changes (each change carries the old value beside the new one), and
 /// its change holds both, byte for byte.
@@ -666,6 +686,7 @@ pub async fn run_all(s: Arc<dyn Storage>) {
     key_value_refuses_empty_keys(&*s).await;
     key_value_conditional_removal(&*s).await;
     key_value_catch_up_copies_nothing_twice(&*s).await;
+    key_value_changes_keep_their_own_streams(&*s).await;
     key_value_large_values_with_changes(&*s).await;
     key_value_compare_and_set_under_contention(s.clone()).await;
     objects_round_trip(&*s).await;

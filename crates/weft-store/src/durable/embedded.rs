@@ -168,7 +168,8 @@ struct Job {
 /// The embedded storage provider.
 pub struct Embedded {
     jobs: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    /// The writer thread, then the checkpointer (which ends after it).
+    threads: Mutex<Vec<JoinHandle<()>>>,
     commits: Arc<Commits>,
     /// Read-only connections for key-value reads.
     readers: Vec<Mutex<Connection>>,
@@ -247,6 +248,12 @@ impl Embedded {
         // An acknowledged write must survive a crash or power loss.
         conn.pragma_update(None, "synchronous", "FULL").map_err(classify)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
+        // Checkpoints run on a thread of their own (below), so no commit
+        // waits while the log is copied into the database and fsynced.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(classify)?;
+        conn.wal_hook(Some(note_wal_pages));
+        conn.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT)
+            .map_err(classify)?;
         conn.execute_batch(SCHEMA).map_err(classify)?;
         upgrade(&conn).map_err(classify)?;
         let mut readers = Vec::with_capacity(READERS);
@@ -259,16 +266,24 @@ impl Embedded {
             reader.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
             readers.push(Mutex::new(reader));
         }
+        let checkpoints =
+            Connection::open(path).map_err(|e| StorageError::Unavailable(format!("{}: {e}", path.display())))?;
+        checkpoints.busy_timeout(Duration::from_secs(10)).map_err(classify)?;
+        let (committed, wake) = mpsc::sync_channel(1);
+        let checkpointer = std::thread::Builder::new()
+            .name("weft-durable-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoints, wake))
+            .map_err(|e| StorageError::Other(format!("cannot start the storage checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel();
         let commits = Arc::new(Commits::default());
         let counts = commits.clone();
-        let thread = std::thread::Builder::new()
+        let writer = std::thread::Builder::new()
             .name("weft-durable-writer".into())
-            .spawn(move || write_loop(conn, rx, &counts))
+            .spawn(move || write_loop(conn, rx, &counts, committed))
             .map_err(|e| StorageError::Other(format!("cannot start the storage writer: {e}")))?;
         Ok(Embedded {
             jobs: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(vec![writer, checkpointer]),
             commits,
             readers,
             blobs,
@@ -306,10 +321,11 @@ impl Embedded {
             .map_err(|_| StorageError::Unavailable("the storage writer stopped".into()))?
     }
 
-    /// Finishes queued work and stops the writer.
+    /// Finishes queued work and stops the writer, then the checkpointer.
     pub fn close(&self) {
         self.jobs.lock().unwrap_or_else(|p| p.into_inner()).take();
-        if let Some(t) = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in threads {
             let _ = t.join();
         }
     }
@@ -341,7 +357,7 @@ fn unexpected<T>() -> Result<T> {
     ))
 }
 
-fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &Commits) {
+fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &Commits, committed: mpsc::SyncSender<()>) {
     const GROUP: usize = 4096;
     while let Ok(first) = rx.recv() {
         let mut jobs = vec![first];
@@ -355,7 +371,44 @@ fn write_loop(mut conn: Connection, rx: mpsc::Receiver<Job>, commits: &Commits) 
         for (job, result) in jobs.into_iter().zip(results) {
             let _ = job.reply.send(result);
         }
+        // One wake-up is enough however many commits it stands for.
+        if WAL_PAGES.get() >= CHECKPOINT_PAGES {
+            let _ = committed.try_send(());
+        }
     }
+}
+
+/// The write-ahead log's size (bytes) kept once a checkpoint has emptied it.
+const WAL_SIZE_LIMIT: i64 = 64 << 20;
+/// The log's length (pages) from which the checkpointer copies it into
+/// the database, as SQLite's own automatic checkpoint would.
+const CHECKPOINT_PAGES: i32 = 1000;
+
+thread_local! {
+    /// The pages in the log after the writer thread's last commit.
+    static WAL_PAGES: std::cell::Cell<i32> = const { std::cell::Cell::new(0) };
+}
+
+/// SQLite's hook after each commit (on the writer thread): the log's length.
+fn note_wal_pages(_: &rusqlite::hooks::Wal, pages: std::os::raw::c_int) -> rusqlite::Result<()> {
+    WAL_PAGES.set(pages);
+    Ok(())
+}
+
+/// Copies committed pages from the log into the database while the
+/// writer goes on committing (a passive checkpoint never blocks it). The
+/// log is fsynced at every commit, so what a checkpoint has not copied
+/// yet is durable all the same. Ends when the writer does.
+fn checkpoint_loop(conn: Connection, wake: mpsc::Receiver<()>) {
+    let checkpoint = |mode: &str| {
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, "storage checkpoint failed; the log grows until the next one succeeds");
+        }
+    };
+    while wake.recv().is_ok() {
+        checkpoint("PASSIVE");
+    }
+    checkpoint("TRUNCATE");
 }
 
 /// Runs a group of operations in one transaction and one fsync.

@@ -364,9 +364,10 @@ pub trait KeyValue: Send + Sync {
     /// an expired [`Change`] appended to `changes`; returns how many.
     async fn expire_keys(&self, bucket: &str, changes: &[String], max: usize) -> Result<usize>;
     /// Finishes what writes of `bucket` cut off midway left undone: their
-    /// changes not yet appended to `changes` (a provider that writes a
-    /// change in one transaction with the write has none); returns how
-    /// many it finished.
+    /// changes not yet appended to the streams the write named (`changes`
+    /// for a change stored without them). A provider that writes a change
+    /// in one transaction with the write has none. Returns how many it
+    /// finished.
     async fn catch_up(&self, bucket: &str, changes: &[String]) -> Result<usize> {
         let _ = (bucket, changes);
         Ok(0)

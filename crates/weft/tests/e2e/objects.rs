@@ -168,6 +168,42 @@ async fn sdk_functions_and_events(server: &Server, data: &Path) {
         r["short_kept"], "404",
         "a body shorter than its Content-Length keeps nothing"
     );
+    // A completion raced by a second one, or by an abort: one of them
+    // wins, the loser is told so, and what is stored is whole or absent.
+    for race in r["raced"].as_array().unwrap() {
+        let outcomes = race["outcomes"].as_array().unwrap();
+        let completed = outcomes[0].is_null() || (race["rival"] == "complete" && outcomes[1].is_null());
+        for o in outcomes.iter().filter(|o| !o.is_null()) {
+            assert!(
+                ["NoSuchUpload", "OperationAborted"].contains(&o.as_str().unwrap()),
+                "{race}"
+            );
+        }
+        if race["rival"] == "complete" {
+            assert!(completed, "one completion wins: {race}");
+        } else {
+            assert!(
+                !(outcomes[0].is_null() && outcomes[1].is_null()),
+                "complete and abort cannot both win: {race}"
+            );
+        }
+        let expected = if completed { "whole" } else { "NoSuchKey" };
+        assert_eq!(race["stored"], expected, "{race}");
+    }
+    assert_eq!(
+        r["read_while_overwritten"], true,
+        "a download under way finishes with the old data"
+    );
+    assert_eq!(r["read_after_overwrite"], "new");
+    assert_eq!(
+        r["tampered_delete"], "XAmzContentSHA256Mismatch",
+        "a body that is not the one signed is refused"
+    );
+    assert_eq!(
+        r["tampered_delete_kept"],
+        serde_json::Value::Null,
+        "and deletes nothing"
+    );
 
     // Keys that look like paths stay inside the data directory.
     for outside in [

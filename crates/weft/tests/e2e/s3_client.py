@@ -13,6 +13,7 @@ import socket
 import sys
 import urllib.parse
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 
 import boto3
 from boto3.s3.transfer import TransferConfig
@@ -191,5 +192,63 @@ def short_put(key):
 
 short_put("docs/short.txt")
 report["short_kept"] = code(lambda: s3.head_object(Bucket=BUCKET, Key="docs/short.txt"))
+
+def raced_upload(key, rival):
+    """An upload of two parts completed while a rival (a second completion,
+    or an abort) runs at the same time: what each call answered, and what
+    is then stored at the key."""
+    data = os.urandom((5 << 20) + 1000)
+    upload = s3.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
+    parts = [
+        {"PartNumber": n, "ETag": s3.upload_part(Bucket=BUCKET, Key=key, UploadId=upload, PartNumber=n, Body=chunk)["ETag"]}
+        for n, chunk in ((1, data[: 5 << 20]), (2, data[5 << 20 :]))
+    ]
+    calls = {
+        "complete": lambda: s3.complete_multipart_upload(
+            Bucket=BUCKET, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
+        ),
+        "abort": lambda: s3.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload),
+    }
+    with ThreadPoolExecutor(2) as pool:
+        outcomes = list(pool.map(code, [calls["complete"], calls[rival]]))
+    try:
+        stored = "whole" if s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == data else "corrupt"
+    except ClientError as e:
+        stored = e.response["Error"]["Code"]
+    return {"rival": rival, "outcomes": outcomes, "stored": stored}
+
+
+report["raced"] = [raced_upload(f"race/{i}.bin", "complete" if i % 2 == 0 else "abort") for i in range(6)]
+
+# A download under way when its object is overwritten reads the old data
+# to its end; the next download reads the new.
+old = os.urandom((5 << 20) + 4096)
+s3.upload_fileobj(io.BytesIO(old), BUCKET, "race/read.bin", Config=transfer)
+stream = s3.get_object(Bucket=BUCKET, Key="race/read.bin")["Body"]
+first = stream.read(1 << 20)
+s3.put_object(Bucket=BUCKET, Key="race/read.bin", Body=b"new")
+report["read_while_overwritten"] = first + stream.read() == old
+report["read_after_overwrite"] = s3.get_object(Bucket=BUCKET, Key="race/read.bin")["Body"].read().decode()
+
+
+def tampered_delete():
+    """A DeleteObjects signed over one body and sent with another: the S3
+    error code it gets."""
+    url = f"{endpoint}/{BUCKET}?delete"
+    signed = b"<Delete><Object><Key>list/c</Key></Object></Delete>"
+    sent = b"<Delete><Object><Key>list/d</Key></Object></Delete>"
+    request = AWSRequest(method="POST", url=url, data=signed)
+    request.headers["x-amz-content-sha256"] = hashlib.sha256(signed).hexdigest()
+    SigV4Auth(Credentials(key_id, secret), "s3", "us-east-1").add_auth(request)
+    try:
+        urllib.request.urlopen(urllib.request.Request(url, data=sent, method="POST", headers=dict(request.headers.items())))
+        return None
+    except urllib.error.HTTPError as e:
+        body = e.read().decode()
+        return body.split("<Code>")[1].split("</Code>")[0] if "<Code>" in body else e.code
+
+
+report["tampered_delete"] = tampered_delete()
+report["tampered_delete_kept"] = code(lambda: s3.head_object(Bucket=BUCKET, Key="list/d"))
 
 print(json.dumps(report))

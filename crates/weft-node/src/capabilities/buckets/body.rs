@@ -3,25 +3,20 @@
 //! blobs with their digests checked; object data streamed out of blobs.
 
 use std::collections::VecDeque;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 use md5::{Digest as _, Md5};
 use sha2::Sha256;
-use tokio::sync::mpsc;
 use weft_runtime::{HttpError, WasiBody};
 use weft_s3::S3Error;
 use weft_s3::chunked::Decoder;
-use weft_store::durable::{Blob, Storage};
+use weft_store::durable::{Blob, BlobReader, Storage};
 
 use crate::body::Body;
 
 /// The largest aws-chunked chunk accepted.
 const MAX_CHUNK: usize = 16 << 20;
-/// Chunks an object's response holds ahead of the client.
-const AHEAD: usize = 4;
 
 /// A request body, chunk by chunk.
 pub struct Incoming {
@@ -238,22 +233,47 @@ pub fn unavailable(e: weft_store::durable::StorageError) -> S3Error {
     )
 }
 
-/// A response body fed by a task reading blobs.
-struct Channel(mpsc::Receiver<Result<Bytes, HttpError>>);
+/// Where an object's response is in its blobs.
+struct Reading {
+    storage: std::sync::Arc<dyn Storage>,
+    bucket: String,
+    /// The blobs still to read: id, offset and length.
+    pieces: std::vec::IntoIter<(String, u64, u64)>,
+    current: Option<BlobReader>,
+    failed: bool,
+}
 
-impl hyper::body::Body for Channel {
-    type Data = Bytes;
-    type Error = HttpError;
+impl Reading {
+    /// The next chunk of the object, opening its blobs in turn.
+    async fn next(&mut self) -> Option<Result<Bytes, HttpError>> {
+        loop {
+            if self.failed {
+                return None;
+            }
+            if let Some(reader) = &mut self.current {
+                match reader.next().await {
+                    Some(Ok(chunk)) => return Some(Ok(chunk)),
+                    Some(Err(e)) => return self.fail(e.to_string()),
+                    None => self.current = None,
+                }
+            }
+            let (id, offset, len) = self.pieces.next()?;
+            match self.storage.read_blob(&self.bucket, &id, offset, len).await {
+                Ok(Some(reader)) => self.current = Some(reader),
+                Ok(None) => return self.fail(format!("blob {id} of the object is gone (was it overwritten?)")),
+                Err(e) => return self.fail(e.to_string()),
+            }
+        }
+    }
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, HttpError>>> {
-        self.0.poll_recv(cx).map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+    fn fail(&mut self, why: String) -> Option<Result<Bytes, HttpError>> {
+        self.failed = true;
+        Some(Err(HttpError::InternalError(Some(why))))
     }
 }
 
-/// The bytes `start..=end` of an object made of `blobs`, streamed.
+/// The bytes `start..=end` of an object made of `blobs`, streamed straight
+/// from each blob's reader to the connection.
 pub fn object_body(
     storage: std::sync::Arc<dyn Storage>,
     bucket: String,
@@ -261,37 +281,28 @@ pub fn object_body(
     start: u64,
     end: u64,
 ) -> Body {
-    let (tx, rx) = mpsc::channel(AHEAD);
-    tokio::spawn(async move {
-        let mut at = 0u64;
-        for (id, size) in blobs {
-            let (first, last) = (at, at + size);
-            at = last;
-            if size == 0 || last <= start || first > end {
-                continue;
-            }
-            let offset = start.saturating_sub(first);
-            let len = (end + 1).min(last) - first - offset;
-            let mut reader = match storage.read_blob(&bucket, &id, offset, len).await {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    let why = format!("blob {id} of the object is gone (was it overwritten?)");
-                    let _ = tx.send(Err(HttpError::InternalError(Some(why)))).await;
-                    return;
-                }
-                Err(e) => {
-                    let _ = tx.send(Err(HttpError::InternalError(Some(e.to_string())))).await;
-                    return;
-                }
-            };
-            while let Some(chunk) = reader.next().await {
-                let item = chunk.map_err(|e| HttpError::InternalError(Some(e.to_string())));
-                let failed = item.is_err();
-                if tx.send(item).await.is_err() || failed {
-                    return;
-                }
-            }
+    let mut pieces = Vec::new();
+    let mut at = 0u64;
+    for (id, size) in blobs {
+        let (first, last) = (at, at + size);
+        at = last;
+        if size == 0 || last <= start || first > end {
+            continue;
         }
+        let offset = start.saturating_sub(first);
+        let len = (end + 1).min(last) - first - offset;
+        pieces.push((id, offset, len));
+    }
+    let reading = Reading {
+        storage,
+        bucket,
+        pieces: pieces.into_iter(),
+        current: None,
+        failed: false,
+    };
+    let chunks = futures_util::stream::unfold(reading, |mut reading| async move {
+        let item = reading.next().await?;
+        Some((item.map(hyper::body::Frame::data), reading))
     });
-    Channel(rx).boxed_unsync()
+    http_body_util::StreamBody::new(chunks).boxed_unsync()
 }

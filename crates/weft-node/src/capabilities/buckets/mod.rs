@@ -98,7 +98,27 @@ pub struct Buckets {
     current: ArcSwap<HashMap<String, Arc<Settings>>>,
     credentials: ArcSwapOption<Credentials>,
     sweeps: std::sync::atomic::AtomicU64,
+    /// Blobs that objects overwritten or deleted no longer use, oldest
+    /// first, kept for [`RETIRE_GRACE`] so reads already under way finish.
+    retired: std::sync::Mutex<std::collections::VecDeque<Retired>>,
 }
+
+/// The blobs an object at `key` used before it was overwritten or deleted.
+struct Retired {
+    bucket: String,
+    key: String,
+    blobs: Vec<String>,
+    /// The upload the object was completed from, if any.
+    upload: Option<String>,
+    at: std::time::Instant,
+}
+
+/// How long a retired blob stays readable: a GET that began before the
+/// object was overwritten reads to its end within this time.
+const RETIRE_GRACE: Duration = Duration::from_secs(15 * 60);
+/// Retired objects kept in memory at most; past this (or after a
+/// restart) the hourly sweep removes their blobs.
+const MAX_RETIRED: usize = 100_000;
 
 impl Buckets {
     /// The deployed bucket `name`.
@@ -108,9 +128,59 @@ impl Buckets {
 
     /// The deployed buckets' names, sorted.
     pub fn names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self.current.load().keys().cloned().collect();
-        names.sort();
-        names
+        sorted_names(&self.current.load())
+    }
+
+    /// Notes that `old`, the object at `key`, was replaced by `new` (or
+    /// deleted): its blobs that `new` does not use are removed once
+    /// [`RETIRE_GRACE`] has passed and nothing names them again.
+    fn retire(
+        &self,
+        b: &Settings,
+        key: &str,
+        old: &weft_events::objects::Head,
+        new: Option<&weft_events::objects::Head>,
+    ) {
+        let blobs: Vec<String> = old
+            .blobs
+            .iter()
+            .filter(|(id, _)| new.is_none_or(|n| !n.blobs.iter().any(|(kept, _)| kept == id)))
+            .map(|(id, _)| id.clone())
+            .collect();
+        if blobs.is_empty() {
+            return;
+        }
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        if retired.len() >= MAX_RETIRED {
+            tracing::debug!(
+                "bucket `{}`: many objects replaced at once; the sweep removes their blobs",
+                b.spec.name
+            );
+            return;
+        }
+        retired.push_back(Retired {
+            bucket: b.spec.name.clone(),
+            key: key.to_string(),
+            blobs,
+            upload: old.upload.clone(),
+            at: std::time::Instant::now(),
+        });
+    }
+
+    /// The retired objects whose grace has passed, taken off the list.
+    fn due(&self) -> Vec<Retired> {
+        let mut retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        let mut due = Vec::new();
+        while retired.front().is_some_and(|r| r.at.elapsed() >= RETIRE_GRACE) {
+            due.extend(retired.pop_front());
+        }
+        due
+    }
+
+    /// Blob ids still within their grace, which the sweep leaves alone.
+    fn in_grace(&self) -> HashSet<String> {
+        let retired = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+        retired.iter().flat_map(|r| r.blobs.iter().cloned()).collect()
     }
 
     /// The access key, made (once, for every node of the storage) the
@@ -163,6 +233,38 @@ impl Buckets {
     ) -> http::Response<crate::body::Body> {
         s3::serve_signed(self, node, request).await
     }
+}
+
+fn sorted_names(buckets: &HashMap<String, Arc<Settings>>) -> Vec<String> {
+    let mut names: Vec<String> = buckets.keys().cloned().collect();
+    names.sort();
+    names
+}
+
+/// Removes the blobs of `r` that nothing names: not the object now at
+/// its key, nor an upload still open that it was completed from.
+async fn remove_retired(node: &Node, settings: &Settings, r: &Retired) -> Result<usize, StorageError> {
+    if let Some(upload) = &r.upload
+        && node.storage.get(&settings.uploads, upload).await?.is_some()
+    {
+        return Ok(0);
+    }
+    let used: HashSet<String> = match node.storage.get(&settings.heads, &r.key).await? {
+        Some(entry) => weft_events::objects::Head::from_json(&entry.value)
+            .map_err(StorageError::Other)?
+            .blobs
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect(),
+        None => HashSet::new(),
+    };
+    let mut removed = 0;
+    for id in r.blobs.iter().filter(|id| !used.contains(*id)) {
+        if node.storage.remove_blob(settings.blobs(), id).await? {
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 fn random_text(len: usize, alphabet: &[u8]) -> String {
@@ -260,12 +362,33 @@ impl Capability<Node> for Buckets {
 
     fn housekeeping<'a>(&'a self, node: &'a Arc<Node>) -> BoxFuture<'a, ()> {
         Box::pin(async move {
+            let current = self.current.load_full();
+            for r in self.due() {
+                let Some(settings) = current.get(&r.bucket) else {
+                    continue;
+                };
+                if let Err(e) = remove_retired(node, settings, &r).await {
+                    tracing::warn!(
+                        "bucket `{}`: cannot remove the old blobs of `{}`, left to the sweep: {e}",
+                        r.bucket,
+                        r.key
+                    );
+                }
+            }
+            for settings in current.values().filter(|s| !s.notify.is_empty()) {
+                // On a provider that copies changes after the write, a
+                // node cut off midway left some uncopied.
+                if let Err(e) = node.storage.catch_up(&settings.heads, &[]).await {
+                    tracing::warn!("bucket `{}`: cannot catch up on its events: {e}", settings.spec.name);
+                }
+            }
             let pass = self.sweeps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             if !pass.is_multiple_of(SWEEP_EVERY) {
                 return;
             }
-            for settings in self.current.load().values() {
-                match sweep(node, settings).await {
+            let in_grace = self.in_grace();
+            for settings in current.values() {
+                match sweep(node, settings, &in_grace).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!("bucket `{}`: removed {n} blobs no object refers to", settings.spec.name),
                     Err(e) => tracing::warn!("cannot sweep bucket `{}`: {e}", settings.spec.name),
@@ -333,8 +456,10 @@ impl Staged<Node> for Staging {
 }
 
 /// Removes the blobs of a bucket older than [`SWEEP_AGE`] that no head
-/// and no part of an upload refers to: what cut-off writes left.
-async fn sweep(node: &Node, settings: &Settings) -> Result<usize, StorageError> {
+/// and no part of an upload refers to, and that are not `in_grace`: what
+/// cut-off writes left, and what retired objects left past a restart.
+/// A record it cannot read stops it: its blobs might be in use.
+async fn sweep(node: &Node, settings: &Settings, in_grace: &HashSet<String>) -> Result<usize, StorageError> {
     let before = SystemTime::now() - SWEEP_AGE;
     let mut removed = node.storage.sweep_unfinished(settings.blobs(), before).await?;
     let candidates = node.storage.list_blobs(settings.blobs(), before).await?;
@@ -353,10 +478,11 @@ async fn sweep(node: &Node, settings: &Settings) -> Result<usize, StorageError> 
                     continue;
                 };
                 if head {
-                    if let Ok(h) = weft_events::objects::Head::from_json(&entry.value) {
-                        used.extend(h.blobs.into_iter().map(|(id, _)| id));
-                    }
-                } else if let Ok(part) = serde_json::from_slice::<s3::Part>(&entry.value) {
+                    let h = weft_events::objects::Head::from_json(&entry.value).map_err(StorageError::Other)?;
+                    used.extend(h.blobs.into_iter().map(|(id, _)| id));
+                } else if key.contains('/') {
+                    let part = serde_json::from_slice::<s3::Part>(&entry.value)
+                        .map_err(|e| StorageError::Other(format!("part {key} is not readable: {e}")))?;
                     used.insert(part.blob);
                 }
             }
@@ -366,7 +492,10 @@ async fn sweep(node: &Node, settings: &Settings) -> Result<usize, StorageError> 
             after = keys.last().cloned();
         }
     }
-    for id in candidates.iter().filter(|id| !used.contains(*id)) {
+    for id in candidates
+        .iter()
+        .filter(|id| !used.contains(*id) && !in_grace.contains(*id))
+    {
         if node.storage.remove_blob(settings.blobs(), id).await? {
             removed += 1;
         }
@@ -379,8 +508,7 @@ fn list_buckets(node: &Arc<Node>) -> AdminReply {
         return AdminReply::ok(json!({ "buckets": [] }));
     };
     let current = b.current.load();
-    let buckets: Vec<Value> = b
-        .names()
+    let buckets: Vec<Value> = sorted_names(&current)
         .iter()
         .map(|n| {
             let s = &current[n].spec;

@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use md5::{Digest as _, Md5};
+use sha2::Sha256;
 use weft_events::objects::Head;
 use weft_runtime::WasiBody;
 use weft_s3::request::{self, Conditions, CopySource, ListParams, Operation, Outcome};
@@ -51,6 +52,10 @@ struct Upload {
     content_type: Option<String>,
     #[serde(default)]
     metadata: Vec<(String, String)>,
+    /// Set when a CompleteMultipartUpload claimed the upload: from then
+    /// on its parts change no more, and nothing else may end it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completing_us: Option<i64>,
 }
 
 /// Who sent a request.
@@ -230,7 +235,8 @@ impl Context<'_> {
     }
 
     /// Writes `head` at `key` unless someone else wrote the key since
-    /// `seen` was read; the old head's blobs are removed once it is.
+    /// `seen` was read; the old head's blobs that the new one does not
+    /// share are then retired.
     async fn commit(&self, b: &Settings, key: &str, head: &Head, seen: Option<&(Head, u64)>) -> Result<bool, S3Error> {
         let event = weft_events::objects::event_name(Some(head));
         let write = Write {
@@ -241,7 +247,7 @@ impl Context<'_> {
         match self.node.storage.set(&b.heads, key, head.to_json(), &write).await {
             Ok(_) => {
                 if let Some((old, _)) = seen {
-                    self.drop_blobs(b, &old.blobs).await;
+                    self.buckets.retire(b, key, old, Some(head));
                 }
                 Ok(true)
             }
@@ -269,6 +275,35 @@ impl Context<'_> {
         })
         .await
     }
+
+    /// [`replace`](Context::replace) for a head whose blobs are new and
+    /// nobody else's: if it was not written, they are removed. Where the
+    /// storage's answer leaves that unknown (a write may be kept though
+    /// its confirmation was lost), the head is read again, and the blobs
+    /// are left to the sweep unless it is certain they are not used.
+    async fn replace_or_drop(
+        &self,
+        b: &Settings,
+        key: &str,
+        head: &Head,
+        conditions: &Conditions,
+    ) -> Result<(), S3Error> {
+        let Err(e) = self.replace(b, key, head, conditions).await else {
+            return Ok(());
+        };
+        if e.status != StatusCode::SERVICE_UNAVAILABLE || e.code == "SlowDown" {
+            self.drop_blobs(b, &head.blobs).await;
+            return Err(e);
+        }
+        match self.head(b, key).await {
+            Ok(Some((now, _))) if now.blobs == head.blobs => Ok(()),
+            Ok(_) => {
+                self.drop_blobs(b, &head.blobs).await;
+                Err(e)
+            }
+            Err(_) => Err(e),
+        }
+    }
 }
 
 /// Runs `attempt` until it wins its compare-and-set (answers `Some`),
@@ -291,6 +326,28 @@ where
         "SlowDown",
         format!("`{key}` changed under {MAX_RACES} {what} in a row; try again"),
     ))
+}
+
+/// An XML request body, whole, checked against the Content-MD5 and the
+/// payload hash that were signed.
+async fn document(headers: &HeaderMap, incoming: &mut Incoming, sha256: Option<[u8; 32]>) -> Result<Vec<u8>, S3Error> {
+    let md5 = request::content_md5(headers)?;
+    let document = incoming.collect(MAX_DOCUMENT).await?;
+    if md5.is_some_and(|m| m != <[u8; 16]>::from(Md5::digest(&document))) {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "BadDigest",
+            "the Content-MD5 you specified did not match what was received",
+        ));
+    }
+    if sha256.is_some_and(|h| h != <[u8; 32]>::from(Sha256::digest(&document))) {
+        return Err(S3Error::new(
+            StatusCode::BAD_REQUEST,
+            "XAmzContentSHA256Mismatch",
+            "the x-amz-content-sha256 you signed did not match the body received",
+        ));
+    }
+    Ok(document)
 }
 
 async fn operate(
@@ -365,15 +422,7 @@ async fn operate(
         }
         Operation::DeleteObjects { bucket } => {
             let b = cx.bucket(&bucket)?;
-            let md5 = request::content_md5(headers)?;
-            let document = incoming.collect(MAX_DOCUMENT).await?;
-            if md5.is_some_and(|m| m != <[u8; 16]>::from(Md5::digest(&document))) {
-                return Err(S3Error::new(
-                    StatusCode::BAD_REQUEST,
-                    "BadDigest",
-                    "the Content-MD5 you specified did not match what was received",
-                ));
-            }
+            let document = document(headers, incoming, sha256).await?;
             let delete = xml::parse_delete(&document)?;
             let (mut deleted, mut errors) = (Vec::new(), Vec::new());
             for key in delete.keys {
@@ -399,6 +448,7 @@ async fn operate(
                 initiated_us: now_us(),
                 content_type: content_type(headers),
                 metadata: request::user_metadata(headers)?,
+                completing_us: None,
             };
             let write = Write {
                 expect: Expect::Absent,
@@ -426,15 +476,13 @@ async fn operate(
         }
         Operation::CompleteMultipartUpload { bucket, key, upload_id } => {
             let b = cx.bucket(&bucket)?;
-            let document = incoming.collect(MAX_DOCUMENT).await?;
+            let document = document(headers, incoming, sha256).await?;
             let listed = xml::parse_complete(&document)?;
             complete(cx, &b, &key, &upload_id, &listed, headers).await
         }
         Operation::AbortMultipartUpload { bucket, key, upload_id } => {
             let b = cx.bucket(&bucket)?;
-            upload_of(cx, &b, &key, &upload_id).await?;
-            let parts = parts_of(cx, &b, &upload_id).await?;
-            end_upload(cx, &b, &upload_id, &parts, &[]).await?;
+            abort(cx, &b, &key, &upload_id).await?;
             Ok(empty(StatusCode::NO_CONTENT))
         }
         Operation::ListParts {
@@ -532,20 +580,19 @@ async fn put_object(
         conditions.for_write(seen.as_ref().map(|(h, _)| h.etag.as_str()))?;
     }
     let expected = expected(headers, b.spec.max_object, sha256)?;
+    let metadata = request::user_metadata(headers)?;
     let received = body::receive(cx.node.storage.as_ref(), b.blobs(), incoming, expected).await?;
     let head = Head {
         size: received.blob.size,
         etag: weft_s3::hex(&received.md5),
         modified_us: now_us(),
         content_type: content_type(headers),
-        metadata: request::user_metadata(headers)?,
+        metadata,
         blobs: vec![(received.blob.id.clone(), received.blob.size)],
         made: "Put".into(),
+        upload: None,
     };
-    if let Err(e) = cx.replace(b, key, &head, &conditions).await {
-        cx.drop_blobs(b, &head.blobs).await;
-        return Err(e);
-    }
+    cx.replace_or_drop(b, key, &head, &conditions).await?;
     let mut r = empty(StatusCode::OK);
     if let Ok(v) = HeaderValue::from_str(&quoted(&head.etag)) {
         r.headers_mut().insert(header::ETAG, v);
@@ -659,7 +706,7 @@ async fn delete_object(cx: &Context<'_>, b: &Settings, key: &str) -> Result<(), 
         };
         match cx.node.storage.remove(&b.heads, key, &write).await {
             Ok(_) => {
-                cx.drop_blobs(b, &head.blobs).await;
+                cx.buckets.retire(b, key, &head, None);
                 Ok(Some(()))
             }
             Err(StorageError::Conflict { .. }) => Ok(None),
@@ -723,11 +770,10 @@ async fn copy_object(
         metadata,
         blobs: vec![(received.blob.id.clone(), received.blob.size)],
         made: "Copy".into(),
+        upload: None,
     };
-    if let Err(e) = cx.replace(b, key, &head, &Conditions::from_headers(headers)).await {
-        cx.drop_blobs(b, &head.blobs).await;
-        return Err(e);
-    }
+    cx.replace_or_drop(b, key, &head, &Conditions::from_headers(headers))
+        .await?;
     Ok(xml_response(
         StatusCode::OK,
         xml::copy_object_result(&head.etag, timestamp(head.modified_us)),
@@ -834,7 +880,8 @@ async fn list_objects(
     Ok(xml_response(StatusCode::OK, document))
 }
 
-async fn upload_of(cx: &Context<'_>, b: &Settings, key: &str, upload_id: &str) -> Result<Upload, S3Error> {
+/// The upload `upload_id` of `key`, and the revision it was read at.
+async fn upload_of(cx: &Context<'_>, b: &Settings, key: &str, upload_id: &str) -> Result<(Upload, u64), S3Error> {
     if !weft_store::durable::is_blob_id(upload_id) {
         return Err(S3Error::no_such_upload(upload_id));
     }
@@ -849,7 +896,24 @@ async fn upload_of(cx: &Context<'_>, b: &Settings, key: &str, upload_id: &str) -
     if upload.key != key {
         return Err(S3Error::no_such_upload(upload_id));
     }
-    Ok(upload)
+    Ok((upload, entry.revision))
+}
+
+/// An upload that is not being completed, for adding parts or aborting.
+async fn open_upload(cx: &Context<'_>, b: &Settings, key: &str, upload_id: &str) -> Result<(Upload, u64), S3Error> {
+    let (upload, revision) = upload_of(cx, b, key, upload_id).await?;
+    if upload.completing_us.is_some() {
+        return Err(being_completed(upload_id));
+    }
+    Ok((upload, revision))
+}
+
+fn being_completed(upload_id: &str) -> S3Error {
+    S3Error::new(
+        StatusCode::CONFLICT,
+        "OperationAborted",
+        format!("upload {upload_id} is being completed; its parts can no longer change"),
+    )
 }
 
 fn part_key(upload_id: &str, number: u32) -> String {
@@ -870,9 +934,9 @@ async fn parts_of(cx: &Context<'_>, b: &Settings, upload_id: &str) -> Result<Vec
         let Ok(number) = k[prefix.len()..].parse::<u32>() else {
             continue;
         };
-        if let Some(entry) = cx.node.storage.get(&b.uploads, &k).await.map_err(body::unavailable)?
-            && let Ok(part) = serde_json::from_slice::<Part>(&entry.value)
-        {
+        if let Some(entry) = cx.node.storage.get(&b.uploads, &k).await.map_err(body::unavailable)? {
+            let part = serde_json::from_slice::<Part>(&entry.value)
+                .map_err(|e| S3Error::internal(format!("part {k} is not readable: {e}")))?;
             parts.push((number, part));
         }
     }
@@ -890,7 +954,7 @@ async fn upload_part(
     incoming: &mut Incoming,
     sha256: Option<[u8; 32]>,
 ) -> Result<http::Response<Body>, S3Error> {
-    upload_of(cx, b, key, upload_id).await?;
+    open_upload(cx, b, key, upload_id).await?;
     let expected = expected(headers, b.spec.max_object, sha256)?;
     let received = body::receive(cx.node.storage.as_ref(), b.blobs(), incoming, expected).await?;
     let part = Part {
@@ -903,16 +967,28 @@ async fn upload_part(
     let before = cx.node.storage.get(&b.uploads, &at).await.map_err(body::unavailable)?;
     let value = serde_json::to_vec(&part).unwrap_or_default();
     if let Err(e) = cx.node.storage.set(&b.uploads, &at, value, &Write::default()).await {
-        cx.drop_blobs(b, &[(part.blob.clone(), part.size)]).await;
+        // Whether the part was kept is unknown: the sweep decides.
         return Err(body::unavailable(e));
     }
-    // The upload may have ended meanwhile; then this part is nobody's.
-    if upload_of(cx, b, key, upload_id).await.is_err() {
-        let _ = cx.node.storage.remove(&b.uploads, &at, &Write::default()).await;
-        cx.drop_blobs(b, &[(part.blob.clone(), part.size)]).await;
-        return Err(S3Error::no_such_upload(upload_id));
+    // The upload may have been claimed or ended meanwhile. Claimed: a
+    // completion may have read either part, so both are left to it and to
+    // the sweep, which sees what the object and the part records name.
+    // Ended: this part is nobody's; the one it replaced went with the
+    // upload, or to the sweep.
+    match upload_of(cx, b, key, upload_id).await {
+        Ok((upload, _)) if upload.completing_us.is_none() => {}
+        Ok(_) => return Err(being_completed(upload_id)),
+        Err(e) => {
+            if e.code == "NoSuchUpload" {
+                let _ = cx.node.storage.remove(&b.uploads, &at, &Write::default()).await;
+                cx.drop_blobs(b, &[(part.blob.clone(), part.size)]).await;
+            }
+            return Err(e);
+        }
     }
-    if let Some(old) = before.and_then(|e| serde_json::from_slice::<Part>(&e.value).ok()) {
+    if let Some(old) = before.and_then(|e| serde_json::from_slice::<Part>(&e.value).ok())
+        && old.blob != part.blob
+    {
         cx.drop_blobs(b, &[(old.blob, old.size)]).await;
     }
     let mut r = empty(StatusCode::OK);
@@ -922,16 +998,13 @@ async fn upload_part(
     Ok(r)
 }
 
-async fn complete(
-    cx: &Context<'_>,
-    b: &Settings,
-    key: &str,
+/// The object `listed` parts of an upload make.
+fn assemble(
+    upload: &Upload,
     upload_id: &str,
+    parts: &[(u32, Part)],
     listed: &[(u32, String)],
-    headers: &HeaderMap,
-) -> Result<http::Response<Body>, S3Error> {
-    let upload = upload_of(cx, b, key, upload_id).await?;
-    let parts = parts_of(cx, b, upload_id).await?;
+) -> Result<Head, S3Error> {
     let by_number: std::collections::HashMap<u32, &Part> = parts.iter().map(|(n, p)| (*n, p)).collect();
     let mut blobs = Vec::with_capacity(listed.len());
     let mut digests = Md5::new();
@@ -962,27 +1035,118 @@ async fn complete(
         size += part.size;
         blobs.push((part.blob.clone(), part.size));
     }
-    if size > b.spec.max_object {
-        return Err(body::too_large(b.spec.max_object));
-    }
-    let head = Head {
+    Ok(Head {
         size,
         etag: format!("{}-{}", weft_s3::hex(&digests.finalize()), listed.len()),
         modified_us: now_us(),
-        content_type: upload.content_type,
-        metadata: upload.metadata,
+        content_type: upload.content_type.clone(),
+        metadata: upload.metadata.clone(),
         blobs,
         made: "CompleteMultipartUpload".into(),
+        upload: Some(upload_id.to_string()),
+    })
+}
+
+/// A claim older than this belongs to a completion that died; another
+/// may take it over.
+const CLAIM_AGE: Duration = Duration::from_secs(120);
+
+/// Sets (or clears) the upload's claim, unless it changed since it was
+/// read at `revision`; whether it did.
+async fn claim(
+    cx: &Context<'_>,
+    b: &Settings,
+    upload_id: &str,
+    upload: &Upload,
+    revision: u64,
+    at: Option<i64>,
+) -> Result<bool, S3Error> {
+    let claimed = Upload {
+        completing_us: at,
+        ..upload.clone()
     };
-    // A change carries the old head beside the new one.
-    let largest = cx.node.storage.max_value() / 2;
-    if head.to_json().len() > largest {
-        return Err(S3Error::invalid_request(format!(
-            "an object of {} parts does not fit this storage's heads; upload it in fewer, larger parts",
-            listed.len()
-        )));
+    let write = Write {
+        expect: Expect::Revision(revision),
+        ..Write::default()
+    };
+    let value = serde_json::to_vec(&claimed).unwrap_or_default();
+    match cx.node.storage.set(&b.uploads, upload_id, value, &write).await {
+        Ok(_) => Ok(true),
+        Err(StorageError::Conflict { .. }) => Ok(false),
+        Err(e) => Err(body::unavailable(e)),
     }
-    cx.replace(b, key, &head, &Conditions::from_headers(headers)).await?;
+}
+
+/// Completes an upload. The completion first claims the upload (one
+/// compare-and-set), so only one completion ever makes an object of its
+/// parts and no part or abort changes them meanwhile; it then writes the
+/// head and removes the upload. Sent again, it finds the claim: if the
+/// object is the one it would make, it answers as the first one did.
+async fn complete(
+    cx: &Context<'_>,
+    b: &Settings,
+    key: &str,
+    upload_id: &str,
+    listed: &[(u32, String)],
+    headers: &HeaderMap,
+) -> Result<http::Response<Body>, S3Error> {
+    let conditions = Conditions::from_headers(headers);
+    let (head, parts) = until_won(key, "completions", || async move {
+        let (upload, revision) = upload_of(cx, b, key, upload_id).await?;
+        if let Some(at) = upload.completing_us {
+            let parts = parts_of(cx, b, upload_id).await?;
+            let head = assemble(&upload, upload_id, &parts, listed)?;
+            if let Some((now, _)) = cx.head(b, key).await?
+                && now.blobs == head.blobs
+            {
+                // Done before; what is left is removing the upload.
+                return Ok(Some((Some(now), parts)));
+            }
+            if now_us().saturating_sub(at) < CLAIM_AGE.as_micros() as i64 {
+                return Err(being_completed(upload_id));
+            }
+        }
+        Ok(claim(cx, b, upload_id, &upload, revision, Some(now_us()))
+            .await?
+            .then_some((None, Vec::new())))
+    })
+    .await?;
+    let (head, parts) = match head {
+        Some(done) => (done, parts),
+        None => {
+            // Claimed: the parts change no more.
+            let (upload, revision) = upload_of(cx, b, key, upload_id).await?;
+            let parts = parts_of(cx, b, upload_id).await?;
+            let made = assemble(&upload, upload_id, &parts, listed).and_then(|head| {
+                if head.size > b.spec.max_object {
+                    return Err(body::too_large(b.spec.max_object));
+                }
+                // A change carries the old head beside the new one.
+                if head.to_json().len() > cx.node.storage.max_value() / 2 {
+                    return Err(S3Error::invalid_request(format!(
+                        "an object of {} parts does not fit this storage's heads; upload it in fewer, larger parts",
+                        listed.len()
+                    )));
+                }
+                Ok(head)
+            });
+            let written = match made {
+                Ok(head) => cx.replace(b, key, &head, &conditions).await.map(|()| head),
+                Err(e) => Err(e),
+            };
+            match written {
+                Ok(head) => (head, parts),
+                Err(e) => {
+                    // Not written for certain: give the claim back. Else
+                    // the claim stays for a retry to find and finish.
+                    if e.status != StatusCode::SERVICE_UNAVAILABLE || e.code == "SlowDown" {
+                        let _ = claim(cx, b, upload_id, &upload, revision, None).await;
+                    }
+                    return Err(e);
+                }
+            }
+        }
+    };
     let kept: Vec<String> = head.blobs.iter().map(|(id, _)| id.clone()).collect();
     end_upload(cx, b, upload_id, &parts, &kept).await?;
     let location = format!("/{}/{key}", b.spec.name);
@@ -994,6 +1158,26 @@ async fn complete(
         r.headers_mut().insert(header::ETAG, v);
     }
     Ok(r)
+}
+
+/// Aborts an upload: removes its record (compare-and-set, so a
+/// completion that claimed it first wins), then its parts and their blobs.
+async fn abort(cx: &Context<'_>, b: &Settings, key: &str, upload_id: &str) -> Result<(), S3Error> {
+    until_won(key, "aborts", || async move {
+        let (_, revision) = open_upload(cx, b, key, upload_id).await?;
+        let write = Write {
+            expect: Expect::Revision(revision),
+            ..Write::default()
+        };
+        match cx.node.storage.remove(&b.uploads, upload_id, &write).await {
+            Ok(_) => Ok(Some(())),
+            Err(StorageError::Conflict { .. }) => Ok(None),
+            Err(e) => Err(body::unavailable(e)),
+        }
+    })
+    .await?;
+    let parts = parts_of(cx, b, upload_id).await?;
+    end_upload(cx, b, upload_id, &parts, &[]).await
 }
 
 /// Removes an upload and its parts, and the blobs of the parts not `kept`
