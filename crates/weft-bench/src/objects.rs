@@ -24,6 +24,10 @@ use crate::procs::Server;
 /// Objects of each size, and how many are written and read per round.
 const SIZES: [(&str, usize, usize); 2] = [("1 MiB", 1 << 20, 64), ("64 MiB", 64 << 20, 4)];
 const ROUNDS: usize = 3;
+/// A multipart upload's part size and how many parts go at once (the AWS
+/// CLI's defaults are 8 MiB and 10).
+const PART: usize = 8 << 20;
+const PARTS_AT_ONCE: usize = 4;
 
 /// A signed request on a fresh connection: its status and body length.
 async fn s3(
@@ -33,6 +37,20 @@ async fn s3(
     path: &str,
     body: Bytes,
 ) -> anyhow::Result<(u16, u64)> {
+    let (status, _, read) = signed(addr, keys, method, path, body, false).await?;
+    Ok((status, read.len() as u64))
+}
+
+/// A signed request on a fresh connection: its status, headers, and body
+/// (its bytes kept only when `keep`).
+async fn signed(
+    addr: SocketAddr,
+    keys: &(String, String),
+    method: http::Method,
+    path: &str,
+    body: Bytes,
+    keep: bool,
+) -> anyhow::Result<(u16, http::HeaderMap, Counted)> {
     let stream = tokio::net::TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
@@ -56,14 +74,106 @@ async fn s3(
     );
     let response = sender.send_request(request).await?;
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let mut body = response.into_body();
-    let mut read = 0u64;
+    let mut read = Counted::default();
     while let Some(frame) = body.frame().await {
         if let Ok(data) = frame?.into_data() {
-            read += data.len() as u64;
+            read.count += data.len() as u64;
+            if keep {
+                read.kept.extend_from_slice(&data);
+            }
         }
     }
-    Ok((status, read))
+    Ok((status, headers, read))
+}
+
+/// A response body's length, and its bytes when they were kept.
+#[derive(Default)]
+struct Counted {
+    count: u64,
+    kept: Vec<u8>,
+}
+
+impl Counted {
+    fn len(&self) -> u64 {
+        self.count
+    }
+}
+
+/// Uploads `body` to `path` as S3's SDKs upload large objects: a
+/// multipart upload of `part`-byte parts, `at_once` of them at a time.
+async fn multipart(
+    addr: SocketAddr,
+    keys: &(String, String),
+    path: &str,
+    body: &Bytes,
+    part: usize,
+    at_once: usize,
+) -> anyhow::Result<()> {
+    use futures_util::StreamExt;
+    let (status, _, created) = signed(
+        addr,
+        keys,
+        http::Method::POST,
+        &format!("{path}?uploads"),
+        Bytes::new(),
+        true,
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "CreateMultipartUpload of {path} answered {status}");
+    let created = String::from_utf8_lossy(&created.kept).into_owned();
+    let id = created
+        .split("<UploadId>")
+        .nth(1)
+        .and_then(|rest| rest.split("</UploadId>").next())
+        .context("CreateMultipartUpload answered no UploadId")?
+        .to_string();
+    let parts: Vec<(usize, Bytes)> = (0..body.len().div_ceil(part))
+        .map(|i| (i + 1, body.slice(i * part..((i + 1) * part).min(body.len()))))
+        .collect();
+    let id = &id;
+    let mut uploaded: Vec<(usize, String)> = futures_util::stream::iter(parts)
+        .map(|(n, data)| async move {
+            let (status, headers, _) = signed(
+                addr,
+                keys,
+                http::Method::PUT,
+                &format!("{path}?partNumber={n}&uploadId={id}"),
+                data,
+                false,
+            )
+            .await?;
+            anyhow::ensure!(status == 200, "UploadPart {n} of {path} answered {status}");
+            let etag = headers
+                .get(http::header::ETAG)
+                .and_then(|v| v.to_str().ok())
+                .context("UploadPart answered no ETag")?
+                .to_string();
+            Ok((n, etag))
+        })
+        .buffer_unordered(at_once)
+        .collect::<Vec<anyhow::Result<(usize, String)>>>()
+        .await
+        .into_iter()
+        .collect::<anyhow::Result<_>>()?;
+    uploaded.sort();
+    let mut document = String::from("<CompleteMultipartUpload>");
+    for (n, etag) in &uploaded {
+        document.push_str(&format!("<Part><PartNumber>{n}</PartNumber><ETag>{etag}</ETag></Part>"));
+    }
+    document.push_str("</CompleteMultipartUpload>");
+    let (status, _, _) = signed(
+        addr,
+        keys,
+        http::Method::POST,
+        &format!("{path}?uploadId={id}"),
+        Bytes::from(document),
+        false,
+    )
+    .await?;
+    anyhow::ensure!(status == 200, "CompleteMultipartUpload of {path} answered {status}");
+    Ok(())
 }
 
 /// Drops `file` from the page cache (`dd`'s `nocache` advises the kernel
@@ -234,6 +344,33 @@ pub async fn report(weft: &Path, dir: &Path) -> anyhow::Result<String> {
             cached_get / cached_read
         ));
     }
+    // Large objects as the SDKs and the AWS CLI send them: in parts, several
+    // at once, each part's MD5 computed beside the others'.
+    let (size, count) = (64 << 20, 4);
+    let body = Bytes::from((0..size).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>());
+    let (mut puts, mut writes) = (Vec::new(), Vec::new());
+    for round in 0..ROUNDS {
+        let started = Instant::now();
+        for i in 0..count {
+            multipart(
+                s3_addr,
+                &keys,
+                &format!("/bench/multipart-{round}-{i}"),
+                &body,
+                PART,
+                PARTS_AT_ONCE,
+            )
+            .await?;
+        }
+        puts.push((size * count) as f64 / started.elapsed().as_secs_f64() / 1e6);
+        writes.push(dd(&dd_dir, size, count)?.write);
+    }
+    let (put, write) = (median(puts), median(writes));
+    out.push_str(&format!(
+        "\nThe same 64 MiB objects as a multipart upload, as the SDKs and the AWS CLI send objects this large ({} MiB parts, {PARTS_AT_ONCE} at a time):\n\n| size | weft PUT MB/s | dd write MB/s | PUT ÷ dd |\n| --- | ---: | ---: | ---: |\n| 64 MiB, multipart | {put:.0} | {write:.0} | {:.2} |\n",
+        PART >> 20,
+        put / write
+    ));
     out.push_str(&format!(
         "\nServer RSS after the runs: {:.0} MiB.\n",
         server.rss_bytes()? as f64 / (1 << 20) as f64

@@ -15,6 +15,10 @@ use weft_store::durable::{Blob, BlobReader, Storage};
 
 use crate::body::Body;
 
+/// How much of a body is gathered before it goes to the blob's writer.
+const GATHER: usize = 1 << 20;
+/// Gathered chunks the digests may fall behind the socket by.
+const HASH_AHEAD: usize = 4;
 /// The largest aws-chunked chunk accepted.
 const MAX_CHUNK: usize = 16 << 20;
 
@@ -117,6 +121,29 @@ pub struct Received {
     pub md5: [u8; 16],
 }
 
+/// The digests of a body, as far as they are wanted.
+struct Digests {
+    md5: Md5,
+    sha256: Option<Sha256>,
+    crc32: Option<crc32fast::Hasher>,
+}
+
+impl Digests {
+    fn update(&mut self, chunk: &[u8]) {
+        self.md5.update(chunk);
+        if let Some(h) = &mut self.sha256 {
+            h.update(chunk);
+        }
+        if let Some(h) = &mut self.crc32 {
+            h.update(chunk);
+        }
+    }
+}
+
+fn hashing_stopped() -> S3Error {
+    S3Error::internal("the digest of the body stopped before its end")
+}
+
 /// Writes the body to a new blob of `bucket` and checks it against
 /// `expected`; on any mismatch the blob is dropped unfinished, so nothing
 /// is kept.
@@ -127,14 +154,32 @@ pub async fn receive(
     mut expected: Expected,
 ) -> Result<Received, S3Error> {
     let mut writer = storage.create_blob(bucket).await.map_err(unavailable)?;
-    let mut md5 = Md5::new();
     // Each digest is computed only when something will be checked against it.
     let announced = |name: &str| expected.trailer.as_deref() == Some(name);
-    let mut sha256 =
-        (expected.sha256.is_some() || expected.checksum_sha256.is_some() || announced("x-amz-checksum-sha256"))
-            .then(Sha256::new);
-    let mut crc32 = (expected.crc32.is_some() || announced("x-amz-checksum-crc32")).then(crc32fast::Hasher::new);
+    let digests = Digests {
+        md5: Md5::new(),
+        sha256: (expected.sha256.is_some() || expected.checksum_sha256.is_some() || announced("x-amz-checksum-sha256"))
+            .then(Sha256::new),
+        crc32: (expected.crc32.is_some() || announced("x-amz-checksum-crc32")).then(crc32fast::Hasher::new),
+    };
+    // The digests run on a thread of their own, beside the writer's, so
+    // reading the socket never waits for hashing.
+    let (hash, mut chunks) = tokio::sync::mpsc::channel::<Bytes>(HASH_AHEAD);
+    let hashing = tokio::task::spawn_blocking(move || {
+        let mut digests = digests;
+        while let Some(chunk) = chunks.blocking_recv() {
+            digests.update(&chunk);
+        }
+        digests
+    });
+    let forward = async |chunk: Bytes, writer: &mut weft_store::durable::BlobWriter| -> Result<(), S3Error> {
+        hash.send(chunk.clone()).await.map_err(|_| hashing_stopped())?;
+        writer.write(chunk).await.map_err(unavailable)
+    };
     let mut size = 0u64;
+    // Small frames off the socket are gathered before they go on: one
+    // hand-off and one write per megabyte, not per frame.
+    let mut pending = bytes::BytesMut::new();
     while let Some(chunk) = body.next().await? {
         size += chunk.len() as u64;
         if size > expected.max {
@@ -145,18 +190,29 @@ pub async fn receive(
                 "the body is longer than its declared length; nothing was kept",
             ));
         }
-        md5.update(&chunk);
-        if let Some(h) = &mut sha256 {
-            h.update(&chunk);
+        if pending.is_empty() && chunk.len() >= GATHER {
+            forward(chunk, &mut writer).await?;
+            continue;
         }
-        if let Some(h) = &mut crc32 {
-            h.update(&chunk);
+        if pending.capacity() - pending.len() < chunk.len() && !pending.is_empty() {
+            forward(pending.split().freeze(), &mut writer).await?;
         }
-        writer.write(chunk).await.map_err(unavailable)?;
+        if pending.capacity() == 0 {
+            pending.reserve(GATHER);
+        }
+        pending.extend_from_slice(&chunk);
+        if pending.len() >= GATHER {
+            forward(pending.split().freeze(), &mut writer).await?;
+        }
+    }
+    if !pending.is_empty() {
+        forward(pending.freeze(), &mut writer).await?;
     }
     if expected.length.is_some_and(|l| size != l) {
         return Err(incomplete(&format!("got {size} bytes")));
     }
+    drop(hash);
+    let Digests { md5, sha256, crc32 } = hashing.await.map_err(|_| hashing_stopped())?;
     let md5: [u8; 16] = md5.finalize().into();
     if expected.md5.is_some_and(|m| m != md5) {
         return Err(S3Error::new(
