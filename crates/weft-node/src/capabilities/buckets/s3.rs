@@ -1094,12 +1094,13 @@ async fn complete(
     let (head, parts) = until_won(key, "completions", || async move {
         let (upload, revision) = upload_of(cx, b, key, upload_id).await?;
         if let Some(at) = upload.completing_us {
-            let parts = parts_of(cx, b, upload_id).await?;
-            let head = assemble(&upload, upload_id, &parts, listed)?;
             if let Some((now, _)) = cx.head(b, key).await?
-                && now.blobs == head.blobs
+                && now.upload.as_deref() == Some(upload_id)
             {
-                // Done before; what is left is removing the upload.
+                // Done before (the object names this upload); what may be
+                // left is removing the upload, whose parts the other
+                // completion may be removing now.
+                let parts = parts_of(cx, b, upload_id).await?;
                 return Ok(Some((Some(now), parts)));
             }
             if now_us().saturating_sub(at) < CLAIM_AGE.as_micros() as i64 {
