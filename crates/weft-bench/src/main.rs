@@ -13,6 +13,7 @@ mod objects;
 mod procs;
 mod runtime;
 mod telemetry;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,7 @@ enum Command {
         /// The key-value component (tests/fixtures/kv-wasi), for the kv section.
         #[arg(long)]
         kv_wasi: PathBuf,
-        /// Run only these sections: http, instantiate, cold, memory, durable, kv, objects, chain, matcher, telemetry.
+        /// Run only these sections: http, instantiate, cold, memory, durable, kv, objects, chain, matcher, telemetry, workflows.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -222,6 +223,10 @@ async fn run(
     if wanted("objects") {
         println!("\n## Object buckets: PUT and GET over the S3 listener, against the disk (dd)\n");
         println!("{}", objects::report(&weft, &scratch).await?);
+    }
+    if wanted("workflows") {
+        println!("\n## Workflows: express transitions per second on one core\n");
+        println!("{}", workflows::report(seconds)?);
     }
     if wanted("chain") {
         println!("\n## Chains A→B→…: blocking calls, forwards, and bare hyper services\n");

@@ -38,7 +38,7 @@ async fn s3(
     body: Bytes,
 ) -> anyhow::Result<(u16, u64)> {
     let (status, _, read) = signed(addr, keys, method, path, body, false).await?;
-    Ok((status, read.len() as u64))
+    Ok((status, read.len()))
 }
 
 /// A signed request on a fresh connection: its status, headers, and body

@@ -4,6 +4,7 @@ mod build;
 mod client;
 mod commands;
 mod show;
+mod workflows;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -251,6 +252,11 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// State machines in Amazon States Language (Step Functions definitions).
+    Workflows {
+        #[command(subcommand)]
+        command: WorkflowsCommand,
+    },
     /// Show what functions wrote to stdout and stderr.
     Logs {
         #[command(flatten)]
@@ -280,6 +286,31 @@ enum Command {
         json: bool,
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum WorkflowsCommand {
+    /// Run a definition in this process without deploying it, as Step
+    /// Functions Local does: prints `{"status": "SUCCEEDED", "output": ...}`
+    /// or `{"status": "FAILED", "error": ..., "cause": ...}` and exits 0;
+    /// exits 2 with the definition's mistakes on stderr if it is invalid.
+    Run {
+        /// The definition, an Amazon States Language JSON file.
+        #[arg(long)]
+        definition: PathBuf,
+        /// The execution's input: JSON, or @FILE (default `{}`).
+        #[arg(long)]
+        input: Option<String>,
+        /// A function's answer: FUNCTION=@FILE or FUNCTION=JSON, where the
+        /// JSON is the answer, or {"Return": ...}, {"Throw": {"Error": ...,
+        /// "Cause": ...}} (either with "Delay": SECONDS), or {"Sequence":
+        /// [...]} for successive calls. Repeat for each function.
+        #[arg(long = "mock", value_name = "FUNCTION=ANSWER")]
+        mocks: Vec<String>,
+        /// The execution's name ($$.Execution.Name).
+        #[arg(long)]
+        name: Option<String>,
     },
 }
 
@@ -551,6 +582,14 @@ fn main() -> ExitCode {
             Command::Kv { command, server } => commands::kv(&server, command).await,
             Command::S3 { command, server } => match command {
                 S3Command::Credentials { env } => commands::s3_credentials(&server, env).await,
+            },
+            Command::Workflows { command } => match command {
+                WorkflowsCommand::Run {
+                    definition,
+                    input,
+                    mocks,
+                    name,
+                } => Ok(workflows::run(&definition, input.as_deref(), &mocks, name.as_deref()).await),
             },
             Command::Events { command } => match command {
                 EventsCommand::TestPattern { pattern, event } => Ok(commands::test_pattern(&pattern, &event)),

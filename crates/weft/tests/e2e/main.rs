@@ -18,3 +18,4 @@ mod routing;
 mod schedules;
 mod telemetry;
 mod topics;
+mod workflows;

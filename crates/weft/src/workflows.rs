@@ -1,0 +1,107 @@
+//! `weft workflows`: state machines in Amazon States Language.
+//!
+//! `run` runs a definition in this process without deploying it, as Step
+//! Functions Local and TestState do: its functions answered by mocks, its
+//! waits and retries timed for real. It prints one JSON object, the
+//! outcome, and exits 0 whether the execution succeeded or failed; it exits
+//! 2 when the definition, the input or a mock cannot be used, saying why on
+//! stderr.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use serde_json::Value;
+use weft_workflows::execution::{self, Identity};
+use weft_workflows::local::{Local, Mock};
+
+/// A usage mistake: said on stderr, exit 2.
+fn refuse(why: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {why}");
+    ExitCode::from(2)
+}
+
+/// JSON given as `@FILE`, as a path to a file, or inline.
+fn json_argument(what: &str, text: &str) -> Result<Value, String> {
+    let from_file = |path: &Path| -> Result<Value, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))?;
+        serde_json::from_slice(&bytes).map_err(|e| format!("{what} {} is not JSON: {e}", path.display()))
+    };
+    if let Some(path) = text.strip_prefix('@') {
+        return from_file(Path::new(path));
+    }
+    match serde_json::from_str(text) {
+        Ok(v) => Ok(v),
+        Err(_) if Path::new(text).is_file() => from_file(Path::new(text)),
+        Err(e) => Err(format!(
+            "{what} {text:?} is neither JSON nor a file: {e}; pass JSON, or @FILE for a file"
+        )),
+    }
+}
+
+/// `weft workflows run`.
+pub async fn run(definition: &Path, input: Option<&str>, mocks: &[String], name: Option<&str>) -> ExitCode {
+    let text = match std::fs::read(definition) {
+        Ok(t) => t,
+        Err(e) => return refuse(format!("cannot read the definition {}: {e}", definition.display())),
+    };
+    let document: Value = match serde_json::from_slice(&text) {
+        Ok(v) => v,
+        Err(e) => {
+            return refuse(format!(
+                "the definition {} is not JSON: {e}; an Amazon States Language definition is a JSON object",
+                definition.display()
+            ));
+        }
+    };
+    let machine = match weft_workflows::validate::load(&document) {
+        Ok(m) => m,
+        Err(mistakes) => {
+            for m in &mistakes {
+                eprintln!("error: {}: {m}", definition.display());
+            }
+            eprintln!(
+                "{} mistake{} in the definition; nothing ran",
+                mistakes.len(),
+                if mistakes.len() == 1 { "" } else { "s" }
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let input = match input.map(|i| json_argument("the input", i)).transpose() {
+        Ok(v) => v.unwrap_or_else(|| Value::Object(Default::default())),
+        Err(e) => return refuse(e),
+    };
+    let mut mocked = HashMap::new();
+    for m in mocks {
+        let Some((function, answer)) = m.split_once('=').filter(|(f, _)| !f.is_empty()) else {
+            return refuse(format!("--mock {m:?}: write FUNCTION=@FILE or FUNCTION=JSON"));
+        };
+        let answer = match json_argument(&format!("the mock of {function}"), answer) {
+            Ok(v) => v,
+            Err(e) => return refuse(e),
+        };
+        match Mock::from_json(&answer) {
+            Ok(mock) => mocked.insert(function.to_string(), mock),
+            Err(e) => return refuse(format!("--mock {function}: {e}")),
+        };
+    }
+    let machine_name = definition
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .map(|s| s.trim_end_matches(".asl").to_string())
+        .unwrap_or_else(|| "local".into());
+    let execution = name.map_or_else(
+        || format!("run-{}", jiff::Timestamp::now().as_millisecond()),
+        str::to_string,
+    );
+    let identity = Identity {
+        id: format!("weft:execution:{machine_name}:{execution}"),
+        name: execution,
+        machine: machine_name,
+    };
+    let effects = Local::new(mocked);
+    let finished = execution::run(&machine, identity, input, &effects).await;
+    println!("{}", finished.outcome.to_json());
+    ExitCode::SUCCESS
+}
