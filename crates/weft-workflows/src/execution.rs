@@ -492,47 +492,12 @@ impl<'a> Execution<'a> {
                     select(state.output_path.as_ref(), &effective, &context)?,
                 ))
             }
-            StateKind::Task(t) => {
-                self.with_retries(
-                    state,
-                    step,
-                    &raw,
-                    &effective,
-                    entered,
-                    item,
-                    &t.retry,
-                    &t.catch,
-                    &t.transition,
-                )
-                .await
-            }
-            StateKind::Parallel(p) => {
-                self.with_retries(
-                    state,
-                    step,
-                    &raw,
-                    &effective,
-                    entered,
-                    item,
-                    &p.retry,
-                    &p.catch,
-                    &p.transition,
-                )
-                .await
-            }
-            StateKind::Map(m) => {
-                self.with_retries(
-                    state,
-                    step,
-                    &raw,
-                    &effective,
-                    entered,
-                    item,
-                    &m.retry,
-                    &m.catch,
-                    &m.transition,
-                )
-                .await
+            // The states that do work retry it and catch its failures alike.
+            StateKind::Task(_) | StateKind::Parallel(_) | StateKind::Map(_) => {
+                let transition = state.transition().unwrap_or(&Transition::End);
+                let (retry, catch) = (state.retry(), state.catch());
+                self.with_retries(state, step, &raw, &effective, entered, item, retry, catch, transition)
+                    .await
             }
         }
     }
