@@ -379,9 +379,18 @@ impl<'a> Execution<'a> {
                 let Some(state) = scope.state(name) else {
                     return Err(Failure::runtime(format!("no state named {name:?}")));
                 };
-                let visit = visits.entry(&state.name).or_default();
-                *visit += 1;
-                let step = format!("{prefix}{}#{visit}", state.name);
+                // Only the states with effects need a step name, which
+                // counts their visits.
+                let step = match &state.kind {
+                    StateKind::Pass(_) | StateKind::Choice(_) | StateKind::Succeed | StateKind::Fail(_) => {
+                        String::new()
+                    }
+                    _ => {
+                        let visit = visits.entry(&state.name).or_default();
+                        *visit += 1;
+                        format!("{prefix}{}#{visit}", state.name)
+                    }
+                };
                 let entered = self.record(
                     entered_event(state),
                     || json!({ "name": state.name, "input": input.to_string() }),
@@ -433,7 +442,17 @@ impl<'a> Execution<'a> {
     ) -> Result<(Option<String>, Value), Failure> {
         let entered = self.effects.now();
         let context = self.context(state, entered, 0, item);
-        let effective = select(state.input_path.as_ref(), &raw, &context)?;
+        // The raw input is kept beside the effective one only where a
+        // ResultPath (the state's or a catcher's) merges into it; else the
+        // input is moved, not copied.
+        let keeps_raw = state.result_path.is_some() || state.catch().iter().any(|c| c.result_path.is_some());
+        let (raw, effective) = match &state.input_path {
+            None if !keeps_raw => (Value::Null, raw),
+            path => {
+                let effective = select(path.as_ref(), &raw, &context)?;
+                (raw, effective)
+            }
+        };
         match &state.kind {
             StateKind::Pass(pass) => {
                 let result = match (&pass.result, &state.parameters) {
@@ -709,7 +728,10 @@ impl<'a> Execution<'a> {
     /// and its result.
     fn finish(&self, state: &State, raw: Value, result: Value, context: &Value) -> Result<Value, Failure> {
         let merged = merge(state.result_path.as_ref(), raw, result)?;
-        select(state.output_path.as_ref(), &merged, context)
+        match &state.output_path {
+            None => Ok(merged),
+            path => select(path.as_ref(), &merged, context),
+        }
     }
 
     /// Runs `attempt` until it succeeds, retrying as the state's `Retry`
