@@ -16,6 +16,7 @@
 //! as it goes and returned with the outcome.
 
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -156,7 +157,8 @@ pub async fn run_with(
         input: input.clone(),
         started,
         effects,
-        history: Mutex::new(History::default()),
+        history: Mutex::new(Vec::new()),
+        events: AtomicUsize::new(0),
     };
     execution.record("ExecutionStarted", || json!({ "input": input.to_string() }), None);
     let scope = Scope {
@@ -186,7 +188,7 @@ pub async fn run_with(
             Outcome::Failed(failure)
         }
     };
-    let history = execution.history.into_inner().unwrap_or_else(|p| p.into_inner()).events;
+    let history = execution.history.into_inner().unwrap_or_else(|p| p.into_inner());
     Finished { outcome, history }
 }
 
@@ -264,19 +266,15 @@ impl<'m> Scope<'m> {
     }
 }
 
-#[derive(Default)]
-struct History {
-    events: Vec<Value>,
-    overflowed: bool,
-}
-
 struct Execution<'a> {
     keep_history: bool,
     identity: Identity,
     input: Value,
     started: jiff::Timestamp,
     effects: &'a dyn Effects,
-    history: Mutex<History>,
+    history: Mutex<Vec<Value>>,
+    /// Events so far, kept or not.
+    events: AtomicUsize,
 }
 
 /// Where a state runs: inside a Map iteration, its item.
@@ -289,20 +287,21 @@ struct Item {
 impl<'a> Execution<'a> {
     /// Adds an event to the history (its details made only if it is
     /// kept); false once the history is full.
+    /// Events are counted whether or not they are kept, so an express
+    /// execution that loops is stopped at the same bound.
     fn record(&self, kind: &str, details: impl FnOnce() -> Value, previous: Option<u64>) -> bool {
+        if self.events.fetch_add(1, Ordering::Relaxed) >= MAX_HISTORY {
+            return false;
+        }
         if !self.keep_history {
             return true;
         }
         let details = details();
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        if history.events.len() >= MAX_HISTORY {
-            history.overflowed = true;
-            return false;
-        }
-        let id = history.events.len() as u64 + 1;
+        let id = history.len() as u64 + 1;
         let previous = previous.unwrap_or(id - 1);
         let key = details_key(kind);
-        history.events.push(json!({
+        history.push(json!({
             "id": id,
             "previousEventId": previous,
             "timestamp": self.effects.now().to_string(),
@@ -313,7 +312,7 @@ impl<'a> Execution<'a> {
     }
 
     fn history_full(&self) -> bool {
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).overflowed
+        self.events.load(Ordering::Relaxed) > MAX_HISTORY
     }
 
     /// Runs `work`, failing with `States.Timeout` if it takes longer than
@@ -534,12 +533,11 @@ impl<'a> Execution<'a> {
         attempt_step: Step,
     ) -> Result<Value, Failure> {
         let raw = raw.clone();
-        let effective = effective.clone();
         match &state.kind {
             StateKind::Task(task) => {
                 let context = self.context(state, entered, retries, item);
                 let input = match &state.parameters {
-                    Some(parameters) => template(parameters, &effective, &context)?,
+                    Some(parameters) => template(parameters, effective, &context)?,
                     None => effective.clone(),
                 };
                 // Step Functions checks a task's input once Parameters are
@@ -550,7 +548,7 @@ impl<'a> Execution<'a> {
                 let timeout = match &task.timeout_seconds {
                     Some(t) => Some(Duration::from_secs(setting_number(
                         t,
-                        &effective,
+                        effective,
                         &context,
                         "TimeoutSeconds",
                     )?)),
@@ -586,16 +584,12 @@ impl<'a> Execution<'a> {
                 if size_of(&result) > MAX_PAYLOAD {
                     return Err(too_large(&format!("the result of task {:?}", state.name)));
                 }
-                let result = match &state.result_selector {
-                    Some(selector) => template(selector, &result, &context)?,
-                    None => result,
-                };
-                self.finish(state, raw.clone(), result, &context)
+                self.finish(state, raw, result, &context)
             }
             StateKind::Parallel(parallel) => {
                 let context = self.context(state, entered, retries, item);
                 let input = match &state.parameters {
-                    Some(parameters) => template(parameters, &effective, &context)?,
+                    Some(parameters) => template(parameters, effective, &context)?,
                     None => effective.clone(),
                 };
                 let branches = parallel.branches.iter().enumerate().map(|(i, branch)| {
@@ -608,17 +602,13 @@ impl<'a> Execution<'a> {
                 });
                 let results = futures_util::future::try_join_all(branches).await?;
                 let result = Value::Array(results);
-                let result = match &state.result_selector {
-                    Some(selector) => template(selector, &result, &context)?,
-                    None => result,
-                };
-                self.finish(state, raw.clone(), result, &context)
+                self.finish(state, raw, result, &context)
             }
             StateKind::Map(map) => {
                 let context = self.context(state, entered, retries, item);
                 let items = match &map.items {
                     Some(Setting::Fixed(items)) => items.clone(),
-                    Some(Setting::Path(p)) => match select_path(p, &effective, &context)? {
+                    Some(Setting::Path(p)) => match select_path(p, effective, &context)? {
                         Value::Array(items) => items,
                         other => {
                             return Err(Failure::runtime(format!(
@@ -645,18 +635,18 @@ impl<'a> Execution<'a> {
                     let input = match selector {
                         Some(selector) => {
                             let context = self.context(state, entered, retries, Some(&item));
-                            template(selector, &effective, &context)?
+                            template(selector, effective, &context)?
                         }
                         None => item.value.clone(),
                     };
                     inputs.push((item, input));
                 }
                 let inputs = match &map.item_batcher {
-                    Some(batcher) => batch(inputs, batcher, &effective, &context)?,
+                    Some(batcher) => batch(inputs, batcher, effective, &context)?,
                     None => inputs,
                 };
                 let at_once = match &map.max_concurrency {
-                    Some(m) => setting_number(m, &effective, &context, "MaxConcurrency")?,
+                    Some(m) => setting_number(m, effective, &context, "MaxConcurrency")?,
                     None => 0,
                 };
                 let total = inputs.len();
@@ -675,16 +665,14 @@ impl<'a> Execution<'a> {
                 let limit = if at_once == 0 { total.max(1) } else { at_once as usize };
                 use futures_util::StreamExt;
                 let tolerated_count = match &map.tolerated_failure_count {
-                    Some(c) => Some(setting_number(c, &effective, &context, "ToleratedFailureCount")?),
+                    Some(c) => Some(setting_number(c, effective, &context, "ToleratedFailureCount")?),
                     None => None,
                 };
                 let tolerated_percentage = match &map.tolerated_failure_percentage {
                     Some(Setting::Fixed(p)) => Some(*p),
-                    Some(Setting::Path(p)) => {
-                        Some(select_path(p, &effective, &context)?.as_f64().ok_or_else(|| {
-                            Failure::runtime(format!("ToleratedFailurePercentagePath {p} is not a number"))
-                        })?)
-                    }
+                    Some(Setting::Path(p)) => Some(select_path(p, effective, &context)?.as_f64().ok_or_else(|| {
+                        Failure::runtime(format!("ToleratedFailurePercentagePath {p} is not a number"))
+                    })?),
                     Some(Setting::Jsonata(_)) => return Err(Failure::runtime("JSONata in a JSONPath state")),
                     None => None,
                 };
@@ -714,19 +702,19 @@ impl<'a> Execution<'a> {
                     }
                 }
                 let result = Value::Array(results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect());
-                let result = match &state.result_selector {
-                    Some(selector) => template(selector, &result, &context)?,
-                    None => result,
-                };
-                self.finish(state, raw.clone(), result, &context)
+                self.finish(state, raw, result, &context)
             }
             _ => Err(Failure::runtime(format!("state {:?} has nothing to retry", state.name))),
         }
     }
 
-    /// `ResultPath` then `OutputPath`: a state's output from its raw input
-    /// and its result.
+    /// `ResultSelector`, `ResultPath`, then `OutputPath`: a state's output
+    /// from its raw input and its result.
     fn finish(&self, state: &State, raw: Value, result: Value, context: &Value) -> Result<Value, Failure> {
+        let result = match &state.result_selector {
+            Some(selector) => template(selector, &result, context)?,
+            None => result,
+        };
         let merged = merge(state.result_path.as_ref(), raw, result)?;
         match &state.output_path {
             None => Ok(merged),
@@ -996,7 +984,33 @@ fn kind_of(value: &Value) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::matches;
+    use super::*;
+
+    /// An execution that loops forever is stopped at the history bound,
+    /// whether it keeps its history or not.
+    #[tokio::test]
+    async fn an_endless_loop_ends_at_the_history_bound() {
+        let definition = json!({"StartAt": "Again", "States": {
+            "Again": {"Type": "Pass", "Next": "Check"},
+            "Check": {"Type": "Choice", "Choices": [{"Variable": "$.go", "BooleanEquals": true, "Next": "Again"}], "Default": "Done"},
+            "Done": {"Type": "Succeed"}}});
+        let machine = crate::validate::load(&definition).expect("the loop loads");
+        let effects = crate::local::Local::new(Default::default());
+        for keep_history in [true, false] {
+            let identity = Identity {
+                id: "weft:execution:loop:1".into(),
+                name: "1".into(),
+                machine: "loop".into(),
+            };
+            let finished = run_with(&machine, identity, json!({"go": true}), &effects, keep_history).await;
+            let Outcome::Failed(failure) = finished.outcome else {
+                panic!("the loop ended: {:?}", finished.outcome);
+            };
+            assert_eq!(failure.error, "States.Runtime");
+            assert!(failure.cause.unwrap_or_default().contains("25000 events"));
+            assert!(finished.history.len() <= MAX_HISTORY);
+        }
+    }
 
     #[test]
     fn error_names_match_as_step_functions_matches_them() {
