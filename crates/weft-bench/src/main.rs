@@ -227,6 +227,13 @@ async fn run(
     if wanted("workflows") {
         println!("\n## Workflows: express transitions per second on one core\n");
         println!("{}", workflows::report(seconds)?);
+        println!("\n## Workflows: standard (journalled) transitions per second\n");
+        println!("{}", workflows::standard(&scratch, seconds).await?);
+        println!("\n## Workflows: a three-task standard workflow against a blocking chain\n");
+        println!(
+            "{}",
+            workflows::latency(&weft, &component, &probe, &scratch, seconds).await?
+        );
     }
     if wanted("chain") {
         println!("\n## Chains A→B→…: blocking calls, forwards, and bare hyper services\n");

@@ -354,7 +354,9 @@ impl Buses {
             let mut targets = Vec::new();
             for t in &rule.targets {
                 let to = match &t.target {
-                    Target::Function(_) => {
+                    // A function or a workflow is reached through a hidden
+                    // queue of its own, retried by the target's policy.
+                    Target::Function(_) | Target::Workflow(_) => {
                         let owner = format!("rule:{}", rule.name);
                         let retention = t.retry.max_age.unwrap_or_default() + Duration::from_secs(3600);
                         let mut hidden = crate::Hidden::new(
@@ -616,8 +618,9 @@ impl Buses {
                         self.route(state, topics, next, envelope, via, out)?;
                     }
                     // The manifest check allows no other rule targets, and
-                    // function targets were turned into their queues.
-                    Target::Function(_) | Target::Url(_) => {}
+                    // function and workflow targets were turned into their
+                    // queues.
+                    Target::Function(_) | Target::Workflow(_) | Target::Url(_) => {}
                 }
             }
         }

@@ -272,6 +272,23 @@ pub fn binary(queue: &str, m: &Message) -> (Vec<(&'static str, String)>, Vec<u8>
     (headers, m.body.clone())
 }
 
+/// One message as an event, as [`binary`] sends it.
+pub fn event(queue: &str, m: &Message) -> CloudEvent {
+    let mut extensions = BTreeMap::new();
+    for (name, value) in crate::trace::attributes(m) {
+        extensions.insert(name.to_string(), value.clone());
+    }
+    CloudEvent {
+        id: m.id.clone(),
+        source: source(queue, m),
+        event_type: m.attributes.get("type").cloned().unwrap_or_else(|| DEFAULT_TYPE.into()),
+        time: Some(time(m)),
+        content_type: Some(content_type(m)),
+        data: m.body.clone(),
+        extensions,
+    }
+}
+
 /// One message as a structured-format event.
 pub fn structured(queue: &str, m: &Message) -> Value {
     let ct = content_type(m);

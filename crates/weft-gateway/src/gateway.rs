@@ -1,6 +1,6 @@
 //! The app's public HTTP front: applies the request policies, then sends
 //! `/events/...` to the ingress and matches everything else to a route
-//! and runs the route's function.
+//! and runs the route's function, or its express workflow.
 //!
 //! Route parameters reach the function as `weft-param-NAME` headers (the
 //! catch-all `{*rest}` too, without the `*`), next to `weft-request-id` and
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use hyper::body::Incoming;
-use weft_manifest::Method;
+use weft_manifest::{Method, Target};
 use weft_node::body::{self, Body};
 use weft_node::{Call, Node, Trigger};
 
@@ -63,13 +63,23 @@ impl Gateway {
             }
             return response;
         };
-        let Some(function) = deployment.functions.get(found.value) else {
+        let name = match found.value {
+            Target::Function(name) => name,
+            Target::Workflow(workflow) => {
+                return weft_node::capabilities::workflows::answer(node, workflow, request).await;
+            }
+            other => {
+                return body::error(
+                    500,
+                    &format!("route {} names {other}, which answers no requests", found.route),
+                    None,
+                );
+            }
+        };
+        let Some(function) = deployment.functions.get(name) else {
             return body::error(
                 500,
-                &format!(
-                    "route {} names function `{}`, which is not deployed",
-                    found.route, found.value
-                ),
+                &format!("route {} names function `{name}`, which is not deployed", found.route),
                 None,
             );
         };

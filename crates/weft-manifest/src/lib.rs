@@ -64,6 +64,7 @@ pub use sections::queues::{AsyncInvoke, DEDUP_WINDOW, Queue, Trigger};
 pub use sections::routes::Route;
 pub use sections::schedules::{Missed, Schedule};
 pub use sections::topics::{Subscription, Topic};
+pub use sections::workflows::{Workflow, WorkflowKind};
 pub use target::{Target, TargetKind};
 pub use units::{ByteSize, format_duration, parse_duration, parse_size};
 
@@ -89,6 +90,8 @@ pub struct Manifest {
     pub stores: Vec<Store>,
     /// `[bucket.NAME]`: object buckets.
     pub buckets: Vec<Bucket>,
+    /// `[workflow.NAME]`: state machines.
+    pub workflows: Vec<Workflow>,
     /// `[pricing]`: the app's price table for `weft cost`, if it has one.
     pub pricing: Option<Pricing>,
     /// What sections defined outside this crate checked, by their
@@ -193,6 +196,10 @@ impl Manifest {
 
     pub fn bucket(&self, name: &str) -> Option<&Bucket> {
         self.buckets.iter().find(|b| b.name == name)
+    }
+
+    pub fn workflow(&self, name: &str) -> Option<&Workflow> {
+        self.workflows.iter().find(|w| w.name == name)
     }
 
     pub fn queue(&self, name: &str) -> Option<&Queue> {

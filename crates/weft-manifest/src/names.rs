@@ -138,13 +138,15 @@ impl Wording {
     }
 }
 
-/// The kinds of a target that names a function, queue, topic or bus, as
+/// The kinds of a target that names a function, queue, topic, bus or
+/// workflow, as
 /// [`TargetChoice::kinds`] takes them.
 pub(crate) const NAMED_TARGETS: &[(TargetKind, &str)] = &[
     (TargetKind::Function, "\"NAME\""),
     (TargetKind::Queue, "\"NAME\""),
     (TargetKind::Topic, "\"NAME\""),
     (TargetKind::Bus, "\"NAME\""),
+    (TargetKind::Workflow, "\"NAME\""),
 ];
 
 /// How one place chooses its one target among some kinds (`function = `,

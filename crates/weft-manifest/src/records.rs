@@ -22,7 +22,7 @@ use crate::{Retry, Target};
 pub const CHANGE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// The keys of a target of records.
-pub(crate) const TARGET_KEYS: &[&str] = &["function", "queue", "topic", "bus", "batch", "dead_letter"];
+pub(crate) const TARGET_KEYS: &[&str] = &["function", "queue", "topic", "bus", "workflow", "batch", "dead_letter"];
 
 /// How the messages about one kind of record target read.
 pub(crate) struct Records<'a> {

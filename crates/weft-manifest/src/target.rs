@@ -1,6 +1,6 @@
 //! Where an event goes: one [`Target`] for every "send this there" of the
 //! manifest (publish grants, async destinations, schedule, rule and
-//! subscription targets).
+//! subscription targets, the targets of stores' and buckets' changes).
 //!
 //! Each place that names a target allows only some kinds; the checker says
 //! which. A new kind is one new variant here and one entry in
@@ -8,13 +8,15 @@
 
 use std::fmt;
 
-/// A function, queue, topic, bus or URL that events are sent to.
+/// A function, queue, topic, bus, workflow or URL that events are sent to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Function(String),
     Queue(String),
     Topic(String),
     Bus(String),
+    /// A workflow: each event starts an execution, with the event as input.
+    Workflow(String),
     /// An HTTP(S) endpoint, sent each event as a CloudEvent in binary mode.
     Url(String),
 }
@@ -26,26 +28,30 @@ pub enum TargetKind {
     Queue,
     Topic,
     Bus,
+    Workflow,
     Url,
 }
 
 impl TargetKind {
     /// Every kind, in the order messages list them.
-    pub const ALL: [TargetKind; 5] = [
+    pub const ALL: [TargetKind; 6] = [
         TargetKind::Function,
         TargetKind::Queue,
         TargetKind::Topic,
         TargetKind::Bus,
+        TargetKind::Workflow,
         TargetKind::Url,
     ];
 
-    /// The word the manifest uses: `function`, `queue`, `topic`, `bus`, `url`.
+    /// The word the manifest uses: `function`, `queue`, `topic`, `bus`,
+    /// `workflow`, `url`.
     pub fn as_str(self) -> &'static str {
         match self {
             TargetKind::Function => "function",
             TargetKind::Queue => "queue",
             TargetKind::Topic => "topic",
             TargetKind::Bus => "bus",
+            TargetKind::Workflow => "workflow",
             TargetKind::Url => "url",
         }
     }
@@ -70,6 +76,7 @@ impl Target {
             TargetKind::Queue => Target::Queue(name),
             TargetKind::Topic => Target::Topic(name),
             TargetKind::Bus => Target::Bus(name),
+            TargetKind::Workflow => Target::Workflow(name),
             TargetKind::Url => Target::Url(name),
         }
     }
@@ -88,14 +95,20 @@ impl Target {
             Target::Queue(_) => TargetKind::Queue,
             Target::Topic(_) => TargetKind::Topic,
             Target::Bus(_) => TargetKind::Bus,
+            Target::Workflow(_) => TargetKind::Workflow,
             Target::Url(_) => TargetKind::Url,
         }
     }
 
-    /// The name of the function, queue, topic or bus, or the URL.
+    /// The name of the function, queue, topic, bus or workflow, or the URL.
     pub fn name(&self) -> &str {
         match self {
-            Target::Function(n) | Target::Queue(n) | Target::Topic(n) | Target::Bus(n) | Target::Url(n) => n,
+            Target::Function(n)
+            | Target::Queue(n)
+            | Target::Topic(n)
+            | Target::Bus(n)
+            | Target::Workflow(n)
+            | Target::Url(n) => n,
         }
     }
 }

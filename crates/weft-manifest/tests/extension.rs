@@ -118,7 +118,7 @@ fn the_top_level_knows_the_extension_key_only_when_it_is_passed() {
     assert!(without.contains("unknown key `counter` in the top level"), "{without}");
     let typo = parse("[counters.visits]\n").unwrap_err().to_string();
     assert!(
-        typo.contains("did you mean `counter`? The keys allowed here are: app, function, route, queue, trigger, schedule, topic, subscription, bus, rule, kv, bucket, pricing, counter"),
+        typo.contains("did you mean `counter`? The keys allowed here are: app, function, route, queue, trigger, schedule, topic, subscription, bus, rule, kv, bucket, workflow, pricing, counter"),
         "{typo}"
     );
 }

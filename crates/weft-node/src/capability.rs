@@ -179,6 +179,10 @@ pub struct Deploy {
     pub drains: Vec<Drain>,
     /// What would change, in the order found.
     pub changes: Vec<Change>,
+    /// The artifacts the deploy names, by name: each function's component
+    /// (by the function's name) and each workflow's definition
+    /// (`workflow:NAME`).
+    pub artifacts: HashMap<String, weft_store::Digest>,
 }
 
 impl Deploy {
@@ -189,6 +193,7 @@ impl Deploy {
             queues: Vec::new(),
             drains: Vec::new(),
             changes: Vec::new(),
+            artifacts: HashMap::new(),
         }
     }
 

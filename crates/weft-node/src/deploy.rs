@@ -237,6 +237,7 @@ impl Node {
         report.removed.sort();
 
         let mut deploy = Deploy::new(manifest, current.manifest.clone());
+        deploy.artifacts = artifacts.clone();
         for f in &report.functions {
             let action = match f.change {
                 FunctionAction::Created => Action::Added,
@@ -253,7 +254,7 @@ impl Node {
                 .iter()
                 .map(|r| {
                     let method = r.method.map_or("ANY", |m| m.as_str());
-                    (format!("{method} {}", r.path.as_str()), r.function.clone())
+                    (format!("{method} {}", r.path.as_str()), r.to.to_string())
                 })
                 .collect()
         });
@@ -350,7 +351,7 @@ impl Node {
         let mut routes = RouteTable::default();
         for route in &deploy.manifest.routes {
             // The manifest check already refused collisions.
-            let _ = routes.insert(route.method, route.path.clone(), route.function.clone());
+            let _ = routes.insert(route.method, route.path.clone(), route.to.clone());
         }
         let in_use: std::collections::HashSet<String> = functions.values().map(|d| d.digest.to_string()).collect();
 

@@ -24,6 +24,6 @@ pub struct Deployed {
 pub struct Deployment {
     pub app: String,
     pub functions: HashMap<String, Arc<Deployed>>,
-    pub routes: RouteTable<String>,
+    pub routes: RouteTable<weft_manifest::Target>,
     pub manifest: Option<Manifest>,
 }

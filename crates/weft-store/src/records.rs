@@ -101,11 +101,13 @@ pub enum Trigger {
     Forward,
     /// A schedule came due.
     Schedule,
+    /// A workflow's Task state.
+    Workflow,
 }
 
 impl Trigger {
     /// Every trigger, in the order they are documented.
-    pub const ALL: [Trigger; 7] = [
+    pub const ALL: [Trigger; 8] = [
         Trigger::Http,
         Trigger::Invoke,
         Trigger::Internal,
@@ -113,6 +115,7 @@ impl Trigger {
         Trigger::Event,
         Trigger::Forward,
         Trigger::Schedule,
+        Trigger::Workflow,
     ];
 
     /// The text form, as stored and as serialized.
@@ -125,6 +128,7 @@ impl Trigger {
             Trigger::Event => "event",
             Trigger::Forward => "forward",
             Trigger::Schedule => "schedule",
+            Trigger::Workflow => "workflow",
         }
     }
 }
@@ -802,7 +806,9 @@ mod tests {
         let names = Trigger::ALL.map(Trigger::as_str);
         assert_eq!(
             names,
-            ["http", "invoke", "internal", "queue", "event", "forward", "schedule"]
+            [
+                "http", "invoke", "internal", "queue", "event", "forward", "schedule", "workflow"
+            ]
         );
     }
 
@@ -814,7 +820,7 @@ mod tests {
         );
         assert_eq!(
             "cron".parse::<Trigger>().unwrap_err().to_string(),
-            "`cron` is not an invocation trigger: the triggers are http, invoke, internal, queue, event, forward, schedule"
+            "`cron` is not an invocation trigger: the triggers are http, invoke, internal, queue, event, forward, schedule, workflow"
         );
         assert!("HTTP".parse::<Trigger>().is_err(), "names are lowercase");
         let json = serde_json::from_str::<Outcome>("\"crashed\"").unwrap_err().to_string();

@@ -76,15 +76,15 @@ pub type Step = String;
 #[async_trait::async_trait]
 pub trait Effects: Send + Sync {
     /// Runs a Task state's `resource` on `input`: its result, or how it
-    /// failed (`States.TaskFailed`, `States.Timeout`, or the task's own
-    /// error name). `timeout` is the state's `TimeoutSeconds`.
-    async fn task(
-        &self,
-        step: &Step,
-        resource: &str,
-        input: Value,
-        timeout: Option<Duration>,
-    ) -> Result<Value, Failure>;
+    /// failed (`States.TaskFailed`, `States.Timeout`,
+    /// `States.HeartbeatTimeout`, or the task's own error name).
+    async fn task(&self, step: &Step, resource: &str, input: Value, limits: TaskLimits) -> Result<Value, Failure>;
+
+    /// The task token of a `.waitForTaskToken` Task's attempt
+    /// (`$$.Task.Token`): the same each time the step is run.
+    fn task_token(&self, step: &Step) -> String {
+        format!("weft-task-token:{step}")
+    }
 
     /// Returns once the time is `until` (a Wait state).
     async fn wait_until(&self, step: &Step, until: jiff::Timestamp);
@@ -97,6 +97,28 @@ pub trait Effects: Send + Sync {
 
     /// A random number in `0.0..1.0`, for `JitterStrategy: FULL`.
     fn random(&self, step: &Step) -> f64;
+
+    /// Whether these effects keep the history themselves: then each
+    /// event goes to [`Effects::event`] as it happens, and the
+    /// [`Finished`] history is empty.
+    fn keeps_history(&self) -> bool {
+        false
+    }
+
+    /// One history event, as it happens (only if [`Effects::keeps_history`]).
+    fn event(&self, event: Value) {
+        let _ = event;
+    }
+}
+
+/// A Task's limits, as its state gives them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TaskLimits {
+    /// `TimeoutSeconds` (the interpreter enforces it too).
+    pub timeout: Option<Duration>,
+    /// `HeartbeatSeconds`: the longest a `.waitForTaskToken` task may go
+    /// without `SendTaskHeartbeat`.
+    pub heartbeat: Option<Duration>,
 }
 
 /// Who the execution is, for the context object `$$`.
@@ -108,6 +130,9 @@ pub struct Identity {
     pub name: String,
     /// The state machine's name.
     pub machine: String,
+    /// When it started, for an execution that is resumed; a new one
+    /// starts at the effects' `now`.
+    pub started: Option<jiff::Timestamp>,
 }
 
 /// How an execution ended.
@@ -150,7 +175,7 @@ pub async fn run_with(
     effects: &dyn Effects,
     keep_history: bool,
 ) -> Finished {
-    let started = effects.now();
+    let started = identity.started.unwrap_or_else(|| effects.now());
     let execution = Execution {
         keep_history,
         identity,
@@ -297,17 +322,24 @@ impl<'a> Execution<'a> {
             return true;
         }
         let details = details();
+        let key = details_key(kind);
+        let event = |id: u64| {
+            json!({
+                "id": id,
+                "previousEventId": previous.unwrap_or(id.saturating_sub(1)),
+                "timestamp": self.effects.now().to_string(),
+                "type": kind,
+                key: details,
+            })
+        };
+        if self.effects.keeps_history() {
+            // The effects number the events they keep.
+            self.effects.event(event(0));
+            return true;
+        }
         let mut history = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let id = history.len() as u64 + 1;
-        let previous = previous.unwrap_or(id - 1);
-        let key = details_key(kind);
-        history.push(json!({
-            "id": id,
-            "previousEventId": previous,
-            "timestamp": self.effects.now().to_string(),
-            "type": kind,
-            key: details,
-        }));
+        history.push(event(id));
         true
     }
 
@@ -324,7 +356,10 @@ impl<'a> Execution<'a> {
     ) -> Result<T, Failure> {
         let deadline = self.started.checked_add(limit).unwrap_or(self.started);
         let step: Step = "execution-timeout".into();
+        // Biased: a journal that answers both at once (a resumed
+        // execution) must give the work's answer, as the first run did.
         tokio::select! {
+            biased;
             done = work => done,
             () = self.effects.wait_until(&step, deadline) => Err(Failure::new(
                 "States.Timeout",
@@ -535,7 +570,15 @@ impl<'a> Execution<'a> {
         let raw = raw.clone();
         match &state.kind {
             StateKind::Task(task) => {
-                let context = self.context(state, entered, retries, item);
+                let mut context = self.context(state, entered, retries, item);
+                if task.resource.ends_with(".waitForTaskToken")
+                    && let Some(map) = context.as_object_mut()
+                {
+                    map.insert(
+                        "Task".into(),
+                        json!({ "Token": self.effects.task_token(&attempt_step) }),
+                    );
+                }
                 let input = match &state.parameters {
                     Some(parameters) => template(parameters, effective, &context)?,
                     None => effective.clone(),
@@ -545,15 +588,14 @@ impl<'a> Execution<'a> {
                 if size_of(&input) > MAX_PAYLOAD {
                     return Err(too_large(&format!("the input of task {:?}", state.name)));
                 }
-                let timeout = match &task.timeout_seconds {
-                    Some(t) => Some(Duration::from_secs(setting_number(
-                        t,
-                        effective,
-                        &context,
-                        "TimeoutSeconds",
-                    )?)),
-                    None => None,
+                let seconds = |setting: Option<&Setting<u64>>, name: &str| -> Result<Option<Duration>, Failure> {
+                    setting
+                        .map(|s| setting_number(s, effective, &context, name).map(Duration::from_secs))
+                        .transpose()
                 };
+                let timeout = seconds(task.timeout_seconds.as_ref(), "TimeoutSeconds")?;
+                let heartbeat = seconds(task.heartbeat_seconds.as_ref(), "HeartbeatSeconds")?;
+                let limits = TaskLimits { timeout, heartbeat };
                 self.record(
                     "TaskScheduled",
                     || json!({ "resource": task.resource, "parameters": input.to_string() }),
@@ -564,14 +606,15 @@ impl<'a> Execution<'a> {
                         let deadline = self.effects.now().checked_add(limit).unwrap_or(entered);
                         let timer: Step = format!("{attempt_step}/timeout");
                         tokio::select! {
-                            done = self.effects.task(&attempt_step, &task.resource, input, timeout) => done,
+                            biased;
+                            done = self.effects.task(&attempt_step, &task.resource, input, limits) => done,
                             () = self.effects.wait_until(&timer, deadline) => Err(Failure::new(
                                 "States.Timeout",
                                 format!("the task ran longer than its TimeoutSeconds ({}s)", limit.as_secs()),
                             )),
                         }
                     }
-                    None => self.effects.task(&attempt_step, &task.resource, input, timeout).await,
+                    None => self.effects.task(&attempt_step, &task.resource, input, limits).await,
                 };
                 match &answer {
                     Ok(result) => self.record("TaskSucceeded", || json!({ "output": result.to_string() }), None),
@@ -1001,6 +1044,7 @@ mod tests {
                 id: "weft:execution:loop:1".into(),
                 name: "1".into(),
                 machine: "loop".into(),
+                started: None,
             };
             let finished = run_with(&machine, identity, json!({"go": true}), &effects, keep_history).await;
             let Outcome::Failed(failure) = finished.outcome else {

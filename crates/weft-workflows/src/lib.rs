@@ -18,12 +18,15 @@
 //! - [`execution`]: the interpreter, which runs an execution state by
 //!   state; what it does outside itself (tasks, timers, the clock) goes
 //!   through its [`execution::Effects`].
+//! - [`durable`]: effects that journal an execution, so that one cut off
+//!   is resumed where it was, its journalled tasks not run again.
 //! - [`resource`]: what a Task's `Resource` names.
 //! - [`local`]: effects for running a definition without deploying it,
 //!   its functions mocked.
 
 pub mod choice;
 pub mod definition;
+pub mod durable;
 pub mod execution;
 pub mod intrinsics;
 pub mod local;

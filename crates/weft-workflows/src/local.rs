@@ -140,7 +140,7 @@ impl Effects for Local {
         _step: &Step,
         resource: &str,
         input: Value,
-        _timeout: Option<Duration>,
+        _timeout: crate::execution::TaskLimits,
     ) -> Result<Value, Failure> {
         let call = resource::function_call(resource, &input).map_err(|e| Failure::new("States.TaskFailed", e))?;
         let Some(mock) = self.mocks.get(&call.name) else {

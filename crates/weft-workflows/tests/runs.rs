@@ -74,6 +74,7 @@ async fn check(case: &Value) -> Option<String> {
         id: "weft:execution:test:run-1".into(),
         name: "run-1".into(),
         machine: "test".into(),
+        started: None,
     };
     let input = case.get("input").cloned().unwrap_or_else(|| json!({}));
     let started = tokio::time::Instant::now();

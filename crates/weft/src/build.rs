@@ -77,5 +77,32 @@ pub fn prepare_app(app_dir: &Path, build: bool) -> anyhow::Result<(Manifest, Str
     manifest
         .check_sources(app_dir, &text, &file)
         .map_err(|d| anyhow::anyhow!("{d}"))?;
+    for workflow in &manifest.workflows {
+        definition(app_dir, workflow, &manifest)?;
+    }
     Ok((manifest, text))
+}
+
+/// A workflow's definition file, read and validated (the deploy checks
+/// it again, with what its Tasks name).
+pub fn definition(app_dir: &Path, workflow: &weft_manifest::Workflow, manifest: &Manifest) -> anyhow::Result<Vec<u8>> {
+    let path = app_dir.join(&workflow.definition);
+    let bytes = std::fs::read(&path).map_err(|e| {
+        anyhow::anyhow!(
+            "workflow `{}`: cannot read its definition {}: {e}; fix `definition` in [workflow.{}]",
+            workflow.name,
+            path.display(),
+            workflow.name
+        )
+    })?;
+    if let Err(mistakes) = weft_node::capabilities::workflows::check(&bytes, manifest) {
+        let lines: Vec<String> = mistakes.iter().map(|m| format!("  {}: {m}", path.display())).collect();
+        anyhow::bail!(
+            "workflow `{}`: {} mistake(s) in its definition:\n{}",
+            workflow.name,
+            mistakes.len(),
+            lines.join("\n")
+        );
+    }
+    Ok(bytes)
 }

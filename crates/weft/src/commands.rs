@@ -87,6 +87,9 @@ pub fn check(app_dir: &Path) -> anyhow::Result<ExitCode> {
     manifest
         .check_files(app_dir, &text, &file)
         .map_err(|d| anyhow!("{d}"))?;
+    for workflow in &manifest.workflows {
+        crate::build::definition(app_dir, workflow, &manifest)?;
+    }
     println!(
         "{file}: app `{}` with {} function(s) and {} route(s) is valid",
         manifest.app,
@@ -109,21 +112,27 @@ pub fn check(app_dir: &Path) -> anyhow::Result<ExitCode> {
         let buses = manifest.all_buses().len();
         println!("  events: {}; {buses} bus(es)", events.join(", "));
     }
+    if !manifest.workflows.is_empty() {
+        let names: Vec<&str> = manifest.workflows.iter().map(|w| w.name.as_str()).collect();
+        println!("  workflows: {}", names.join(", "));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 /// Stores each function's component as an artifact; returns name → digest.
+/// And each workflow's definition, as `workflow:NAME`.
 fn components(app_dir: &Path, manifest: &weft_manifest::Manifest) -> anyhow::Result<Vec<(String, Digest, Vec<u8>)>> {
-    manifest
-        .functions
-        .iter()
-        .map(|f| {
-            let path = app_dir.join(&f.source);
-            let bytes = std::fs::read(&path)
-                .with_context(|| format!("function `{}`: cannot read {}", f.name, path.display()))?;
-            Ok((f.name.clone(), Digest::of(&bytes), bytes))
-        })
-        .collect()
+    let functions = manifest.functions.iter().map(|f| {
+        let path = app_dir.join(&f.source);
+        let bytes =
+            std::fs::read(&path).with_context(|| format!("function `{}`: cannot read {}", f.name, path.display()))?;
+        Ok((f.name.clone(), Digest::of(&bytes), bytes))
+    });
+    let workflows = manifest.workflows.iter().map(|w| {
+        let bytes = crate::build::definition(app_dir, w, manifest)?;
+        Ok((format!("workflow:{}", w.name), Digest::of(&bytes), bytes))
+    });
+    functions.chain(workflows).collect()
 }
 
 /// What a node keeps about its invocations.
@@ -262,9 +271,14 @@ pub async fn up(
         println!("  function {} v{}{how}", f.function, f.version);
     }
     let deployment = node.deployment();
-    for (method, path, function) in deployment.routes.entries() {
+    for (method, path, to) in deployment.routes.entries() {
+        // A function by its name; a workflow as `workflow:NAME`.
+        let to = match to {
+            weft_manifest::Target::Function(f) => f.clone(),
+            other => other.to_string(),
+        };
         println!(
-            "  {:<7} http://{public_addr}{path} -> {function}",
+            "  {:<7} http://{public_addr}{path} -> {to}",
             method.map_or("ANY", |m| m.as_str())
         );
     }
@@ -458,10 +472,16 @@ async fn artifacts_of(
     let mut artifacts = serde_json::Map::new();
     for (name, digest, bytes) in components(app_dir, &manifest)? {
         let path = format!("/v1/artifacts/{digest}");
-        if upload && client.get(&path).await?.0 == 404 {
-            let (status, answer) = client
-                .call("PUT", &path, Some(Bytes::from(bytes)), "application/wasm")
-                .await?;
+        // A plan reads workflow definitions (they are small): those go up
+        // whether or not the components do.
+        let definition = name.starts_with("workflow:");
+        if (upload || definition) && client.get(&path).await?.0 == 404 {
+            let kind = if definition {
+                "application/json"
+            } else {
+                "application/wasm"
+            };
+            let (status, answer) = client.call("PUT", &path, Some(Bytes::from(bytes)), kind).await?;
             if status >= 300 {
                 bail!(
                     "function `{name}`: uploading its component failed: {}",

@@ -312,6 +312,85 @@ pub enum WorkflowsCommand {
         #[arg(long)]
         name: Option<String>,
     },
+    /// Start an execution of a deployed workflow: a standard one runs on
+    /// (prints its id), an express one runs to its end (prints its outcome).
+    Start {
+        /// The workflow, as `[workflow.NAME]` names it.
+        workflow: String,
+        /// The input: JSON, or @FILE (default `{}`).
+        #[arg(long)]
+        input: Option<String>,
+        /// The execution's name, unique per workflow (default: made up).
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// List a workflow's executions, newest first.
+    List {
+        workflow: String,
+        /// Only executions with this status: RUNNING, SUCCEEDED, FAILED, ABORTED.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Show one execution: its status, input and output or error.
+    Describe {
+        /// The execution: WORKFLOW:NAME.
+        execution: String,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Show an execution's history: Step Functions' events, one per line.
+    History {
+        /// The execution: WORKFLOW:NAME.
+        execution: String,
+        /// Print the events as one JSON array.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Answer a task token: the task waiting for it succeeds with the
+    /// output (Step Functions' SendTaskSuccess).
+    TaskSuccess {
+        /// The token, as the task gave it out ($$.Task.Token).
+        token: String,
+        /// The task's result: JSON, or @FILE (default null).
+        #[arg(long)]
+        output: Option<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Answer a task token: the task waiting for it fails (SendTaskFailure).
+    TaskFailure {
+        token: String,
+        #[arg(long)]
+        error: Option<String>,
+        #[arg(long)]
+        cause: Option<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Tell a task waiting for its token that the work goes on: its
+    /// HeartbeatSeconds start again (SendTaskHeartbeat).
+    TaskHeartbeat {
+        token: String,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
+    /// Stop a running execution (it ends ABORTED).
+    Stop {
+        /// The execution: WORKFLOW:NAME.
+        execution: String,
+        #[arg(long)]
+        error: Option<String>,
+        #[arg(long)]
+        cause: Option<String>,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -590,6 +669,7 @@ fn main() -> ExitCode {
                     mocks,
                     name,
                 } => Ok(workflows::run(&definition, input.as_deref(), &mocks, name.as_deref()).await),
+                other => workflows::remote(other).await,
             },
             Command::Events { command } => match command {
                 EventsCommand::TestPattern { pattern, event } => Ok(commands::test_pattern(&pattern, &event)),

@@ -99,9 +99,154 @@ pub async fn run(definition: &Path, input: Option<&str>, mocks: &[String], name:
         id: format!("weft:execution:{machine_name}:{execution}"),
         name: execution,
         machine: machine_name,
+        started: None,
     };
     let effects = Local::new(mocked);
     let finished = execution::run(&machine, identity, input, &effects).await;
     println!("{}", finished.outcome.to_json());
     ExitCode::SUCCESS
+}
+
+/// `weft workflows start|list|describe|history|stop`, through the admin API.
+pub async fn remote(command: crate::WorkflowsCommand) -> anyhow::Result<ExitCode> {
+    use crate::WorkflowsCommand as W;
+    use crate::client::{Client, encode, error_text};
+    let answer = |(status, answer): (u16, Value)| -> anyhow::Result<Value> {
+        if status >= 300 {
+            anyhow::bail!("{}", error_text(&answer));
+        }
+        Ok(answer)
+    };
+    let pretty = |v: &Value| serde_json::to_string_pretty(v).unwrap_or_default();
+    match command {
+        W::Run { .. } => anyhow::bail!("`weft workflows run` runs in this process and needs no server"),
+        W::Start {
+            workflow,
+            input,
+            name,
+            server,
+        } => {
+            let input = match input.map(|i| json_argument("the input", &i)).transpose() {
+                Ok(v) => v.unwrap_or_else(|| Value::Object(Default::default())),
+                Err(e) => return Ok(refuse(e)),
+            };
+            let client = Client::new(&server)?;
+            let body = serde_json::json!({ "input": input, "name": name });
+            let view = answer(
+                client
+                    .post_json(&format!("/v1/workflows/{}/executions", encode(&workflow)), &body)
+                    .await?,
+            )?;
+            match view["status"].as_str() {
+                Some("RUNNING") => println!("{}", view["id"].as_str().unwrap_or_default()),
+                _ => println!("{}", pretty(&view)),
+            }
+            Ok(if view["status"] == "FAILED" {
+                ExitCode::FAILURE
+            } else {
+                ExitCode::SUCCESS
+            })
+        }
+        W::List {
+            workflow,
+            status,
+            server,
+        } => {
+            let client = Client::new(&server)?;
+            let mut path = format!("/v1/workflows/{}/executions", encode(&workflow));
+            if let Some(status) = status {
+                path.push_str(&format!("?status={}", encode(&status)));
+            }
+            let list = answer(client.get(&path).await?)?;
+            for e in list["executions"].as_array().into_iter().flatten() {
+                println!(
+                    "{:<10} {:<30} {}",
+                    e["status"].as_str().unwrap_or_default(),
+                    e["startDate"].as_str().unwrap_or_default(),
+                    e["id"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        W::Describe { execution, server } => {
+            let client = Client::new(&server)?;
+            let view = answer(client.get(&format!("/v1/executions/{}", encode(&execution))).await?)?;
+            println!("{}", pretty(&view));
+            Ok(ExitCode::SUCCESS)
+        }
+        W::History {
+            execution,
+            json,
+            server,
+        } => {
+            let client = Client::new(&server)?;
+            let history = answer(
+                client
+                    .get(&format!("/v1/executions/{}/history", encode(&execution)))
+                    .await?,
+            )?;
+            let events = history["events"].as_array().cloned().unwrap_or_default();
+            if json {
+                println!("{}", pretty(&Value::Array(events)));
+                return Ok(ExitCode::SUCCESS);
+            }
+            for e in &events {
+                let name = e
+                    .as_object()
+                    .and_then(|m| m.values().find_map(|v| v.get("name").and_then(Value::as_str)))
+                    .unwrap_or_default();
+                println!(
+                    "{:>5}  {:<30} {:<26} {name}",
+                    e["id"],
+                    e["timestamp"].as_str().unwrap_or_default(),
+                    e["type"].as_str().unwrap_or_default()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        W::TaskSuccess { token, output, server } => {
+            let output = match output.map(|o| json_argument("the output", &o)).transpose() {
+                Ok(v) => v.unwrap_or(Value::Null),
+                Err(e) => return Ok(refuse(e)),
+            };
+            let body = serde_json::json!({ "taskToken": token, "output": output });
+            answer(Client::new(&server)?.post_json("/v1/tasks/success", &body).await?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        W::TaskFailure {
+            token,
+            error,
+            cause,
+            server,
+        } => {
+            let body = serde_json::json!({ "taskToken": token, "error": error, "cause": cause });
+            answer(Client::new(&server)?.post_json("/v1/tasks/failure", &body).await?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        W::TaskHeartbeat { token, server } => {
+            let body = serde_json::json!({ "taskToken": token });
+            answer(Client::new(&server)?.post_json("/v1/tasks/heartbeat", &body).await?)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        W::Stop {
+            execution,
+            error,
+            cause,
+            server,
+        } => {
+            let client = Client::new(&server)?;
+            let body = serde_json::json!({ "error": error, "cause": cause });
+            let view = answer(
+                client
+                    .post_json(&format!("/v1/executions/{}/stop", encode(&execution)), &body)
+                    .await?,
+            )?;
+            println!(
+                "{} {}",
+                view["id"].as_str().unwrap_or_default(),
+                view["status"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -80,7 +80,11 @@ fn app(node: &Node) -> Value {
     let routes: Vec<Value> = d
         .routes
         .entries()
-        .map(|(m, p, f)| json!({ "method": m.map_or("ANY", |m| m.as_str()), "path": p.as_str(), "function": f }))
+        .map(|(m, p, to)| {
+            let mut route = json!({ "method": m.map_or("ANY", |m| m.as_str()), "path": p.as_str() });
+            route[to.kind().as_str()] = json!(to.name());
+            route
+        })
         .collect();
     json!({
         "app": d.app,

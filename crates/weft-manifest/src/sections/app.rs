@@ -40,7 +40,12 @@ const FUNCTION_KEYS: &[&str] = &[
 ];
 const BUILD_KEYS: &[&str] = &["command", "workdir"];
 /// What `publish` entries may name.
-const GRANTS: &[TargetKind] = &[TargetKind::Queue, TargetKind::Topic, TargetKind::Bus];
+const GRANTS: &[TargetKind] = &[
+    TargetKind::Queue,
+    TargetKind::Topic,
+    TargetKind::Bus,
+    TargetKind::Workflow,
+];
 
 /// `[function.NAME]`: one deployable function and what it is granted.
 #[derive(Debug, Clone, PartialEq)]
@@ -361,7 +366,7 @@ impl Checker {
             let Some(grant) = parsed else {
                 self.error(
                     value.span(),
-                    format!("`publish` entry {value} in {place} is not `queue:NAME`, `topic:NAME` or `bus:NAME`"),
+                    format!("`publish` entry {value} in {place} is not `queue:NAME`, `topic:NAME`, `bus:NAME` or `workflow:NAME`"),
                     "write e.g. `publish = [\"queue:jobs\"]`",
                 );
                 ok = false;

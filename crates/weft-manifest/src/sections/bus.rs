@@ -43,6 +43,7 @@ const TARGET_KEYS: &[&str] = &[
     "queue",
     "topic",
     "bus",
+    "workflow",
     "input",
     "input_path",
     "input_paths",
@@ -253,12 +254,12 @@ impl Checker {
             return None;
         }
         let mut retry_keys_ok = true;
-        if !matches!(kind, Some(Target::Function(_))) {
+        if !matches!(kind, Some(Target::Function(_) | Target::Workflow(_))) {
             for key in ["retries", "max_event_age", "backoff", "dead_letter"] {
                 if let Some((k, item)) = t.get_key_value(key) {
                     self.error(
                         span_of(k, item),
-                        format!("{place} has `{key}`, but only function targets retry"),
+                        format!("{place} has `{key}`, but only function and workflow targets retry"),
                         "a queue, topic or bus target is written when the event is put, or the put fails: remove it",
                     );
                     retry_keys_ok = false;

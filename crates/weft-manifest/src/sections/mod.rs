@@ -16,6 +16,7 @@ pub(crate) mod queues;
 pub(crate) mod routes;
 pub(crate) mod schedules;
 pub(crate) mod topics;
+pub(crate) mod workflows;
 
 /// Every built-in section, in the order their mistakes are reported:
 /// each section's references are checked against every declared name, but
@@ -29,6 +30,7 @@ pub(crate) const BUILT_IN: &[&dyn Section] = &[
     &schedules::Schedules,
     &kv::Stores,
     &buckets::Buckets,
+    &workflows::Workflows,
     &pricing::Prices,
 ];
 
@@ -47,6 +49,7 @@ const LISTED: &[&str] = &[
     "rule",
     "kv",
     "bucket",
+    "workflow",
     "pricing",
 ];
 

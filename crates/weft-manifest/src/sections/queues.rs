@@ -34,6 +34,7 @@ const DESTINATIONS: &[TargetKind] = &[
     TargetKind::Queue,
     TargetKind::Topic,
     TargetKind::Bus,
+    TargetKind::Workflow,
 ];
 
 /// `[queue.NAME]`: a durable, at-least-once queue.
@@ -212,7 +213,7 @@ impl Checker {
                 None => {
                     c.error(
                         span,
-                        format!("`{name}` in {place} is `{text}`, not `queue:NAME`, `function:NAME`, `topic:NAME` or `bus:NAME`"),
+                        format!("`{name}` in {place} is `{text}`, not `queue:NAME`, `function:NAME`, `topic:NAME`, `bus:NAME` or `workflow:NAME`"),
                         "write e.g. `on_failure = \"queue:failed\"`",
                     );
                     ok = false;

@@ -6,21 +6,32 @@ use std::ops::Range;
 
 use toml_edit::{Table, TableLike};
 
+use crate::Target;
 use crate::names::Wording;
 use crate::parse::Checker;
 use crate::route::{RoutePath, RouteTable};
 use crate::section::Section;
+use crate::sections::workflows::EXPRESS;
 use crate::{Diagnostic, Manifest, Method};
 
-const ROUTE_KEYS: &[&str] = &["method", "path", "function"];
+const ROUTE_KEYS: &[&str] = &["method", "path", "function", "workflow"];
 
-/// `[[route]]`: requests matching `method` and `path` go to `function`.
+/// `[[route]]`: requests matching `method` and `path` go to `function`, or
+/// start an express execution of `workflow` whose result is the answer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Route {
     /// `None` matches any method.
     pub method: Option<Method>,
     pub path: RoutePath,
-    pub function: String,
+    /// A [`Target::Function`] or a [`Target::Workflow`].
+    pub to: Target,
+}
+
+impl Route {
+    /// The function or workflow it names.
+    pub fn name(&self) -> &str {
+        self.to.name()
+    }
 }
 
 pub(crate) struct Routes;
@@ -87,31 +98,7 @@ impl Checker {
                     None
                 }
             });
-        let function = self
-            .required(
-                table,
-                "function",
-                place,
-                "\"my-function\"",
-                None,
-                "add `function = \"NAME\"` naming a [function.NAME]",
-            )
-            .and_then(|(f, span)| {
-                let functions = self.names.of("function");
-                let otherwise = match functions.is_empty() {
-                    true => "declare it with `[function.NAME]` and a `source`".to_string(),
-                    false => format!(
-                        "declare it with [function.{f}], or use one of: {}",
-                        functions.join(", ")
-                    ),
-                };
-                let wording = Wording::new(format!(
-                    "{place} sends requests to `{f}`, which is not a function of this app"
-                ))
-                .after_near(" Functions are declared as [function.NAME]")
-                .otherwise(otherwise);
-                self.declared("function", f, span, wording).then(|| f.to_string())
-            });
+        let function = self.route_target(table, place);
         if let Some((p, span)) = &path
             && (p.as_str() == "/events" || p.as_str().starts_with("/events/"))
         {
@@ -124,11 +111,11 @@ impl Checker {
             );
             return None;
         }
-        let (Some((path, span)), Some(function)) = (path, function) else {
+        let (Some((path, span)), Some(to)) = (path, function) else {
             return None;
         };
         match table_of_routes.insert(method, path.clone(), span.clone()) {
-            Ok(()) => Some(Route { method, path, function }),
+            Ok(()) => Some(Route { method, path, to }),
             Err(other) => {
                 let with = match other.and_then(|i| routes.get(i).zip(table_of_routes.entries().nth(i))) {
                     Some((r, (_, _, earlier))) => {
@@ -146,6 +133,66 @@ impl Checker {
                 None
             }
         }
+    }
+}
+
+impl Checker {
+    /// The function, or the express workflow, a route names.
+    fn route_target(&mut self, table: &dyn TableLike, place: &str) -> Option<Target> {
+        let given = (table.contains_key("function"), table.contains_key("workflow"));
+        if given == (true, true) {
+            self.error(
+                None,
+                format!("{place} names both a `function` and a `workflow`"),
+                "a route answers with one of them: keep `function` or `workflow`",
+            );
+            return None;
+        }
+        if given.1 {
+            let (name, span) = self.string(table, "workflow", place, "\"checkout\"")?;
+            let wording = Wording::new(format!(
+                "{place} starts workflow `{name}`, which is not a workflow of this app"
+            ))
+            .after_near(" Workflows are declared as [workflow.NAME]")
+            .otherwise(format!("declare it with [workflow.{name}] and a `definition`"));
+            if !self.declared("workflow", name, span.clone(), wording) {
+                return None;
+            }
+            if !self.names().has_tag("workflow", name, EXPRESS) {
+                self.error(
+                    span,
+                    format!("{place} starts workflow `{name}`, which is a standard workflow"),
+                    format!(
+                        "a route waits for its workflow's result, so it must be express: add `type = \"express\"` to [workflow.{name}]"
+                    ),
+                );
+                return None;
+            }
+            return Some(Target::Workflow(name.to_string()));
+        }
+        let (f, span) = self.required(
+            table,
+            "function",
+            place,
+            "\"my-function\"",
+            None,
+            "add `function = \"NAME\"` naming a [function.NAME] (or `workflow = \"NAME\"` naming an express workflow)",
+        )?;
+        let functions = self.names.of("function");
+        let otherwise = match functions.is_empty() {
+            true => "declare it with `[function.NAME]` and a `source`".to_string(),
+            false => format!(
+                "declare it with [function.{f}], or use one of: {}",
+                functions.join(", ")
+            ),
+        };
+        let wording = Wording::new(format!(
+            "{place} sends requests to `{f}`, which is not a function of this app"
+        ))
+        .after_near(" Functions are declared as [function.NAME]")
+        .otherwise(otherwise);
+        self.declared("function", f, span, wording)
+            .then(|| Target::Function(f.to_string()))
     }
 }
 

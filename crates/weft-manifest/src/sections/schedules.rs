@@ -1,4 +1,4 @@
-//! `[schedule.NAME]`: fires a function, queue, topic or bus on a schedule
+//! `[schedule.NAME]`: fires a function, queue, topic, bus or workflow on a schedule
 //! expression (see [`Expression`]) in a time zone.
 
 use jiff::tz::TimeZone;
@@ -18,7 +18,7 @@ pub struct Schedule {
     pub expression_text: String,
     /// IANA time zone name of cron expressions.
     pub timezone: String,
-    /// A function, queue, topic or bus.
+    /// A function, queue, topic, bus or workflow.
     pub target: Target,
     /// The fixed body each fire sends.
     pub payload: String,
@@ -43,6 +43,7 @@ const SCHEDULE: Kind = Kind {
         "queue",
         "topic",
         "bus",
+        "workflow",
         "payload",
         "missed",
     ],
@@ -104,6 +105,7 @@ impl Section for Schedules {
                         (TargetKind::Queue, "\"jobs\""),
                         (TargetKind::Topic, "\"orders\""),
                         (TargetKind::Bus, "\"default\""),
+                        (TargetKind::Workflow, "\"nightly-report\""),
                     ],
                     place: &place,
                     span: skey.span(),

@@ -17,6 +17,7 @@ mod routing;
 pub mod schedules;
 pub mod topics;
 pub mod triggers;
+pub mod workflows;
 
 use std::sync::Arc;
 
@@ -32,6 +33,7 @@ pub fn all() -> Vec<Arc<dyn Capability<crate::node::Node>>> {
         Arc::new(bus::Bus),
         Arc::new(kv::Kv::default()),
         Arc::new(buckets::Buckets::default()),
+        Arc::new(workflows::Workflows::default()),
         Arc::new(queues::Queues),
     ]
 }

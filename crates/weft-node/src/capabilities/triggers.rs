@@ -114,7 +114,7 @@ async fn worker(node: Arc<Node>, drain: Drain, mut stop: Stop) {
         let delivered = match (&drain.target, &drain.encoding) {
             (Target::Url(u), _) => deliver_url(&node, &drain.queue, u, &messages[0]).await,
             (Target::Function(f), _) => deliver(&node, &drain, f, &messages).await,
-            (other, Encoding::Changes { .. } | Encoding::Objects { .. }) => {
+            (other @ Target::Workflow(_), _) | (other, Encoding::Changes { .. } | Encoding::Objects { .. }) => {
                 deliver_each(&node, &drain.queue, other, &drain.encoding, &messages).await
             }
             (other, Encoding::CloudEvents) => {
@@ -242,8 +242,6 @@ async fn fail_all(
     Ok(())
 }
 
-/// Sends each message, as the event its encoding makes of it, to a queue,
-/// topic or bus through the node's delivery path, in order.
 /// A function's request body for a batch of a store's or bucket's changes.
 fn change_records(encoding: &Encoding, messages: &[Message]) -> Result<Vec<u8>, String> {
     match encoding {
@@ -253,17 +251,25 @@ fn change_records(encoding: &Encoding, messages: &[Message]) -> Result<Vec<u8>, 
     }
 }
 
-/// One change as the event a queue, topic or bus target is sent.
-fn change_event(encoding: &Encoding, target: &Target, m: &Message) -> Result<weft_events::CloudEvent, String> {
+/// A message as the event its target is given: a store's or a bucket's
+/// change as its record, an event (for a workflow) as itself.
+fn change_event(
+    queue: &str,
+    encoding: &Encoding,
+    target: &Target,
+    m: &Message,
+) -> Result<weft_events::CloudEvent, String> {
     match encoding {
         Encoding::Objects { app, bucket } => {
             weft_events::objects::event(app, bucket, m, matches!(target, Target::Bus(_)))
         }
         Encoding::Changes { app, store } => weft_events::kv::event(app, store, m),
-        Encoding::CloudEvents => Err("events are not changes".into()),
+        Encoding::CloudEvents => Ok(weft_events::cloudevents::event(queue, m)),
     }
 }
 
+/// Sends each message, as the event its encoding makes of it, to a queue,
+/// topic, bus or workflow through the node's delivery path, in order.
 async fn deliver_each(
     node: &Arc<Node>,
     queue: &str,
@@ -272,7 +278,7 @@ async fn deliver_each(
     messages: &[Message],
 ) -> Result<(), weft_events::QueueError> {
     for m in messages {
-        let outcome = match change_event(encoding, target, m) {
+        let outcome = match change_event(queue, encoding, target, m) {
             Ok(mut event) => {
                 if let Some(waited) = node.received(queue, std::slice::from_ref(m)).parent {
                     weft_events::trace::set_extensions(&mut event.extensions, &waited);

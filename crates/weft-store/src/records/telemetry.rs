@@ -101,7 +101,7 @@ impl Trigger {
             Trigger::Http | Trigger::Internal | Trigger::Forward => "http",
             Trigger::Queue => "pubsub",
             Trigger::Schedule => "timer",
-            Trigger::Invoke | Trigger::Event => "other",
+            Trigger::Invoke | Trigger::Event | Trigger::Workflow => "other",
         }
     }
 

@@ -8,6 +8,7 @@ mod buses;
 mod cli;
 mod cluster;
 mod deploys;
+mod executions;
 mod forwarding;
 mod hardening;
 mod isolation;

@@ -1,0 +1,982 @@
+//! Workflows (`[workflow.NAME]`): Amazon States Language state machines
+//! that orchestrate the app's functions, queues, topics and buses.
+//!
+//! A deploy reads each workflow's definition from its artifact
+//! (`workflow:NAME`, uploaded by the CLI), validates it as Step Functions
+//! does and checks that what its Tasks name is declared; a definition that
+//! fails refuses the deploy. Executions run on the interpreter of
+//! `weft_workflows` with the effects of `effects.rs`:
+//! - **standard** executions are journalled in the storage (`executions.rs`)
+//!   and resumed, after a crash or a restart, by whichever node finds them
+//!   without a live owner;
+//! - **express** executions run in memory and answer with their result
+//!   (a `[[route]]` with `workflow`, `weft workflows start`).
+//!
+//! An event sent to `workflow:NAME` (a bus rule, a schedule, an async
+//! destination, a store's or a bucket's change) starts an execution with
+//! the event's data as its input, named after the event's id, so a
+//! delivery made again starts nothing new.
+
+mod effects;
+pub mod executions;
+pub mod tokens;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::{BodyExt, Limited};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use weft_manifest::{TargetKind, WorkflowKind};
+use weft_store::durable::StorageError;
+use weft_workflows::definition::StateMachine;
+use weft_workflows::durable::Entry;
+use weft_workflows::execution::{Identity, MAX_PAYLOAD, Outcome};
+
+use self::effects::Live;
+use self::executions::{DEFINITIONS, EXECUTIONS, Owner, RUNNING, Record, Status};
+use super::http::{read_post, reply};
+use crate::capability::{
+    AdminReply, AdminRequest, AdminRoute, BoxFuture, Capability, DeliveryError, Deploy, Internal, Staged, Workers,
+    admin_route,
+};
+use crate::node::Node;
+use weft_runtime::{OutboundFuture, WasiBody};
+
+/// One deployed workflow.
+pub struct Machine {
+    pub name: String,
+    pub kind: WorkflowKind,
+    /// The definition's file, as the manifest names it.
+    pub file: String,
+    /// The digest of its definition.
+    pub digest: String,
+    pub text: Arc<Vec<u8>>,
+    pub machine: Arc<StateMachine>,
+}
+
+#[derive(Default)]
+pub struct Workflows {
+    machines: ArcSwap<HashMap<String, Arc<Machine>>>,
+    /// The executions running on this node, each with its abort signal.
+    running: Mutex<HashMap<String, tokio::sync::watch::Sender<bool>>>,
+    /// Whether this process has looked for executions to resume.
+    resumed: AtomicBool,
+    /// Definitions known to be in the storage, and definitions read back
+    /// from it (for executions of earlier deploys), by digest.
+    stored: Mutex<HashSet<String>>,
+    parsed: Mutex<HashMap<String, Arc<StateMachine>>>,
+    tokens: tokens::Tokens,
+}
+
+/// Why an execution did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("no workflow `{0}` is deployed")]
+    NoSuchWorkflow(String),
+    #[error("{0}")]
+    BadInput(String),
+    /// Step Functions' `ExecutionAlreadyExists`.
+    #[error("an execution named `{0}` exists already with another input, or has ended; choose another name")]
+    Exists(String),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl StartError {
+    pub fn status(&self) -> u16 {
+        match self {
+            StartError::NoSuchWorkflow(_) => 404,
+            StartError::BadInput(_) => 400,
+            StartError::Exists(_) => 409,
+            StartError::Storage(_) => 503,
+        }
+    }
+}
+
+/// A workflow's definition read, validated, and checked against the app:
+/// what its Tasks name must be declared in `manifest`.
+pub fn check(bytes: &[u8], manifest: &weft_manifest::Manifest) -> Result<StateMachine, Vec<String>> {
+    let machine = load(bytes)?;
+    let mistakes: Vec<String> = weft_workflows::resource::references(&machine)
+        .into_iter()
+        .filter(|(kind, name, _)| !declared(manifest, kind, name))
+        .map(|(kind, name, location)| {
+            format!("{location}: names {kind} `{name}`, which is not declared in this app; declare [{kind}.{name}] or fix the name")
+        })
+        .collect();
+    if mistakes.is_empty() {
+        Ok(machine)
+    } else {
+        Err(mistakes)
+    }
+}
+
+/// A definition's bytes read and validated: the machine, or the mistakes.
+pub fn load(bytes: &[u8]) -> Result<StateMachine, Vec<String>> {
+    let document: Value = serde_json::from_slice(bytes).map_err(|e| {
+        vec![format!(
+            "not JSON ({e}); an Amazon States Language definition is a JSON object"
+        )]
+    })?;
+    weft_workflows::validate::load(&document).map_err(|mistakes| mistakes.iter().map(|m| m.to_string()).collect())
+}
+
+/// Whether `manifest` declares the `kind` named `name` a definition names.
+fn declared(manifest: &weft_manifest::Manifest, kind: &str, name: &str) -> bool {
+    match kind {
+        "function" => manifest.function(name).is_some(),
+        "queue" => manifest.queue(name).is_some(),
+        "topic" => manifest.topics.iter().any(|t| t.name == name),
+        "bus" => manifest.all_buses().iter().any(|b| b.name == name),
+        _ => false,
+    }
+}
+
+impl Workflows {
+    /// The deployed workflow `name`.
+    pub fn machine(&self, name: &str) -> Option<Arc<Machine>> {
+        self.machines.load().get(name).cloned()
+    }
+
+    /// Plans every workflow of a deploy: each definition read from its
+    /// artifact, validated, and checked against the manifest.
+    fn machines_of(&self, node: &Node, deploy: &Deploy) -> Result<HashMap<String, Arc<Machine>>, String> {
+        let mut machines = HashMap::new();
+        let mut mistakes = Vec::new();
+        for w in &deploy.manifest.workflows {
+            let at = format!("workflow `{}` ({})", w.name, w.definition);
+            let key = format!("workflow:{}", w.name);
+            let Some(digest) = deploy.artifacts.get(&key) else {
+                mistakes.push(format!(
+                    "{at}: no definition was given for it (artifact `{key}`); `weft deploy` uploads it"
+                ));
+                continue;
+            };
+            let bytes = match node.artifacts.get(digest) {
+                Ok(b) => b,
+                Err(_) => {
+                    mistakes.push(format!(
+                        "{at}: its definition {digest} is not stored: upload it with PUT /v1/artifacts/{digest} first"
+                    ));
+                    continue;
+                }
+            };
+            let machine = match check(&bytes, &deploy.manifest) {
+                Ok(m) => m,
+                Err(found) => {
+                    mistakes.extend(found.into_iter().map(|m| format!("{at}: {m}")));
+                    continue;
+                }
+            };
+            if w.kind == WorkflowKind::Express {
+                for (resource, location) in weft_workflows::resource::resources(&machine) {
+                    if resource.ends_with(".waitForTaskToken") || resource.contains(".sync") {
+                        mistakes.push(format!(
+                            "{at}: {location}: an express workflow cannot wait ({resource}), as on Step Functions; make the workflow `type = \"standard\"` or call without waiting"
+                        ));
+                    }
+                }
+            }
+            machines.insert(
+                w.name.clone(),
+                Arc::new(Machine {
+                    name: w.name.clone(),
+                    kind: w.kind,
+                    file: w.definition.clone(),
+                    digest: digest.to_string(),
+                    text: Arc::new(bytes),
+                    machine: Arc::new(machine),
+                }),
+            );
+        }
+        if mistakes.is_empty() {
+            Ok(machines)
+        } else {
+            Err(format!(
+                "{} mistake(s) in the workflows:\n  {}",
+                mistakes.len(),
+                mistakes.join("\n  ")
+            ))
+        }
+    }
+
+    /// Keeps a definition in the storage, once, so its executions can be
+    /// resumed after it is deployed no more.
+    async fn store_definition(&self, node: &Node, machine: &Machine) -> Result<(), StorageError> {
+        if self
+            .stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&machine.digest)
+        {
+            return Ok(());
+        }
+        match node
+            .storage
+            .create(DEFINITIONS, &machine.digest, machine.text.to_vec())
+            .await
+        {
+            Ok(_) | Err(StorageError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+        self.stored
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(machine.digest.clone());
+        Ok(())
+    }
+
+    /// The definition with `digest`: deployed now, read before, or read
+    /// from the storage.
+    async fn definition(&self, node: &Node, digest: &str) -> Result<Arc<StateMachine>, String> {
+        if let Some(m) = self.machines.load().values().find(|m| m.digest == digest) {
+            return Ok(m.machine.clone());
+        }
+        if let Some(m) = self.parsed.lock().unwrap_or_else(|p| p.into_inner()).get(digest) {
+            return Ok(m.clone());
+        }
+        let bytes = node
+            .storage
+            .get(DEFINITIONS, digest)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("its definition {digest} is not in the storage"))?
+            .value;
+        let machine = Arc::new(load(&bytes).map_err(|m| m.join("; "))?);
+        self.parsed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(digest.to_string(), machine.clone());
+        Ok(machine)
+    }
+
+    /// Runs `record` on this node until it ends (or the node stops).
+    fn spawn(self: &Arc<Self>, node: &Arc<Node>, record: Record, machine: Arc<StateMachine>) {
+        let id = record.id();
+        let (abort, aborted) = tokio::sync::watch::channel(false);
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), abort);
+        let (node, workflows) = (node.clone(), self.clone());
+        node.clone().background.spawn(move |stop| async move {
+            executions::drive(node, workflows.clone(), record, machine, aborted, stop).await;
+            workflows.running.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+        });
+    }
+
+    fn runs_here(&self, id: &str) -> bool {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
+    }
+
+    /// Starts a standard execution of `machine`; an express one runs to
+    /// its end first. Returns the execution's view.
+    pub async fn start(
+        self: &Arc<Self>,
+        node: &Arc<Node>,
+        workflow: &str,
+        name: Option<String>,
+        input: Value,
+    ) -> Result<Value, StartError> {
+        let machine = self
+            .machine(workflow)
+            .ok_or_else(|| StartError::NoSuchWorkflow(workflow.to_string()))?;
+        let size = serde_json::to_vec(&input).map_or(usize::MAX, |b| b.len());
+        if size > MAX_PAYLOAD {
+            return Err(StartError::BadInput(format!(
+                "the input is {size} bytes, more than the {MAX_PAYLOAD} an execution may take"
+            )));
+        }
+        let name = name.unwrap_or_else(|| node.new_request_id());
+        executions::check_name(&name).map_err(StartError::BadInput)?;
+        if machine.kind == WorkflowKind::Express {
+            let started = jiff::Timestamp::now();
+            let outcome = express(node, &machine, &name, input.clone()).await;
+            let mut view = json!({
+                "executionArn": format!("weft:execution:{workflow}:{name}"),
+                "id": format!("{workflow}:{name}"),
+                "stateMachine": workflow,
+                "name": name,
+                "startDate": started.to_string(),
+                "stopDate": jiff::Timestamp::now().to_string(),
+                "input": input,
+            });
+            match outcome {
+                Outcome::Succeeded(output) => {
+                    view["status"] = json!("SUCCEEDED");
+                    view["output"] = output;
+                }
+                Outcome::Failed(f) => {
+                    view["status"] = json!("FAILED");
+                    view["error"] = json!(f.error);
+                    view["cause"] = json!(f.cause);
+                }
+            }
+            return Ok(view);
+        }
+        self.store_definition(node, &machine).await?;
+        let record = Record {
+            workflow: workflow.to_string(),
+            name: name.clone(),
+            status: Status::Running,
+            input,
+            definition: machine.digest.clone(),
+            started_ms: jiff::Timestamp::now().as_millisecond(),
+            stopped_ms: None,
+            output: None,
+            error: None,
+            cause: None,
+        };
+        let id = record.id();
+        // The running index first: an execution is never in the storage
+        // without the entry that gets it resumed.
+        match node.storage.create(RUNNING, &id, Owner::this(node)).await {
+            Ok(_) => {}
+            Err(StorageError::Conflict { .. }) => {
+                return match executions::record(node, &id).await? {
+                    // Started before with this input: the same execution,
+                    // as Step Functions answers a repeated start.
+                    Some((existing, _)) if existing.input == record.input => Ok(existing.view()),
+                    _ => Err(StartError::Exists(name)),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let value = serde_json::to_vec(&record).unwrap_or_default();
+        match node.storage.create(EXECUTIONS, &id, value).await {
+            Ok(_) => {}
+            Err(e) => {
+                let _ = node.storage.delete(RUNNING, &id).await;
+                return match e {
+                    StorageError::Conflict { .. } => match executions::record(node, &id).await? {
+                        Some((existing, _)) if existing.input == record.input => Ok(existing.view()),
+                        _ => Err(StartError::Exists(name)),
+                    },
+                    e => Err(e.into()),
+                };
+            }
+        }
+        let view = record.view();
+        self.spawn(node, record, machine.machine.clone());
+        Ok(view)
+    }
+
+    /// Resumes the executions whose owner is gone: every other owner, on
+    /// storage this node does not share; on shared storage, owners that
+    /// are no longer among the live nodes.
+    async fn resume(self: &Arc<Self>, node: &Arc<Node>) -> Result<usize, StorageError> {
+        let keys = node.storage.keys(RUNNING, "").await?;
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let live: HashSet<String> = match node.storage.is_shared() {
+            true => node.nodes().await?.into_iter().map(|n| n.id).collect(),
+            false => HashSet::from([node.node_id().to_string()]),
+        };
+        let mut resumed = 0;
+        for id in keys {
+            if self.runs_here(&id) {
+                continue;
+            }
+            let Some(entry) = node.storage.get(RUNNING, &id).await? else {
+                continue;
+            };
+            let owner = serde_json::from_slice::<Owner>(&entry.value)
+                .map(|o| o.node)
+                .unwrap_or_default();
+            if live.contains(&owner) {
+                continue;
+            }
+            match node
+                .storage
+                .update(RUNNING, &id, Owner::this(node), entry.revision)
+                .await
+            {
+                Ok(_) => {}
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+            let record = match executions::record(node, &id).await? {
+                Some((record, _)) if record.status == Status::Running => record,
+                // Ended, or never made (a start cut off): nothing to run.
+                _ => {
+                    node.storage.delete(RUNNING, &id).await?;
+                    continue;
+                }
+            };
+            let machine = match self.definition(node, &record.definition).await {
+                Ok(m) => m,
+                Err(why) => {
+                    tracing::warn!("execution {id} cannot be resumed: {why}");
+                    continue;
+                }
+            };
+            tracing::info!("resuming execution {id}");
+            self.spawn(node, record, machine);
+            resumed += 1;
+        }
+        Ok(resumed)
+    }
+
+    /// Stops a running execution: `ABORTED`, with an `ExecutionAborted`
+    /// event at the end of its history.
+    pub async fn stop(
+        &self,
+        node: &Arc<Node>,
+        id: &str,
+        error: Option<String>,
+        cause: Option<String>,
+    ) -> Result<Record, AdminReply> {
+        let Some((record, _)) = executions::record(node, id).await.map_err(storage_reply)? else {
+            return Err(AdminReply::error(404, format!("no execution `{id}`")));
+        };
+        if record.status != Status::Running {
+            return Ok(record);
+        }
+        if let Some(abort) = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+            abort.send_replace(true);
+        }
+        let event = json!({
+            "timestamp": jiff::Timestamp::now().to_string(),
+            "type": "ExecutionAborted",
+            "executionAbortedEventDetails": { "error": error, "cause": cause },
+        });
+        executions::append_after(node, id, vec![Entry::Event { event }])
+            .await
+            .map_err(|e| AdminReply::error(503, e))?;
+        let ended = executions::end(node, id, Status::Aborted, None, error.map(|e| (e, cause)))
+            .await
+            .map_err(storage_reply)?;
+        ended.ok_or_else(|| AdminReply::error(404, format!("no execution `{id}`")))
+    }
+}
+
+fn storage_reply(e: StorageError) -> AdminReply {
+    AdminReply::error(503, e.to_string())
+}
+
+/// Runs an express execution of `machine` to its end, in memory.
+pub async fn express(node: &Arc<Node>, machine: &Machine, name: &str, input: Value) -> Outcome {
+    let id = format!("{}:{name}", machine.name);
+    let Some(workflows) = shared(node) else {
+        return Outcome::Failed(weft_workflows::execution::Failure::runtime("workflows are not running"));
+    };
+    let live = Live {
+        node: node.clone(),
+        execution: id.clone(),
+        workflow: machine.name.clone(),
+        express: true,
+        workflows,
+        // Express executions give out no task tokens.
+        token_key: Arc::new(Vec::new()),
+    };
+    let identity = Identity {
+        id: format!("weft:execution:{id}"),
+        name: name.to_string(),
+        machine: machine.name.clone(),
+        started: None,
+    };
+    weft_workflows::execution::run_with(&machine.machine, identity, input, &live, false)
+        .await
+        .outcome
+}
+
+/// Answers a request to a route whose target is an express workflow: the
+/// request's JSON body is the input (none is `{}`); the output is the
+/// answer (200), a failure a 500 with its `error` and `cause`.
+pub async fn answer<B>(
+    node: &Arc<Node>,
+    workflow: &str,
+    request: hyper::Request<B>,
+) -> hyper::Response<crate::body::Body>
+where
+    B: hyper::body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(machine) = node.capability::<Workflows>().and_then(|w| w.machine(workflow)) else {
+        return crate::body::error(500, &format!("no workflow `{workflow}` is deployed"), None);
+    };
+    let body = match Limited::new(request.into_body(), MAX_PAYLOAD).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => {
+            return crate::body::error(
+                413,
+                &format!("the body is larger than {MAX_PAYLOAD} bytes, the most a workflow's input may be"),
+                None,
+            );
+        }
+    };
+    let input = if body.iter().all(u8::is_ascii_whitespace) {
+        json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(v) => v,
+            Err(e) => {
+                return crate::body::error(
+                    400,
+                    &format!("the body is not JSON ({e}); workflow `{workflow}` takes JSON"),
+                    None,
+                );
+            }
+        }
+    };
+    let name = node.new_request_id();
+    let mut response = match express(node, &machine, &name, input).await {
+        Outcome::Succeeded(output) => crate::body::json(200, &output),
+        Outcome::Failed(f) => crate::body::json(500, &json!({ "error": f.error, "cause": f.cause })),
+    };
+    if let Ok(v) = http::HeaderValue::from_str(&format!("{workflow}:{name}")) {
+        response.headers_mut().insert("weft-workflow-execution", v);
+    }
+    response
+}
+
+/// The input an event starts an execution with: its data as JSON, or as
+/// a JSON string if it is not JSON.
+fn input_of(event: &weft_events::CloudEvent) -> Value {
+    if event.data.is_empty() {
+        return json!({});
+    }
+    serde_json::from_slice(&event.data)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&event.data).into_owned()))
+}
+
+/// This deploy's workflows, put in place when it starts.
+struct Deployed {
+    machines: HashMap<String, Arc<Machine>>,
+}
+
+impl Staged<Node> for Deployed {
+    fn start(&self, node: &Arc<Node>, _deploy: &Deploy, _workers: &Workers) {
+        let Some(this) = shared(node) else {
+            return;
+        };
+        this.machines.store(Arc::new(self.machines.clone()));
+        if !this.resumed.swap(true, Ordering::SeqCst) {
+            let node = node.clone();
+            node.clone().background.spawn(move |_| async move {
+                if let Err(e) = this.resume(&node).await {
+                    tracing::warn!("looking for workflow executions to resume failed: {e}");
+                }
+            });
+        }
+    }
+}
+
+/// The registered [`Workflows`] as an `Arc`, to spawn executions from it.
+fn shared(node: &Node) -> Option<Arc<Workflows>> {
+    node.capabilities().iter().find_map(|c| {
+        let any: Arc<dyn std::any::Any + Send + Sync> = c.clone();
+        any.downcast::<Workflows>().ok()
+    })
+}
+
+impl Capability<Node> for Workflows {
+    fn name(&self) -> &'static str {
+        "workflows"
+    }
+
+    fn plan<'a>(
+        &'a self,
+        node: &'a Arc<Node>,
+        deploy: &'a mut Deploy,
+    ) -> BoxFuture<'a, Result<Box<dyn Staged<Node>>, String>> {
+        Box::pin(async move {
+            let machines = self.machines_of(node, deploy)?;
+            let shape = |m: &Machine| (m.kind, m.digest.clone());
+            let before: Vec<(String, (WorkflowKind, String))> = self
+                .machines
+                .load()
+                .values()
+                .map(|m| (m.name.clone(), shape(m)))
+                .collect();
+            let after: Vec<(String, (WorkflowKind, String))> =
+                machines.values().map(|m| (m.name.clone(), shape(m))).collect();
+            let (mut before, mut after) = (before, after);
+            before.sort_by(|a, b| a.0.cmp(&b.0));
+            after.sort_by(|a, b| a.0.cmp(&b.0));
+            deploy.diff("workflow", &before, &after);
+            Ok(Box::new(Deployed { machines }) as Box<dyn Staged<Node>>)
+        })
+    }
+
+    fn delivers(&self) -> Option<TargetKind> {
+        Some(TargetKind::Workflow)
+    }
+
+    /// `http://WORKFLOW.workflow.weft.internal/`, for a function granted
+    /// `workflow:WORKFLOW`: Step Functions' `StartExecution`,
+    /// `SendTaskSuccess`, `SendTaskFailure` and `SendTaskHeartbeat`.
+    fn internal(&self) -> Option<Internal> {
+        Some(Internal {
+            suffix: "workflow",
+            grant: Some(TargetKind::Workflow),
+            verb: "call",
+        })
+    }
+
+    fn call(
+        &self,
+        node: &Arc<Node>,
+        _caller: &Arc<crate::deployment::Deployed>,
+        name: &str,
+        request: http::Request<WasiBody>,
+    ) -> OutboundFuture {
+        let (node, workflow) = (node.clone(), name.to_string());
+        Box::pin(async move {
+            let refuse = format!("call workflow `{workflow}` with POST");
+            let (parts, body) = match read_post(request, refuse, "a request").await {
+                Ok(read) => read,
+                Err(answer) => return answer,
+            };
+            let target = parts
+                .headers
+                .get("x-amz-target")
+                .and_then(|v| v.to_str().ok())
+                .map(|t| t.trim_start_matches("AWSStepFunctions.").to_string())
+                .unwrap_or_else(|| parts.uri.path().trim_matches('/').to_string());
+            let (status, answer) = internal_call(&node, &workflow, &target, &body).await;
+            reply(status, answer)
+        })
+    }
+
+    /// Starts an execution with the event's data as input, named after the
+    /// event; an express one runs in the background.
+    fn deliver<'a>(
+        &'a self,
+        node: &'a Arc<Node>,
+        name: &'a str,
+        event: weft_events::CloudEvent,
+    ) -> BoxFuture<'a, Result<(), DeliveryError>> {
+        Box::pin(async move {
+            let Some(workflows) = shared(node) else {
+                return Err(DeliveryError::NoTarget("workflows are not running".into()));
+            };
+            let Some(machine) = workflows.machine(name) else {
+                return Err(DeliveryError::NoTarget(format!("no workflow `{name}` is deployed")));
+            };
+            let input = input_of(&event);
+            let execution = executions::name_of_event(&event.id);
+            if machine.kind == WorkflowKind::Express {
+                let node = node.clone();
+                node.clone().background.spawn(move |_| async move {
+                    if let Outcome::Failed(f) = express(&node, &machine, &execution, input).await {
+                        tracing::warn!("express execution {}:{execution} failed: {}", machine.name, f.error);
+                    }
+                });
+                return Ok(());
+            }
+            match workflows.start(node, name, Some(execution), input).await {
+                // A delivery made again finds the execution it started.
+                Ok(_) | Err(StartError::Exists(_)) => Ok(()),
+                Err(StartError::Storage(e)) => Err(DeliveryError::Storage(e)),
+                Err(e) => Err(DeliveryError::Refused(e.to_string())),
+            }
+        })
+    }
+
+    fn housekeeping<'a>(&'a self, node: &'a Arc<Node>) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if !self.resumed.load(Ordering::SeqCst) {
+                return;
+            }
+            if let Some(workflows) = shared(node)
+                && let Err(e) = workflows.resume(node).await
+            {
+                tracing::warn!("looking for workflow executions to resume failed: {e}");
+            }
+        })
+    }
+
+    fn admin_routes(&self) -> Vec<AdminRoute<Node>> {
+        use http::Method;
+        vec![
+            admin_route(
+                Method::GET,
+                "/v1/workflows",
+                |node, _| async move { list_workflows(&node) },
+            ),
+            admin_route(
+                Method::POST,
+                "/v1/workflows/{workflow}/executions",
+                |node, r| async move { start(&node, &r).await },
+            ),
+            admin_route(
+                Method::GET,
+                "/v1/workflows/{workflow}/executions",
+                |node, r| async move { list_executions(&node, &r).await },
+            ),
+            admin_route(Method::GET, "/v1/executions/{execution}", |node, r| async move {
+                describe(&node, r.param("execution")).await
+            }),
+            admin_route(
+                Method::GET,
+                "/v1/executions/{execution}/history",
+                |node, r| async move { history(&node, r.param("execution")).await },
+            ),
+            admin_route(Method::POST, "/v1/executions/{execution}/stop", |node, r| async move {
+                stop(&node, &r).await
+            }),
+            admin_route(Method::POST, "/v1/tasks/{action}", |node, r| async move {
+                let action = match r.param("action") {
+                    "success" => "SendTaskSuccess",
+                    "failure" => "SendTaskFailure",
+                    "heartbeat" => "SendTaskHeartbeat",
+                    other => {
+                        return Err(AdminReply::error(
+                            404,
+                            format!("no task operation `{other}`: use success, failure or heartbeat"),
+                        ));
+                    }
+                };
+                let (status, answer) = answer_token(&node, None, action, &r.body).await;
+                Ok(AdminReply::with_status(status, answer))
+            }),
+        ]
+    }
+}
+
+type Reply = Result<AdminReply, AdminReply>;
+
+/// A JSON value that Step Functions' API sends as a string of JSON
+/// (`output`, `input`), or JSON itself.
+fn json_field(value: Option<&Value>) -> Result<Option<Value>, String> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => serde_json::from_str(text)
+            .map(Some)
+            .map_err(|e| format!("is a string that is not JSON ({e})")),
+        Some(other) => Ok(Some(other.clone())),
+    }
+}
+
+/// `SendTaskSuccess`, `SendTaskFailure` or `SendTaskHeartbeat` with a body
+/// of Step Functions' shape; `only` limits the token to one workflow's
+/// executions (a function's internal address).
+async fn answer_token(node: &Arc<Node>, only: Option<&str>, action: &str, body: &[u8]) -> (u16, Value) {
+    let refuse = |status: u16, code: &str, message: String| (status, json!({ "error": message, "code": code }));
+    let Some(workflows) = shared(node) else {
+        return refuse(503, "ServiceUnavailable", "workflows are not running".into());
+    };
+    let body: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return refuse(
+                400,
+                "InvalidRequest",
+                format!("{action} takes a JSON object with taskToken"),
+            );
+        }
+    };
+    let Some(token) = body.get("taskToken").and_then(Value::as_str) else {
+        return refuse(
+            400,
+            "InvalidRequest",
+            format!("{action} needs taskToken, the task's $$.Task.Token"),
+        );
+    };
+    let text = |key: &str| body.get(key).and_then(Value::as_str).map(str::to_string);
+    let answer = match action {
+        "SendTaskSuccess" => match json_field(body.get("output")) {
+            Ok(output) => tokens::Answer::Success(output.unwrap_or(Value::Null)),
+            Err(why) => return refuse(400, "InvalidOutput", format!("output {why}")),
+        },
+        "SendTaskFailure" => tokens::Answer::Failure {
+            error: text("error"),
+            cause: text("cause"),
+        },
+        _ => tokens::Answer::Heartbeat,
+    };
+    if let Some(only) = only {
+        // The token must be for an execution of the workflow called.
+        let prefix = format!("{only}:");
+        let named = token
+            .split('.')
+            .next()
+            .and_then(|p| base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, p).ok())
+            .is_some_and(|e| e.starts_with(prefix.as_bytes()));
+        if !named {
+            return refuse(
+                403,
+                "AccessDenied",
+                format!(
+                    "the task token is not one of workflow `{only}`; call the address of the workflow that gave it out"
+                ),
+            );
+        }
+    }
+    match workflows.tokens.answer(node, token, answer).await {
+        Ok(_) => (200, json!({})),
+        Err(refused) => refuse(refused.status, refused.code, refused.message),
+    }
+}
+
+/// What a function asks at `WORKFLOW.workflow.weft.internal`.
+async fn internal_call(node: &Arc<Node>, workflow: &str, action: &str, body: &[u8]) -> (u16, Value) {
+    match action {
+        "SendTaskSuccess" | "SendTaskFailure" | "SendTaskHeartbeat" => {
+            answer_token(node, Some(workflow), action, body).await
+        }
+        "StartExecution" => {
+            let Some(workflows) = shared(node) else {
+                return (503, json!({ "error": "workflows are not running" }));
+            };
+            let body: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+            let input = match json_field(body.get("input")) {
+                Ok(input) => input.unwrap_or_else(|| json!({})),
+                Err(why) => return (400, json!({ "error": format!("input {why}") })),
+            };
+            let name = body.get("name").and_then(Value::as_str).map(str::to_string);
+            match workflows.start(node, workflow, name, input).await {
+                Ok(view) => (
+                    200,
+                    json!({ "executionArn": view["executionArn"], "startDate": view["startDate"] }),
+                ),
+                Err(e) => (e.status(), json!({ "error": e.to_string() })),
+            }
+        }
+        other => (
+            400,
+            json!({ "error": format!("`{other}` is not an operation here: use StartExecution, SendTaskSuccess, SendTaskFailure or SendTaskHeartbeat, as X-Amz-Target or the path") }),
+        ),
+    }
+}
+
+fn workflows_of(node: &Node) -> Result<Arc<Workflows>, AdminReply> {
+    shared(node).ok_or_else(|| AdminReply::error(503, "workflows are not running"))
+}
+
+/// `WORKFLOW:NAME`, also accepted as `weft:execution:WORKFLOW:NAME`.
+fn execution_id(text: &str) -> &str {
+    text.strip_prefix("weft:execution:").unwrap_or(text)
+}
+
+fn list_workflows(node: &Node) -> Reply {
+    let workflows = workflows_of(node)?;
+    let mut list: Vec<Value> = workflows
+        .machines
+        .load()
+        .values()
+        .map(|m| {
+            json!({
+                "name": m.name,
+                "type": m.kind.as_str(),
+                "definition": m.file,
+                "digest": m.digest,
+                "states": m.machine.states.len(),
+            })
+        })
+        .collect();
+    list.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
+    Ok(AdminReply::ok(json!({ "workflows": list })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StartRequest {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+async fn start(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let workflows = workflows_of(node)?;
+    let body: StartRequest = request.json()?;
+    let workflow = request.param("workflow");
+    match workflows
+        .start(node, workflow, body.name, body.input.unwrap_or_else(|| json!({})))
+        .await
+    {
+        Ok(view) => Ok(AdminReply::with_status(
+            if view["status"] == "RUNNING" { 201 } else { 200 },
+            view,
+        )),
+        Err(e) => Err(AdminReply::error(e.status(), e.to_string())),
+    }
+}
+
+async fn list_executions(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let workflow = request.param("workflow");
+    let status = match request.query.get("status") {
+        None => None,
+        Some(s) => Some(Status::parse(s).ok_or_else(|| {
+            AdminReply::error(
+                400,
+                format!("status `{s}` is not one of RUNNING, SUCCEEDED, FAILED, ABORTED"),
+            )
+        })?),
+    };
+    let limit = request.number("limit", 100)?.clamp(1, 1000) as usize;
+    let keys = node
+        .storage
+        .keys(EXECUTIONS, &format!("{workflow}:"))
+        .await
+        .map_err(storage_reply)?;
+    let mut found = Vec::new();
+    for key in keys {
+        if let Some((record, _)) = executions::record(node, &key).await.map_err(storage_reply)?
+            && status.is_none_or(|s| s == record.status)
+        {
+            found.push(record);
+        }
+    }
+    // Newest first, as Step Functions lists them.
+    found.sort_by_key(|r| std::cmp::Reverse(r.started_ms));
+    found.truncate(limit);
+    let list: Vec<Value> = found
+        .iter()
+        .map(|r| {
+            let mut v = r.view();
+            if let Some(map) = v.as_object_mut() {
+                map.remove("input");
+                map.remove("output");
+            }
+            v
+        })
+        .collect();
+    Ok(AdminReply::ok(json!({ "executions": list })))
+}
+
+async fn describe(node: &Arc<Node>, id: &str) -> Reply {
+    let id = execution_id(id);
+    match executions::record(node, id).await.map_err(storage_reply)? {
+        Some((record, _)) => Ok(AdminReply::ok(record.view())),
+        None => Err(AdminReply::error(404, format!("no execution `{id}`"))),
+    }
+}
+
+async fn history(node: &Arc<Node>, id: &str) -> Reply {
+    let id = execution_id(id);
+    if executions::record(node, id).await.map_err(storage_reply)?.is_none() {
+        return Err(AdminReply::error(404, format!("no execution `{id}`")));
+    }
+    let (_, entries) = executions::Chunks::open(&node.storage, id)
+        .await
+        .map_err(storage_reply)?;
+    Ok(AdminReply::ok(
+        json!({ "events": weft_workflows::durable::history(&entries) }),
+    ))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StopRequest {
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    cause: Option<String>,
+}
+
+async fn stop(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let workflows = workflows_of(node)?;
+    let body: StopRequest = request.json()?;
+    let record = workflows
+        .stop(node, execution_id(request.param("execution")), body.error, body.cause)
+        .await?;
+    Ok(AdminReply::ok(record.view()))
+}
