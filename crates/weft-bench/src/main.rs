@@ -83,7 +83,7 @@ enum Command {
         /// The key-value component (tests/fixtures/kv-wasi), for the kv section.
         #[arg(long)]
         kv_wasi: PathBuf,
-        /// Run only these sections: http, instantiate, cold, memory, durable, kv, objects, chain, matcher, telemetry, workflows.
+        /// Run only these sections: http, instantiate, cold, memory, durable, kv, objects, chain, matcher, telemetry, workflows (or one of workflows-express, workflows-standard, workflows-latency).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
     },
@@ -224,11 +224,17 @@ async fn run(
         println!("\n## Object buckets: PUT and GET over the S3 listener, against the disk (dd)\n");
         println!("{}", objects::report(&weft, &scratch).await?);
     }
-    if wanted("workflows") {
+    // `workflows` runs all three; each also runs alone.
+    let workflows = wanted("workflows");
+    if workflows || wanted("workflows-express") {
         println!("\n## Workflows: express transitions per second on one core\n");
         println!("{}", workflows::report(seconds)?);
+    }
+    if workflows || wanted("workflows-standard") {
         println!("\n## Workflows: standard (journalled) transitions per second\n");
         println!("{}", workflows::standard(&scratch, seconds).await?);
+    }
+    if workflows || wanted("workflows-latency") {
         println!("\n## Workflows: a three-task standard workflow against a blocking chain\n");
         println!(
             "{}",

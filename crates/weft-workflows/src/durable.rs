@@ -14,7 +14,8 @@
 //! order):
 //! - the events since the last write, before any task starts and before
 //!   any timer is waited on;
-//! - a task's result, as soon as it has one (with the events before it);
+//! - a task's result with the next write of its execution, or on its own
+//!   within [`WRITE_BEHIND`] (2 ms) of its answer if none comes sooner;
 //! - a timer's deadline, before it is waited on, so a Wait resumed after a
 //!   crash ends when it would have;
 //! - the last events, when the driver calls [`Durable::finish`].
@@ -26,13 +27,16 @@
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::execution::{Effects, Failure, Step};
+
+/// How long a task's result may wait to be written with what follows it.
+pub const WRITE_BEHIND: Duration = Duration::from_millis(2);
 
 /// One entry of an execution's journal.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -76,13 +80,16 @@ struct Past {
 /// Effects that journal an execution, answering what is journalled.
 pub struct Durable<'a> {
     live: &'a dyn Effects,
-    journal: &'a dyn Journal,
+    journal: Arc<dyn Journal>,
     past: Mutex<Past>,
     /// Entries not written yet.
-    pending: Mutex<Vec<Entry>>,
-    /// Serializes writes, so entries reach the journal in order.
-    writing: tokio::sync::Mutex<()>,
-    broken: tokio::sync::watch::Sender<Option<String>>,
+    pending: Arc<Mutex<Vec<Entry>>>,
+    /// Serializes writes, so entries reach the journal in order; held by
+    /// a write until it has finished, even if its effect was dropped.
+    writing: Arc<tokio::sync::Mutex<()>>,
+    broken: Arc<tokio::sync::watch::Sender<Option<String>>>,
+    /// A write-behind is due: results pushed meanwhile go with it.
+    behind: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// The history events of a journal, numbered as Step Functions numbers
@@ -132,7 +139,7 @@ fn unnumbered(mut event: Value) -> Value {
 
 impl<'a> Durable<'a> {
     /// Effects over `live` that write to `journal`, which already holds `past`.
-    pub fn new(live: &'a dyn Effects, journal: &'a dyn Journal, past: Vec<Entry>) -> Durable<'a> {
+    pub fn new(live: &'a dyn Effects, journal: Arc<dyn Journal>, past: Vec<Entry>) -> Durable<'a> {
         let mut known = Past::default();
         for entry in past {
             match entry {
@@ -161,9 +168,10 @@ impl<'a> Durable<'a> {
             live,
             journal,
             past: Mutex::new(known),
-            pending: Mutex::new(Vec::new()),
-            writing: tokio::sync::Mutex::new(()),
-            broken: tokio::sync::watch::channel(None).0,
+            pending: Arc::new(Mutex::new(Vec::new())),
+            writing: Arc::new(tokio::sync::Mutex::new(())),
+            broken: Arc::new(tokio::sync::watch::channel(None).0),
+            behind: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
     }
 
@@ -183,26 +191,48 @@ impl<'a> Durable<'a> {
 
     /// Writes what is pending (the last events), once the run is over.
     pub async fn finish(&self) -> Result<(), String> {
-        self.write(Vec::new()).await;
-        let broken = self.broken.borrow().clone();
-        match broken {
-            Some(why) => Err(why),
-            None => Ok(()),
+        self.write(Vec::new()).await
+    }
+
+    /// Writes the pending entries and then `more`. The write runs to its
+    /// end on a task of its own, even if the effect waiting for it is
+    /// dropped (a timeout won, a sibling branch failed), so what it took
+    /// from the pending entries is never lost half-way; a failure marks
+    /// the execution broken, and every write after it fails too.
+    async fn write(&self, more: Vec<Entry>) -> Result<(), String> {
+        let written = tokio::spawn(self.flush(more));
+        written
+            .await
+            .unwrap_or_else(|e| Err(format!("the journal write stopped: {e}")))
+    }
+
+    /// A write of what is pending, that owns all it needs
+    /// (so it may run on after the effect that asked for it).
+    fn flush(&self, more: Vec<Entry>) -> impl std::future::Future<Output = Result<(), String>> + Send + 'static {
+        let (writing, pending) = (self.writing.clone(), self.pending.clone());
+        let (journal, broken) = (self.journal.clone(), self.broken.clone());
+        async move {
+            let _in_order = writing.lock_owned().await;
+            if let Some(why) = broken.borrow().clone() {
+                return Err(why);
+            }
+            let mut entries = std::mem::take(&mut *pending.lock().unwrap_or_else(|p| p.into_inner()));
+            entries.extend(more);
+            if entries.is_empty() {
+                return Ok(());
+            }
+            let result = journal.append(entries).await;
+            if let Err(why) = &result {
+                broken.send_replace(Some(why.clone()));
+            }
+            result
         }
     }
 
-    /// Writes the pending entries and then `more`; on failure, marks the
-    /// execution broken and never returns.
-    async fn write(&self, more: Vec<Entry>) {
-        let _in_order = self.writing.lock().await;
-        let mut entries = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
-        entries.extend(more);
-        if entries.is_empty() {
-            return;
-        }
-        if let Err(why) = self.journal.append(entries).await {
-            self.broken.send_replace(Some(why));
-            drop(_in_order);
+    /// [`Durable::write`] for an effect: one that cannot be journalled
+    /// never goes on (the driver sees [`Durable::broken`] and drops the run).
+    async fn journal_or_stop(&self, more: Vec<Entry>) {
+        if self.write(more).await.is_err() {
             std::future::pending::<()>().await;
         }
     }
@@ -227,7 +257,7 @@ impl<'a> Durable<'a> {
                     step: step.clone(),
                     at_ms: at.as_millisecond(),
                 };
-                self.write(vec![entry]).await;
+                self.journal_or_stop(vec![entry]).await;
                 at
             }
         }
@@ -247,7 +277,20 @@ impl Effects for Durable<'_> {
         if let Some(answer) = known {
             return answer;
         }
-        self.write(Vec::new()).await;
+        // A task whose TimeoutSeconds ran out in an earlier run timed out:
+        // its timer (in the same select) answers, not a new call.
+        let timeout = format!("{step}/timeout");
+        let timed_out = self
+            .past
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .timers
+            .get(&timeout)
+            .copied();
+        if timed_out.is_some_and(|at| at <= self.live.now().as_millisecond()) {
+            return std::future::pending().await;
+        }
+        self.journal_or_stop(Vec::new()).await;
         let answer = self.live.task(step, resource, input, limits).await;
         let entry = match &answer {
             Ok(output) => Entry::Task {
@@ -263,7 +306,18 @@ impl Effects for Durable<'_> {
                 cause: f.cause.clone(),
             },
         };
-        self.write(vec![entry]).await;
+        // The result goes with the next write of the execution (the next
+        // task's events, a timer), or on its own within WRITE_BEHIND.
+        self.push(entry);
+        if !self.behind.swap(true, std::sync::atomic::Ordering::AcqRel) {
+            let (later, behind) = (self.flush(Vec::new()), self.behind.clone());
+            tokio::spawn(async move {
+                tokio::time::sleep(WRITE_BEHIND).await;
+                // Results pushed from now on need a write-behind of their own.
+                behind.store(false, std::sync::atomic::Ordering::Release);
+                let _ = later.await;
+            });
+        }
         answer
     }
 
@@ -309,13 +363,19 @@ impl Effects for Durable<'_> {
     }
 
     fn event(&self, event: Value) {
-        let hash = event_hash(&event);
         {
             let mut past = self.past.lock().unwrap_or_else(|p| p.into_inner());
-            if let Some(n) = past.events.get_mut(&hash).filter(|n| **n > 0) {
-                // Made again by a resumed run: journalled already.
-                *n -= 1;
-                return;
+            // Only a resumed run makes events again; a new one hashes none.
+            if !past.events.is_empty() {
+                let hash = event_hash(&event);
+                if let Some(n) = past.events.get_mut(&hash) {
+                    // Made again by a resumed run: journalled already.
+                    *n -= 1;
+                    if *n == 0 {
+                        past.events.remove(&hash);
+                    }
+                    return;
+                }
             }
         }
         self.push(Entry::Event {

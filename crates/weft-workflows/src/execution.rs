@@ -618,7 +618,7 @@ impl<'a> Execution<'a> {
                 };
                 match &answer {
                     Ok(result) => self.record("TaskSucceeded", || json!({ "output": result.to_string() }), None),
-                    Err(f) if f.error == "States.Timeout" => {
+                    Err(f) if matches!(f.error.as_str(), "States.Timeout" | "States.HeartbeatTimeout") => {
                         self.record("TaskTimedOut", || json!({ "error": f.error, "cause": f.cause }), None)
                     }
                     Err(f) => self.record("TaskFailed", || json!({ "error": f.error, "cause": f.cause }), None),
@@ -854,6 +854,8 @@ pub fn matches(names: &[String], error: &str) -> bool {
     names.iter().any(|name| match name.as_str() {
         "States.ALL" => !terminal,
         "States.TaskFailed" => !terminal && !matches!(error, "States.Timeout" | "States.HeartbeatTimeout"),
+        // A missed heartbeat is a timeout too, as Step Functions counts it.
+        "States.Timeout" => matches!(error, "States.Timeout" | "States.HeartbeatTimeout"),
         name => name == error,
     })
 }

@@ -3,7 +3,7 @@
 //! history reads as one run.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -90,12 +90,12 @@ fn reserve_wait_charge() -> Value {
 async fn an_execution_cut_off_in_a_wait_resumes_at_its_deadline_without_running_a_task_again() {
     let machine = machine(reserve_wait_charge());
     let answers = [("reserve", json!({"held": 2})), ("charge", json!({"paid": true}))];
-    let journal = Memory::default();
+    let journal = Arc::new(Memory::default());
 
     // The whole run, uninterrupted, for its history.
-    let whole = Memory::default();
+    let whole = Arc::new(Memory::default());
     let local = Local::new(mocks(&answers)).starting_at(epoch());
-    let durable = Durable::new(&local, &whole, Vec::new());
+    let durable = Durable::new(&local, whole.clone(), Vec::new());
     let finished = run_with(&machine, identity(None), json!({"order": 7}), &durable, true).await;
     durable.finish().await.unwrap();
     assert!(finished.history.is_empty(), "the durable effects keep the history");
@@ -106,7 +106,7 @@ async fn an_execution_cut_off_in_a_wait_resumes_at_its_deadline_without_running_
     // Cut off 30 s into the Wait.
     let first = Local::new(mocks(&answers)).starting_at(epoch());
     {
-        let durable = Durable::new(&first, &journal, Vec::new());
+        let durable = Durable::new(&first, journal.clone(), Vec::new());
         let run = run_with(&machine, identity(None), json!({"order": 7}), &durable, true);
         assert!(tokio::time::timeout(Duration::from_secs(30), run).await.is_err());
     }
@@ -121,7 +121,7 @@ async fn an_execution_cut_off_in_a_wait_resumes_at_its_deadline_without_running_
     // Resumed: the clock has moved on 30 s; the Wait has 30 s left.
     let started = tokio::time::Instant::now();
     let second = Local::new(mocks(&answers)).starting_at(epoch().checked_add(Duration::from_secs(30)).unwrap());
-    let durable = Durable::new(&second, &journal, past);
+    let durable = Durable::new(&second, journal.clone(), past);
     let finished = run_with(&machine, identity(Some(epoch())), json!({"order": 7}), &durable, true).await;
     durable.finish().await.unwrap();
     assert_eq!(finished.outcome, Outcome::Succeeded(expected));
@@ -146,11 +146,11 @@ async fn an_execution_cut_off_in_a_wait_resumes_at_its_deadline_without_running_
 #[tokio::test(start_paused = true)]
 async fn a_task_cut_off_while_it_runs_runs_again_and_is_in_the_history_once() {
     let machine = machine(reserve_wait_charge());
-    let journal = Memory::default();
+    let journal = Arc::new(Memory::default());
     let slow = [("reserve", json!({"Return": {"held": 2}, "Delay": 100}))];
     let first = Local::new(mocks(&slow)).starting_at(epoch());
     {
-        let durable = Durable::new(&first, &journal, Vec::new());
+        let durable = Durable::new(&first, journal.clone(), Vec::new());
         let run = run_with(&machine, identity(None), json!({}), &durable, true);
         assert!(tokio::time::timeout(Duration::from_secs(10), run).await.is_err());
     }
@@ -164,7 +164,7 @@ async fn a_task_cut_off_while_it_runs_runs_again_and_is_in_the_history_once() {
 
     let answers = [("reserve", json!({"held": 2})), ("charge", json!({"paid": true}))];
     let second = Local::new(mocks(&answers)).starting_at(epoch());
-    let durable = Durable::new(&second, &journal, past);
+    let durable = Durable::new(&second, journal.clone(), past);
     let finished = run_with(&machine, identity(Some(epoch())), json!({}), &durable, true).await;
     durable.finish().await.unwrap();
     assert!(
@@ -209,19 +209,19 @@ async fn parallel_branches_resume_with_each_finished_task_kept() {
             }
         }
     }));
-    let journal = Memory::default();
+    let journal = Arc::new(Memory::default());
     let answers = [
         ("fast", json!({"Return": "f", "Delay": 1})),
         ("slow", json!({"Return": "s", "Delay": 100})),
     ];
     let first = Local::new(mocks(&answers)).starting_at(epoch());
     {
-        let durable = Durable::new(&first, &journal, Vec::new());
+        let durable = Durable::new(&first, journal.clone(), Vec::new());
         let run = run_with(&machine, identity(None), json!({}), &durable, true);
         assert!(tokio::time::timeout(Duration::from_secs(10), run).await.is_err());
     }
     let second = Local::new(mocks(&answers)).starting_at(epoch());
-    let durable = Durable::new(&second, &journal, journal.entries());
+    let durable = Durable::new(&second, journal.clone(), journal.entries());
     let finished = run_with(&machine, identity(Some(epoch())), json!({}), &durable, true).await;
     durable.finish().await.unwrap();
     assert_eq!(finished.outcome, Outcome::Succeeded(json!(["f", "s"])));
@@ -239,7 +239,7 @@ async fn parallel_branches_resume_with_each_finished_task_kept() {
 async fn a_journal_that_cannot_be_written_stops_the_execution_before_its_task() {
     let machine = machine(reserve_wait_charge());
     let local = Local::new(mocks(&[("reserve", json!(1))])).starting_at(epoch());
-    let durable = Durable::new(&local, &Broken, Vec::new());
+    let durable = Durable::new(&local, Arc::new(Broken), Vec::new());
     let run = run_with(&machine, identity(None), json!({}), &durable, true);
     let why = tokio::select! {
         finished = run => panic!("the execution went on without its journal: {:?}", finished.outcome),
@@ -282,4 +282,52 @@ fn journal_entries_read_back_as_written() {
     let text = serde_json::to_string(&entries).unwrap();
     let back: Vec<Entry> = serde_json::from_str(&text).unwrap();
     assert_eq!(back, entries);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_last_write_failing_ends_the_run_with_the_error_rather_than_hanging() {
+    let machine = machine(json!({ "StartAt": "P", "States": { "P": { "Type": "Pass", "End": true } } }));
+    let local = Local::new(HashMap::new()).starting_at(epoch());
+    let durable = Durable::new(&local, Arc::new(Broken), Vec::new());
+    let finished = run_with(&machine, identity(None), json!({}), &durable, true).await;
+    assert!(matches!(finished.outcome, Outcome::Succeeded(_)));
+    let last = tokio::time::timeout(Duration::from_secs(5), durable.finish()).await;
+    assert_eq!(last.expect("finish returns"), Err("the disk is full".to_string()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_task_that_timed_out_is_not_called_again_when_the_execution_resumes() {
+    let machine = machine(json!({
+        "StartAt": "Slow",
+        "States": {
+            "Slow": { "Type": "Task", "Resource": "function:slow", "TimeoutSeconds": 5,
+                "Catch": [ { "ErrorEquals": ["States.Timeout"], "ResultPath": "$.late", "Next": "Pause" } ], "End": true },
+            "Pause": { "Type": "Wait", "Seconds": 60, "End": true }
+        }
+    }));
+    let answers = [("slow", json!({"Return": 1, "Delay": 100}))];
+    let journal = Arc::new(Memory::default());
+    let first = Local::new(mocks(&answers)).starting_at(epoch());
+    {
+        let durable = Durable::new(&first, journal.clone(), Vec::new());
+        let run = run_with(&machine, identity(None), json!({}), &durable, true);
+        assert!(tokio::time::timeout(Duration::from_secs(20), run).await.is_err());
+    }
+    assert_eq!(called(&first), ["slow"]);
+    let second = Local::new(mocks(&answers)).starting_at(epoch().checked_add(Duration::from_secs(20)).unwrap());
+    let durable = Durable::new(&second, journal.clone(), journal.entries());
+    let finished = run_with(&machine, identity(Some(epoch())), json!({}), &durable, true).await;
+    durable.finish().await.unwrap();
+    assert!(
+        matches!(&finished.outcome, Outcome::Succeeded(out) if out["late"]["Error"] == "States.Timeout"),
+        "{:?}",
+        finished.outcome
+    );
+    assert!(
+        called(&second).is_empty(),
+        "the timed-out task ran again: {:?}",
+        called(&second)
+    );
+    let events = types(&history(&journal.entries()));
+    assert_eq!(events.iter().filter(|t| *t == "TaskTimedOut").count(), 1, "{events:?}");
 }

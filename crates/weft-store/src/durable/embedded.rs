@@ -583,18 +583,49 @@ fn list(
     limit: usize,
     now: i64,
 ) -> Result<Vec<String>> {
-    let mut stmt = conn
-        .prepare_cached(
-            "SELECT key FROM kv WHERE bucket = ?1 AND substr(key, 1, length(?2)) = ?2 AND key > ?3
-               AND (expires_us IS NULL OR expires_us > ?4)
-             ORDER BY key LIMIT ?5",
-        )
-        .map_err(sql)?;
+    // The keys with the prefix are a range of the (bucket, key) index:
+    // from the prefix to the prefix with its last character the next one.
+    // One bound of each side, so SQLite scans only the range.
+    let (from, from_value) = match after {
+        Some(after) if after >= prefix => ("key > ?2", after),
+        _ => ("key >= ?2", prefix),
+    };
+    let end = after_prefix(prefix);
+    let to = if end.is_some() {
+        "AND key < ?5"
+    } else {
+        "AND ?5 IS NULL"
+    };
+    let query = format!(
+        "SELECT key FROM kv WHERE bucket = ?1 AND {from} {to}
+           AND substr(key, 1, length(?6)) = ?6
+           AND (expires_us IS NULL OR expires_us > ?3)
+         ORDER BY key LIMIT ?4"
+    );
+    let mut stmt = conn.prepare_cached(&query).map_err(sql)?;
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map(params![bucket, prefix, after.unwrap_or(""), now, limit], |r| r.get(0))
+        .query_map(params![bucket, from_value, now, limit, end, prefix], |r| r.get(0))
         .map_err(sql)?;
     rows.collect::<rusqlite::Result<_>>().map_err(sql)
+}
+
+/// The least string greater than every string that starts with `prefix`
+/// (UTF-8 sorts by code point), or none for the empty prefix or one of
+/// nothing but the last character there is.
+fn after_prefix(prefix: &str) -> Option<String> {
+    let mut chars: Vec<char> = prefix.chars().collect();
+    while let Some(last) = chars.pop() {
+        let mut next = last as u32 + 1;
+        if (0xD800..0xE000).contains(&next) {
+            next = 0xE000;
+        }
+        if let Some(c) = char::from_u32(next) {
+            chars.push(c);
+            return Some(chars.into_iter().collect());
+        }
+    }
+    None
 }
 
 /// Appends `change` to each of `streams` (within the caller's transaction).
@@ -1208,5 +1239,24 @@ impl Blobs for Embedded {
 
     async fn sweep_unfinished(&self, bucket: &str, before: std::time::SystemTime) -> Result<usize> {
         self.blobs.sweep_unfinished(bucket, before).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::after_prefix;
+
+    #[test]
+    fn the_range_of_a_prefix_ends_at_the_next_character() {
+        assert_eq!(after_prefix(""), None);
+        assert_eq!(after_prefix("order:o-1/").as_deref(), Some("order:o-10"));
+        assert_eq!(after_prefix("a\u{D7FF}").as_deref(), Some("a\u{E000}"));
+        assert_eq!(after_prefix("a\u{10FFFF}").as_deref(), Some("b"));
+        assert_eq!(after_prefix("\u{10FFFF}"), None);
+        for (prefix, inside, outside) in [("ab", "ab\u{10FFFF}z", "ac"), ("x/", "x/~", "x0")] {
+            let end = after_prefix(prefix).unwrap();
+            assert!(prefix <= inside && inside.as_bytes() < end.as_bytes(), "{inside}");
+            assert!(outside.as_bytes() >= end.as_bytes(), "{outside}");
+        }
     }
 }

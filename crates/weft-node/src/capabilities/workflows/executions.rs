@@ -166,20 +166,21 @@ pub(super) async fn record(node: &Node, id: &str) -> Result<Option<(Record, u64)
 }
 
 /// Moves a running execution's record to `status`, unless it ended
-/// already; returns the record as it is after.
+/// already: the record as it is after, and whether this call ended it
+/// (one compare-and-set decides between a driver and a stop).
 pub(super) async fn end(
     node: &Node,
     id: &str,
     status: Status,
     output: Option<Value>,
     error: Option<(String, Option<String>)>,
-) -> Result<Option<Record>, StorageError> {
+) -> Result<Option<(Record, bool)>, StorageError> {
     for _ in 0..10 {
         let Some((mut record, revision)) = record(node, id).await? else {
             return Ok(None);
         };
         if record.status != Status::Running {
-            return Ok(Some(record));
+            return Ok(Some((record, false)));
         }
         record.status = status;
         record.stopped_ms = Some(jiff::Timestamp::now().as_millisecond());
@@ -192,7 +193,7 @@ pub(super) async fn end(
         match node.storage.update(EXECUTIONS, id, value, revision).await {
             Ok(_) => {
                 node.storage.delete(RUNNING, id).await?;
-                return Ok(Some(record));
+                return Ok(Some((record, true)));
             }
             Err(StorageError::Conflict { .. }) => continue,
             Err(e) => return Err(e),
@@ -315,7 +316,7 @@ pub(super) async fn drive(
         workflows,
         token_key,
     };
-    let durable = Durable::new(&live, &journal, past);
+    let durable = Durable::new(&live, Arc::new(journal), past);
     let identity = Identity {
         id: format!("weft:execution:{id}"),
         name: record.name.clone(),
@@ -333,16 +334,20 @@ pub(super) async fn drive(
         _ = abort.wait_for(|a| *a) => None,
     };
     let Some(outcome) = outcome else { return };
-    if let Err(why) = durable.finish().await {
-        tracing::warn!("{why}; it is resumed later");
-        return;
-    }
+    // The record decides: a stop that ended it first keeps its ABORTED,
+    // and this run's last events are not written after its own.
     let ended = match outcome {
         Outcome::Succeeded(output) => end(&node, &id, Status::Succeeded, Some(output), None).await,
         Outcome::Failed(f) => end(&node, &id, Status::Failed, None, Some((f.error, f.cause))).await,
     };
-    if let Err(e) = ended {
-        tracing::warn!("execution {id} ended, but its record could not say so: {e}; it is resumed later");
+    match ended {
+        Ok(Some((_, true))) => {
+            if let Err(why) = durable.finish().await {
+                tracing::warn!("execution {id} ended, but its history's last events were not written: {why}");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("execution {id} ended, but its record could not say so: {e}; it is resumed later"),
     }
 }
 

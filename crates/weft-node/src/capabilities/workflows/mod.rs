@@ -72,6 +72,13 @@ pub struct Workflows {
     tokens: tokens::Tokens,
 }
 
+/// A start's answer: the execution's view, and whether this start made it
+/// (not a repeated start of one that runs).
+pub struct Started {
+    pub view: Value,
+    pub new: bool,
+}
+
 /// Why an execution did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -79,9 +86,13 @@ pub enum StartError {
     NoSuchWorkflow(String),
     #[error("{0}")]
     BadInput(String),
-    /// Step Functions' `ExecutionAlreadyExists`.
-    #[error("an execution named `{0}` exists already with another input, or has ended; choose another name")]
-    Exists(String),
+    /// Step Functions' `ExecutionAlreadyExists`: the name is taken by an
+    /// execution that has ended, or runs with another input.
+    #[error("an execution named `{name}` exists already{}; choose another name", if *.same_input { " and has ended" } else { " with another input" })]
+    Exists { name: String, same_input: bool },
+    /// Another start of this name is under way (or was cut off): retry.
+    #[error("an execution named `{0}` is being started; try again shortly")]
+    Starting(String),
     #[error(transparent)]
     Storage(#[from] StorageError),
 }
@@ -91,8 +102,8 @@ impl StartError {
         match self {
             StartError::NoSuchWorkflow(_) => 404,
             StartError::BadInput(_) => 400,
-            StartError::Exists(_) => 409,
-            StartError::Storage(_) => 503,
+            StartError::Exists { .. } => 409,
+            StartError::Starting(_) | StartError::Storage(_) => 503,
         }
     }
 }
@@ -254,14 +265,31 @@ impl Workflows {
         Ok(machine)
     }
 
-    /// Runs `record` on this node until it ends (or the node stops).
-    fn spawn(self: &Arc<Self>, node: &Arc<Node>, record: Record, machine: Arc<StateMachine>) {
-        let id = record.id();
+    /// Claims `id` for this node: false if it runs here already. Its abort
+    /// signal is kept until the driver [`Workflows::spawn`] starts ends.
+    fn claim(&self, id: &str) -> Option<tokio::sync::watch::Receiver<bool>> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        if running.contains_key(id) {
+            return None;
+        }
         let (abort, aborted) = tokio::sync::watch::channel(false);
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), abort);
+        running.insert(id.to_string(), abort);
+        Some(aborted)
+    }
+
+    fn unclaim(&self, id: &str) {
+        self.running.lock().unwrap_or_else(|p| p.into_inner()).remove(id);
+    }
+
+    /// Runs claimed `record` on this node until it ends (or the node stops).
+    fn spawn(
+        self: &Arc<Self>,
+        node: &Arc<Node>,
+        record: Record,
+        machine: Arc<StateMachine>,
+        aborted: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let id = record.id();
         let (node, workflows) = (node.clone(), self.clone());
         node.clone().background.spawn(move |stop| async move {
             executions::drive(node, workflows.clone(), record, machine, aborted, stop).await;
@@ -269,19 +297,15 @@ impl Workflows {
         });
     }
 
-    fn runs_here(&self, id: &str) -> bool {
-        self.running.lock().unwrap_or_else(|p| p.into_inner()).contains_key(id)
-    }
-
     /// Starts a standard execution of `machine`; an express one runs to
-    /// its end first. Returns the execution's view.
+    /// its end first.
     pub async fn start(
         self: &Arc<Self>,
         node: &Arc<Node>,
         workflow: &str,
         name: Option<String>,
         input: Value,
-    ) -> Result<Value, StartError> {
+    ) -> Result<Started, StartError> {
         let machine = self
             .machine(workflow)
             .ok_or_else(|| StartError::NoSuchWorkflow(workflow.to_string()))?;
@@ -316,7 +340,7 @@ impl Workflows {
                     view["cause"] = json!(f.cause);
                 }
             }
-            return Ok(view);
+            return Ok(Started { view, new: true });
         }
         self.store_definition(node, &machine).await?;
         let record = Record {
@@ -332,37 +356,75 @@ impl Workflows {
             cause: None,
         };
         let id = record.id();
-        // The running index first: an execution is never in the storage
-        // without the entry that gets it resumed.
+        // Claimed here first, so a resume pass does not take it meanwhile.
+        let Some(aborted) = self.claim(&id) else {
+            return self
+                .existing(node, &id, &record.input)
+                .await
+                .map(|view| Started { view, new: false });
+        };
+        match self.create(node, &record).await {
+            Ok(()) => {
+                let view = record.view();
+                self.spawn(node, record, machine.machine.clone(), aborted);
+                Ok(Started { view, new: true })
+            }
+            Err(e) => {
+                self.unclaim(&id);
+                match e {
+                    StartError::Exists { .. } => self
+                        .existing(node, &id, &record.input)
+                        .await
+                        .map(|view| Started { view, new: false }),
+                    e => Err(e),
+                }
+            }
+        }
+    }
+
+    /// The running index entry, then the record: an execution is never in
+    /// the storage without the entry that gets it resumed.
+    async fn create(&self, node: &Node, record: &Record) -> Result<(), StartError> {
+        let id = record.id();
+        let taken = || StartError::Exists {
+            name: record.name.clone(),
+            same_input: false,
+        };
         match node.storage.create(RUNNING, &id, Owner::this(node)).await {
             Ok(_) => {}
-            Err(StorageError::Conflict { .. }) => {
-                return match executions::record(node, &id).await? {
-                    // Started before with this input: the same execution,
-                    // as Step Functions answers a repeated start.
-                    Some((existing, _)) if existing.input == record.input => Ok(existing.view()),
-                    _ => Err(StartError::Exists(name)),
-                };
-            }
+            Err(StorageError::Conflict { .. }) => return Err(taken()),
             Err(e) => return Err(e.into()),
         }
-        let value = serde_json::to_vec(&record).unwrap_or_default();
+        let value = serde_json::to_vec(record).unwrap_or_default();
         match node.storage.create(EXECUTIONS, &id, value).await {
-            Ok(_) => {}
+            Ok(_) => Ok(()),
             Err(e) => {
+                // Ours, made just now: an ended execution holds the name.
                 let _ = node.storage.delete(RUNNING, &id).await;
-                return match e {
-                    StorageError::Conflict { .. } => match executions::record(node, &id).await? {
-                        Some((existing, _)) if existing.input == record.input => Ok(existing.view()),
-                        _ => Err(StartError::Exists(name)),
-                    },
-                    e => Err(e.into()),
-                };
+                Err(match e {
+                    StorageError::Conflict { .. } => taken(),
+                    e => e.into(),
+                })
             }
         }
-        let view = record.view();
-        self.spawn(node, record, machine.machine.clone());
-        Ok(view)
+    }
+
+    /// What a start of a name in use answers: the same execution if it
+    /// runs with this input (as Step Functions answers), else
+    /// `ExecutionAlreadyExists`; a start cut off before its record is a
+    /// start under way.
+    async fn existing(&self, node: &Node, id: &str, input: &Value) -> Result<Value, StartError> {
+        let name = id.split_once(':').map_or(id, |(_, n)| n).to_string();
+        match executions::record(node, id).await? {
+            Some((existing, _)) if existing.input == *input && existing.status == Status::Running => {
+                Ok(existing.view())
+            }
+            Some((existing, _)) => Err(StartError::Exists {
+                name,
+                same_input: existing.input == *input,
+            }),
+            None => Err(StartError::Starting(name)),
+        }
     }
 
     /// Resumes the executions whose owner is gone: every other owner, on
@@ -379,47 +441,68 @@ impl Workflows {
         };
         let mut resumed = 0;
         for id in keys {
-            if self.runs_here(&id) {
-                continue;
-            }
-            let Some(entry) = node.storage.get(RUNNING, &id).await? else {
+            // Ours and running, or being started: nothing to do.
+            let Some(aborted) = self.claim(&id) else {
                 continue;
             };
-            let owner = serde_json::from_slice::<Owner>(&entry.value)
-                .map(|o| o.node)
-                .unwrap_or_default();
-            if live.contains(&owner) {
-                continue;
-            }
-            match node
-                .storage
-                .update(RUNNING, &id, Owner::this(node), entry.revision)
-                .await
-            {
-                Ok(_) => {}
-                Err(StorageError::Conflict { .. }) => continue,
-                Err(e) => return Err(e),
-            }
-            let record = match executions::record(node, &id).await? {
-                Some((record, _)) if record.status == Status::Running => record,
-                // Ended, or never made (a start cut off): nothing to run.
-                _ => {
-                    node.storage.delete(RUNNING, &id).await?;
-                    continue;
+            match self.take_over(node, &id, &live).await {
+                Ok(Some((record, machine))) => {
+                    tracing::info!("resuming execution {id}");
+                    self.spawn(node, record, machine, aborted);
+                    resumed += 1;
                 }
-            };
-            let machine = match self.definition(node, &record.definition).await {
-                Ok(m) => m,
-                Err(why) => {
-                    tracing::warn!("execution {id} cannot be resumed: {why}");
-                    continue;
+                Ok(None) => self.unclaim(&id),
+                Err(e) => {
+                    self.unclaim(&id);
+                    return Err(e);
                 }
-            };
-            tracing::info!("resuming execution {id}");
-            self.spawn(node, record, machine);
-            resumed += 1;
+            }
         }
         Ok(resumed)
+    }
+
+    /// Moves a claimed execution whose owner is gone (or is this node, not
+    /// running it: a run that stopped on a storage error) to this node:
+    /// its record and definition, if it is to run.
+    async fn take_over(
+        &self,
+        node: &Arc<Node>,
+        id: &str,
+        live: &HashSet<String>,
+    ) -> Result<Option<(Record, Arc<StateMachine>)>, StorageError> {
+        let Some(entry) = node.storage.get(RUNNING, id).await? else {
+            return Ok(None);
+        };
+        let owner = serde_json::from_slice::<Owner>(&entry.value)
+            .map(|o| o.node)
+            .unwrap_or_default();
+        if owner != node.node_id() && live.contains(&owner) {
+            return Ok(None);
+        }
+        match node
+            .storage
+            .update(RUNNING, id, Owner::this(node), entry.revision)
+            .await
+        {
+            Ok(_) => {}
+            Err(StorageError::Conflict { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let record = match executions::record(node, id).await? {
+            Some((record, _)) if record.status == Status::Running => record,
+            // Ended, or never made (a start cut off): nothing to run.
+            _ => {
+                node.storage.delete(RUNNING, id).await?;
+                return Ok(None);
+            }
+        };
+        match self.definition(node, &record.definition).await {
+            Ok(machine) => Ok(Some((record, machine))),
+            Err(why) => {
+                tracing::warn!("execution {id} cannot be resumed now: {why}");
+                Ok(None)
+            }
+        }
     }
 
     /// Stops a running execution: `ABORTED`, with an `ExecutionAborted`
@@ -437,21 +520,29 @@ impl Workflows {
         if record.status != Status::Running {
             return Ok(record);
         }
-        if let Some(abort) = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
-            abort.send_replace(true);
-        }
-        let event = json!({
-            "timestamp": jiff::Timestamp::now().to_string(),
-            "type": "ExecutionAborted",
-            "executionAbortedEventDetails": { "error": error, "cause": cause },
-        });
-        executions::append_after(node, id, vec![Entry::Event { event }])
-            .await
-            .map_err(|e| AdminReply::error(503, e))?;
+        // The record decides between this stop and the run ending: only
+        // the one that ends it writes the history's last event.
+        let details = json!({ "error": error, "cause": cause });
         let ended = executions::end(node, id, Status::Aborted, None, error.map(|e| (e, cause)))
             .await
             .map_err(storage_reply)?;
-        ended.ok_or_else(|| AdminReply::error(404, format!("no execution `{id}`")))
+        let Some((record, won)) = ended else {
+            return Err(AdminReply::error(404, format!("no execution `{id}`")));
+        };
+        if won {
+            if let Some(abort) = self.running.lock().unwrap_or_else(|p| p.into_inner()).get(id) {
+                abort.send_replace(true);
+            }
+            let event = json!({
+                "timestamp": jiff::Timestamp::now().to_string(),
+                "type": "ExecutionAborted",
+                "executionAbortedEventDetails": details,
+            });
+            if let Err(e) = executions::append_after(node, id, vec![Entry::Event { event }]).await {
+                tracing::warn!("execution {id} was stopped, but its history's last event was not written: {e}");
+            }
+        }
+        Ok(record)
     }
 }
 
@@ -672,7 +763,7 @@ impl Capability<Node> for Workflows {
             }
             match workflows.start(node, name, Some(execution), input).await {
                 // A delivery made again finds the execution it started.
-                Ok(_) | Err(StartError::Exists(_)) => Ok(()),
+                Ok(_) | Err(StartError::Exists { same_input: true, .. }) => Ok(()),
                 Err(StartError::Storage(e)) => Err(DeliveryError::Storage(e)),
                 Err(e) => Err(DeliveryError::Refused(e.to_string())),
             }
@@ -832,7 +923,7 @@ async fn internal_call(node: &Arc<Node>, workflow: &str, action: &str, body: &[u
             };
             let name = body.get("name").and_then(Value::as_str).map(str::to_string);
             match workflows.start(node, workflow, name, input).await {
-                Ok(view) => (
+                Ok(Started { view, .. }) => (
                     200,
                     json!({ "executionArn": view["executionArn"], "startDate": view["startDate"] }),
                 ),
@@ -892,8 +983,8 @@ async fn start(node: &Arc<Node>, request: &AdminRequest) -> Reply {
         .start(node, workflow, body.name, body.input.unwrap_or_else(|| json!({})))
         .await
     {
-        Ok(view) => Ok(AdminReply::with_status(
-            if view["status"] == "RUNNING" { 201 } else { 200 },
+        Ok(Started { view, new }) => Ok(AdminReply::with_status(
+            if new && view["status"] == "RUNNING" { 201 } else { 200 },
             view,
         )),
         Err(e) => Err(AdminReply::error(e.status(), e.to_string())),

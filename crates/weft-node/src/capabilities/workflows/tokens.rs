@@ -240,7 +240,8 @@ impl Tokens {
                     }
                     if let (Some(limit), Callback::Waiting { since_ms, beat_ms }) = (heartbeat, callback) {
                         let last = beat_ms.unwrap_or(since_ms);
-                        let left = last + limit.as_millis() as i64 - now_ms();
+                        let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
+                        let left = last.saturating_add(limit_ms).saturating_sub(now_ms());
                         if left <= 0 {
                             break Err(Failure::new(
                                 "States.HeartbeatTimeout",
