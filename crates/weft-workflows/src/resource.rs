@@ -35,11 +35,33 @@ pub enum Integration {
     PutEvents {
         entries: Vec<Value>,
     },
+    /// `arn:aws:states:::states:startExecution`: `StateMachineArn` (its
+    /// last segment names the workflow), `Input`, `Name`; with `.sync`
+    /// (the child's `Output` as a string, as Step Functions gives it) or
+    /// `.sync:2` (as JSON), the task waits for the child to end.
+    StartExecution {
+        workflow: String,
+        input: Value,
+        name: Option<String>,
+        wait: ChildWait,
+    },
+}
+
+/// Whether a task that starts an execution waits for it to end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildWait {
+    /// Answers as soon as the child has started.
+    No,
+    /// `.sync`: waits; the child's input and output as JSON text.
+    Text,
+    /// `.sync:2`: waits; the child's input and output as JSON.
+    Json,
 }
 
 const SEND_MESSAGE: &str = "arn:aws:states:::sqs:sendMessage";
 const PUBLISH: &str = "arn:aws:states:::sns:publish";
 const PUT_EVENTS: &str = "arn:aws:states:::events:putEvents";
+const START_EXECUTION: &str = "arn:aws:states:::states:startExecution";
 
 /// What a Task with `resource` does with `input` (its parameters), or why
 /// it can do nothing.
@@ -72,6 +94,26 @@ pub fn integration(resource: &str, input: &Value) -> Result<Integration, String>
                 "{resource} needs Parameters with Entries, an array of 1 to 10 events"
             )),
         },
+        _ if resource.starts_with(START_EXECUTION) => {
+            let wait = match &resource[START_EXECUTION.len()..] {
+                "" => ChildWait::No,
+                ".sync" => ChildWait::Text,
+                ".sync:2" => ChildWait::Json,
+                other => return Err(format!("{resource}: `{other}` is not .sync or .sync:2")),
+            };
+            let input_of = match input.get("Input") {
+                None | Some(Value::Null) => json!({}),
+                Some(Value::String(text)) => serde_json::from_str(text)
+                    .map_err(|e| format!("{resource}: Input is a string that is not JSON ({e})"))?,
+                Some(other) => other.clone(),
+            };
+            Ok(Integration::StartExecution {
+                workflow: last_segment(&need("StateMachineArn", "the workflow's ARN or name")?, ':'),
+                input: input_of,
+                name: text("Name"),
+                wait,
+            })
+        }
         _ => function_call(resource, input).map(Integration::Function),
     }
 }
@@ -122,6 +164,9 @@ fn collect(states: &[State], out: &mut Vec<(&'static str, String, String)>) {
                 let found = match resource {
                     SEND_MESSAGE => named("QueueUrl").map(|q| ("queue", last_segment(&q, '/'))),
                     PUBLISH => named("TopicArn").map(|t| ("topic", last_segment(&t, ':'))),
+                    resource if resource.starts_with(START_EXECUTION) => {
+                        named("StateMachineArn").map(|w| ("workflow", last_segment(&w, ':')))
+                    }
                     PUT_EVENTS => {
                         if let Some(Value::Array(entries)) = fixed.get("Entries") {
                             for entry in entries {

@@ -45,6 +45,9 @@ publish = ["workflow:approval"]
 [workflow.approval]
 definition = "approval.asl.json"
 
+[workflow.parent]
+definition = "parent.asl.json"
+
 [[route]]
 method = "POST"
 path = "/quote"
@@ -141,8 +144,37 @@ fn approval() -> Value {
     })
 }
 
+/// Starts the order workflow three ways: waiting for its output as JSON,
+/// not waiting, and waiting for one that fails.
+fn parent() -> Value {
+    json!({
+        "StartAt": "Child",
+        "States": {
+            "Child": {
+                "Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync:2",
+                "Parameters": { "StateMachineArn": "arn:aws:states:us-east-1:123456789012:stateMachine:order", "Input.$": "$.order_input" },
+                "ResultSelector": { "status.$": "$.Status", "shipped.$": "$.Output.shipped" }, "ResultPath": "$.child", "Next": "Fire"
+            },
+            "Fire": {
+                "Type": "Task", "Resource": "arn:aws:states:::states:startExecution",
+                "Parameters": { "StateMachineArn": "order", "Name.$": "$.fire_name",
+                    "Input": { "order": 9, "pause": 0, "card": "ok", "charge_ms": 0 } },
+                "ResultPath": "$.fired", "Next": "Declined"
+            },
+            "Declined": {
+                "Type": "Task", "Resource": "arn:aws:states:::states:startExecution.sync",
+                "Parameters": { "StateMachineArn": "order", "Input": "{\"order\": 8, \"pause\": 0, \"card\": \"fail\", \"charge_ms\": 0}" },
+                "Catch": [ { "ErrorEquals": ["States.TaskFailed"], "ResultPath": "$.declined", "Next": "Done" } ],
+                "End": true
+            },
+            "Done": { "Type": "Pass", "End": true }
+        }
+    })
+}
+
 fn app() -> App {
     let app = App::new(APP);
+    std::fs::write(app.dir.join("parent.asl.json"), parent().to_string()).unwrap();
     std::fs::write(app.dir.join("approval.asl.json"), approval().to_string()).unwrap();
     std::fs::write(app.dir.join("fanout.asl.json"), fanout().to_string()).unwrap();
     std::fs::write(app.dir.join("order.asl.json"), order().to_string()).unwrap();
@@ -641,4 +673,57 @@ async fn task_tokens_are_answered_by_a_function_and_from_the_cli() {
     start_approval(&server, "a-5", asked(5, "approver", "success", 1)).await;
     let done = ended(&server, "approval:a-5").await;
     assert_eq!(done["error"], "States.HeartbeatTimeout", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_starts_another_and_waits_for_it_or_not() {
+    let app = app();
+    let server = Server::start(&app);
+    let url = format!("{}/v1/workflows/parent/executions", server.admin);
+    let body = json!({ "name": "p-1", "input": { "order_input": input(0, "ok", 0), "fire_name": "fired-1" } });
+    let r = send(
+        &client(),
+        "POST",
+        &url,
+        &body.to_string(),
+        &[("content-type", "application/json")],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let done = ended(&server, "parent:p-1").await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    let output = &done["output"];
+    assert_eq!(
+        output["child"],
+        json!({ "status": "SUCCEEDED", "shipped": { "state": "Ship#1" } })
+    );
+    assert_eq!(
+        output["fired"]["ExecutionArn"], "weft:execution:order:fired-1",
+        "{output}"
+    );
+    assert_eq!(ended(&server, "order:fired-1").await["status"], "SUCCEEDED");
+    let declined = &output["declined"];
+    assert_eq!(declined["Error"], "States.TaskFailed", "{output}");
+    let cause: Value = serde_json::from_str(declined["Cause"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        (cause["Status"].as_str(), cause["Error"].as_str()),
+        (Some("FAILED"), Some("Order.Declined")),
+        "{cause}"
+    );
+    assert!(
+        cause["Input"].is_string(),
+        ".sync gives the child's input as text: {cause}"
+    );
+    // The child that waited was named after the parent and its step.
+    let children = get(&format!("{}/v1/workflows/order/executions", server.admin))
+        .await
+        .json();
+    let names: Vec<&str> = children["executions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("p-1-Child-1-")), "{names:?}");
 }

@@ -20,10 +20,25 @@ use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use weft_store::{Outcome, Trigger};
 use weft_workflows::execution::{Effects, Failure, MAX_PAYLOAD, Step, TaskLimits};
-use weft_workflows::resource::{FunctionCall, Integration};
+use weft_workflows::resource::{ChildWait, FunctionCall, Integration};
 
 use crate::call::Call;
 use crate::node::Node;
+
+/// How often a `.sync` task reads its child's record.
+const CHILD_POLL: Duration = Duration::from_millis(100);
+
+/// A child execution's name: the parent's and the step's, within Step
+/// Functions' 80 characters, with a digest of both so none collide.
+fn child_name(execution: &str, step: &Step) -> String {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{execution}\n{step}").as_bytes());
+    let tag = hex(&digest[..4]);
+    let parent = execution.split_once(':').map_or(execution, |(_, n)| n);
+    let readable = super::executions::name_of_event(&format!("{parent}-{step}"));
+    let readable: String = readable.chars().take(80 - tag.len() - 1).collect();
+    format!("{readable}-{tag}")
+}
 
 /// The longest single sleep of a timer: the clock is read again after it.
 const MAX_SLEEP: Duration = Duration::from_secs(60);
@@ -59,6 +74,81 @@ impl Live {
                 subject,
             } => self.publish(step, topic, message, subject).await,
             Integration::PutEvents { entries } => self.put_events(entries).await,
+            Integration::StartExecution {
+                workflow,
+                input,
+                name,
+                wait,
+            } => self.start_child(step, &workflow, input, name, wait).await,
+        }
+    }
+
+    /// Starts an execution of `workflow` (named after this execution and
+    /// step unless `Name` is given, so a task run again finds the child it
+    /// started) and, with `.sync`, waits for it to end.
+    async fn start_child(
+        &self,
+        step: &Step,
+        workflow: &str,
+        input: Value,
+        name: Option<String>,
+        wait: ChildWait,
+    ) -> Result<Value, Failure> {
+        use super::StartError;
+        let name = name.unwrap_or_else(|| child_name(&self.execution, step));
+        let id = format!("{workflow}:{name}");
+        let view = match self.workflows.start(&self.node, workflow, Some(name), input).await {
+            Ok(started) => started.view,
+            // Started by an earlier run of this task.
+            Err(StartError::Exists { same_input: true, .. }) => self.child(&id).await?,
+            Err(e) => {
+                return Err(Failure::new(
+                    "StepFunctions.ExecutionAlreadyExistsException",
+                    e.to_string(),
+                ));
+            }
+        };
+        if wait == ChildWait::No {
+            return Ok(json!({ "ExecutionArn": view["executionArn"], "StartDate": view["startDate"] }));
+        }
+        let mut view = view;
+        while view["status"] == "RUNNING" {
+            tokio::time::sleep(CHILD_POLL).await;
+            view = self.child(&id).await?;
+        }
+        let as_text = |v: &Value| match wait {
+            ChildWait::Text => Value::String(v.to_string()),
+            _ => v.clone(),
+        };
+        let mut result = json!({
+            "ExecutionArn": view["executionArn"],
+            "StateMachineArn": format!("weft:workflow:{workflow}"),
+            "Name": view["name"],
+            "Status": view["status"],
+            "StartDate": view["startDate"],
+            "StopDate": view["stopDate"],
+            "Input": as_text(&view["input"]),
+        });
+        if view["status"] == "SUCCEEDED" {
+            result["Output"] = as_text(&view["output"]);
+            return Ok(result);
+        }
+        result["Error"] = view["error"].clone();
+        result["Cause"] = view["cause"].clone();
+        Err(Failure::new("States.TaskFailed", result.to_string()))
+    }
+
+    /// A child execution's view, read again.
+    async fn child(&self, id: &str) -> Result<Value, Failure> {
+        loop {
+            match super::executions::record(&self.node, id).await {
+                Ok(Some((record, _))) => return Ok(record.view()),
+                Ok(None) => return Err(Failure::new("States.TaskFailed", format!("execution {id} is gone"))),
+                Err(e) => {
+                    tracing::warn!("reading execution {id}: {e}");
+                    tokio::time::sleep(CHILD_POLL).await;
+                }
+            }
         }
     }
 

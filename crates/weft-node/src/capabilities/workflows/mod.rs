@@ -143,6 +143,7 @@ fn declared(manifest: &weft_manifest::Manifest, kind: &str, name: &str) -> bool 
         "queue" => manifest.queue(name).is_some(),
         "topic" => manifest.topics.iter().any(|t| t.name == name),
         "bus" => manifest.all_buses().iter().any(|b| b.name == name),
+        "workflow" => manifest.workflow(name).is_some(),
         _ => false,
     }
 }
