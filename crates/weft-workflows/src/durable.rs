@@ -58,6 +58,9 @@ pub enum Entry {
     Timer { step: Step, at_ms: i64 },
     /// A random draw.
     Random { step: Step, value: f64 },
+    /// The execution was redriven: the failed tasks and the task timeouts
+    /// before this run again; what succeeded is kept.
+    Redrive { count: u32 },
 }
 
 /// Where a durable execution's journal is written.
@@ -161,6 +164,10 @@ impl<'a> Durable<'a> {
                 }
                 Entry::Random { step, value } => {
                     known.randoms.insert(step, value);
+                }
+                Entry::Redrive { .. } => {
+                    known.tasks.retain(|_, answer| answer.is_ok());
+                    known.timers.retain(|step, _| !step.ends_with("/timeout"));
                 }
             }
         }

@@ -380,6 +380,14 @@ pub enum WorkflowsCommand {
         #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
         server: String,
     },
+    /// Run a FAILED or ABORTED execution again from where it ended: what
+    /// succeeded is kept, what failed runs again (Step Functions' redrive).
+    Redrive {
+        /// The execution: WORKFLOW:NAME.
+        execution: String,
+        #[arg(long, env = "WEFT_SERVER", default_value = client::DEFAULT_SERVER)]
+        server: String,
+    },
     /// Stop a running execution (it ends ABORTED).
     Stop {
         /// The execution: WORKFLOW:NAME.

@@ -223,6 +223,17 @@ pub async fn remote(command: crate::WorkflowsCommand) -> anyhow::Result<ExitCode
             answer(Client::new(&server)?.post_json("/v1/tasks/failure", &body).await?)?;
             Ok(ExitCode::SUCCESS)
         }
+        W::Redrive { execution, server } => {
+            let client = Client::new(&server)?;
+            let path = format!("/v1/executions/{}/redrive", encode(&execution));
+            let view = answer(client.post_json(&path, &serde_json::json!({})).await?)?;
+            println!(
+                "{} {}",
+                view["id"].as_str().unwrap_or_default(),
+                view["status"].as_str().unwrap_or_default()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         W::TaskHeartbeat { token, server } => {
             let body = serde_json::json!({ "taskToken": token });
             answer(Client::new(&server)?.post_json("/v1/tasks/heartbeat", &body).await?)?;

@@ -654,6 +654,61 @@ async fn task_tokens_are_answered_by_a_function_and_from_the_cli() {
         (Some("FAILED"), Some("Person.Said.No"), Some("too dear"))
     );
 
+    // Redriven, the person is asked again; the function's answer is kept.
+    let out = server.cli(&["workflows", "redrive", "approval:a-2"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), "approval:a-2 RUNNING");
+    let out = server.cli(&["workflows", "redrive", "approval:a-2"]);
+    assert!(!out.status.success(), "a running execution is not redriven");
+    let mut asked_again = 0;
+    for _ in 0..200 {
+        let peek = get(&format!("{}/v1/queues/approvals/messages?limit=100", server.admin))
+            .await
+            .json();
+        asked_again = peek["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["body"].as_str().unwrap().contains(&token))
+            .count();
+        if asked_again == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(asked_again, 2, "the queue was given the token again");
+    let out = server.cli(&[
+        "workflows",
+        "task-success",
+        &token,
+        "--output",
+        r#"{"ok": "second time"}"#,
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let done = ended(&server, "approval:a-2").await;
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["redriveCount"], 1);
+    assert_eq!(done["output"]["person"], json!({"ok": "second time"}));
+    let kinds = types(&history(&server, "approval:a-2").await)
+        .into_iter()
+        .map(str::to_string)
+        .collect::<Vec<_>>();
+    let at = |k: &str| {
+        kinds
+            .iter()
+            .position(|t| t == k)
+            .unwrap_or_else(|| panic!("no {k} in {kinds:?}"))
+    };
+    assert!(
+        at("ExecutionFailed") < at("ExecutionRedriven") && at("ExecutionRedriven") < at("ExecutionSucceeded"),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        steps(&server, "approver").await,
+        2,
+        "the function ran for a-1 and a-2, not again for the redrive"
+    );
+
     // The function says no: the task fails with its error.
     start_approval(&server, "a-3", asked(3, "approver", "failure", 30)).await;
     let done = ended(&server, "approval:a-3").await;

@@ -54,6 +54,8 @@ pub(super) struct Live {
     pub workflows: Arc<super::Workflows>,
     /// The key task tokens are signed with.
     pub token_key: Arc<Vec<u8>>,
+    /// How many times the execution was redriven.
+    pub redrives: u32,
 }
 
 impl Live {
@@ -264,7 +266,11 @@ impl Live {
     /// The id a message sent by `step` carries: a task run again after a
     /// crash sends nothing twice.
     fn message_id(&self, step: &Step) -> String {
-        format!("{}/{step}", self.execution)
+        match self.redrives {
+            0 => format!("{}/{step}", self.execution),
+            // A redriven task sends anew.
+            n => format!("{}/{step}/redrive-{n}", self.execution),
+        }
     }
 
     async fn send(

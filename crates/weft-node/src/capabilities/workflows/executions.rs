@@ -60,6 +60,9 @@ pub struct Record {
     /// The digest of the definition it runs.
     pub definition: String,
     pub started_ms: i64,
+    /// How many times it was redriven.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub redrives: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,6 +93,9 @@ impl Record {
         if let Some(stopped) = self.stopped_ms {
             view["stopDate"] = json!(time(stopped));
         }
+        if self.redrives > 0 {
+            view["redriveCount"] = json!(self.redrives);
+        }
         if let Some(output) = &self.output {
             view["output"] = output.clone();
         }
@@ -99,6 +105,10 @@ impl Record {
         }
         view
     }
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Who runs an execution, as `workflow-running` keeps it.
@@ -315,6 +325,7 @@ pub(super) async fn drive(
         express: false,
         workflows,
         token_key,
+        redrives: record.redrives,
     };
     let durable = Durable::new(&live, Arc::new(journal), past);
     let identity = Identity {

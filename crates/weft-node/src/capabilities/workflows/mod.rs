@@ -351,6 +351,7 @@ impl Workflows {
             input,
             definition: machine.digest.clone(),
             started_ms: jiff::Timestamp::now().as_millisecond(),
+            redrives: 0,
             stopped_ms: None,
             output: None,
             error: None,
@@ -506,6 +507,79 @@ impl Workflows {
         }
     }
 
+    /// Runs a failed or stopped standard execution again from where it
+    /// ended, as Step Functions' RedriveExecution: what succeeded is kept,
+    /// the tasks that failed run again, an answer a task token waits for
+    /// is asked again.
+    pub async fn redrive(self: &Arc<Self>, node: &Arc<Node>, id: &str) -> Result<Record, AdminReply> {
+        let Some((record, revision)) = executions::record(node, id).await.map_err(storage_reply)? else {
+            return Err(AdminReply::error(404, format!("no execution `{id}`")));
+        };
+        if !matches!(record.status, Status::Failed | Status::Aborted) {
+            return Err(AdminReply::error(
+                409,
+                format!(
+                    "execution `{id}` is {:?}; only a FAILED or ABORTED one is redriven",
+                    record.status
+                ),
+            ));
+        }
+        let machine = self
+            .definition(node, &record.definition)
+            .await
+            .map_err(|why| AdminReply::error(503, format!("execution `{id}` cannot be redriven: {why}")))?;
+        let Some(aborted) = self.claim(id) else {
+            return Err(AdminReply::error(409, format!("execution `{id}` runs already")));
+        };
+        let redriven = async {
+            let count = record.redrives + 1;
+            // The journal says so first: a redrive cut off here leaves the
+            // execution as it was, and a later one marks it again.
+            let event = json!({
+                "timestamp": jiff::Timestamp::now().to_string(),
+                "type": "ExecutionRedriven",
+                "executionRedrivenEventDetails": { "redriveCount": count },
+            });
+            executions::append_after(node, id, vec![Entry::Redrive { count }, Entry::Event { event }])
+                .await
+                .map_err(|e| AdminReply::error(503, e))?;
+            self.tokens
+                .forget_unanswered(&node.storage, id)
+                .await
+                .map_err(storage_reply)?;
+            match node.storage.create(RUNNING, id, Owner::this(node)).await {
+                Ok(_) | Err(StorageError::Conflict { .. }) => {}
+                Err(e) => return Err(storage_reply(e)),
+            }
+            let mut again = record.clone();
+            again.status = Status::Running;
+            again.redrives = count;
+            again.stopped_ms = None;
+            again.output = None;
+            again.error = None;
+            again.cause = None;
+            let value = serde_json::to_vec(&again).unwrap_or_default();
+            match node.storage.update(EXECUTIONS, id, value, revision).await {
+                Ok(_) => Ok(again),
+                Err(StorageError::Conflict { .. }) => Err(AdminReply::error(
+                    409,
+                    format!("execution `{id}` changed while it was redriven; try again"),
+                )),
+                Err(e) => Err(storage_reply(e)),
+            }
+        };
+        match redriven.await {
+            Ok(again) => {
+                self.spawn(node, again.clone(), machine, aborted);
+                Ok(again)
+            }
+            Err(e) => {
+                self.unclaim(id);
+                Err(e)
+            }
+        }
+    }
+
     /// Stops a running execution: `ABORTED`, with an `ExecutionAborted`
     /// event at the end of its history.
     pub async fn stop(
@@ -565,6 +639,7 @@ pub async fn express(node: &Arc<Node>, machine: &Machine, name: &str, input: Val
         workflows,
         // Express executions give out no task tokens.
         token_key: Arc::new(Vec::new()),
+        redrives: 0,
     };
     let identity = Identity {
         id: format!("weft:execution:{id}"),
@@ -813,6 +888,15 @@ impl Capability<Node> for Workflows {
             admin_route(Method::POST, "/v1/executions/{execution}/stop", |node, r| async move {
                 stop(&node, &r).await
             }),
+            admin_route(
+                Method::POST,
+                "/v1/executions/{execution}/redrive",
+                |node, r| async move {
+                    let workflows = workflows_of(&node)?;
+                    let record = workflows.redrive(&node, execution_id(r.param("execution"))).await?;
+                    Ok(AdminReply::ok(record.view()))
+                },
+            ),
             admin_route(Method::POST, "/v1/tasks/{action}", |node, r| async move {
                 let action = match r.param("action") {
                     "success" => "SendTaskSuccess",

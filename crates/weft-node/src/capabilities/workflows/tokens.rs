@@ -263,6 +263,23 @@ impl Tokens {
         outcome
     }
 
+    /// Forgets the token answers of `execution` that are not successes,
+    /// so a redriven task hands its token over again and waits anew.
+    pub(super) async fn forget_unanswered(
+        &self,
+        storage: &Arc<dyn Storage>,
+        execution: &str,
+    ) -> Result<(), StorageError> {
+        for key in storage.keys(CALLBACKS, &format!("{execution}/")).await? {
+            if let Some((callback, _)) = read(&**storage, &key).await?
+                && !matches!(callback, Callback::Succeeded { .. })
+            {
+                storage.delete(CALLBACKS, &key).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Answers a token: success, failure or heartbeat.
     pub async fn answer(&self, node: &crate::node::Node, token: &str, answer: Answer) -> Result<String, Refused> {
         let key = self.key(&node.storage).await?;
