@@ -495,6 +495,24 @@ pub struct Catcher {
     pub comment: Option<String>,
 }
 
+/// Whether a definition file is YAML (`.yaml`, `.yml`), else JSON.
+pub fn is_yaml(file: &str) -> bool {
+    file.ends_with(".yaml") || file.ends_with(".yml")
+}
+
+/// A definition file's bytes as the JSON document it is: JSON as it is,
+/// YAML read into the same document (Step Functions accepts both).
+pub fn document(bytes: &[u8], yaml: bool) -> Result<Value, String> {
+    let read = match yaml {
+        true => serde_yaml_ng::from_slice::<Value>(bytes).map_err(|e| format!("not YAML ({e})")),
+        false => serde_json::from_slice::<Value>(bytes).map_err(|e| format!("not JSON ({e})")),
+    }?;
+    match read {
+        Value::Object(_) => Ok(read),
+        _ => Err("not an object; an Amazon States Language definition is an object with StartAt and States".into()),
+    }
+}
+
 /// Reads a definition into a [`StateMachine`], or returns every mistake found.
 ///
 /// This checks each field where it stands; the checks across states

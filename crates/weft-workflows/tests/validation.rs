@@ -215,3 +215,33 @@ fn a_definition_reads_into_the_model_the_interpreter_runs() {
     assert_eq!(fail.error, Some(Setting::Path("$.Error".into())));
     assert_eq!(fail.cause, None);
 }
+
+#[test]
+fn a_definition_in_yaml_is_the_same_as_in_json() {
+    use weft_workflows::definition::{document, is_yaml};
+    let yaml = "StartAt: A\nStates:\n  A:\n    Type: Pass\n    Result: {x: 1}\n    End: true\n";
+    let json = r#"{"StartAt": "A", "States": {"A": {"Type": "Pass", "Result": {"x": 1}, "End": true}}}"#;
+    assert!(is_yaml("order.asl.yaml") && is_yaml("a.yml") && !is_yaml("order.asl.json"));
+    let from_yaml = document(yaml.as_bytes(), true).unwrap();
+    assert_eq!(from_yaml, document(json.as_bytes(), false).unwrap());
+    assert_eq!(
+        weft_workflows::validate::load(&from_yaml).unwrap(),
+        weft_workflows::validate::load(&document(json.as_bytes(), false).unwrap()).unwrap()
+    );
+    // Mistakes are found at the same paths.
+    let bad = document(yaml.replace("End: true", "Nxt: B").as_bytes(), true).unwrap();
+    let mistakes = weft_workflows::validate::load(&bad).unwrap_err();
+    assert!(
+        mistakes[0].to_string().starts_with("States.A.Nxt: unknown field"),
+        "{}",
+        mistakes[0]
+    );
+    for (text, is_yaml, said) in [
+        ("StartAt: [", true, "not YAML"),
+        ("{\"StartAt\": ", false, "not JSON"),
+        ("- a\n- b\n", true, "not an object"),
+    ] {
+        let why = document(text.as_bytes(), is_yaml).unwrap_err();
+        assert!(why.starts_with(said), "{why}");
+    }
+}

@@ -95,6 +95,17 @@ pub fn definition(app_dir: &Path, workflow: &weft_manifest::Workflow, manifest: 
             workflow.name
         )
     })?;
+    // Deployed as JSON, whichever it is written in.
+    let yaml = weft_workflows::definition::is_yaml(&workflow.definition);
+    let bytes = weft_workflows::definition::document(&bytes, yaml)
+        .map(|document| document.to_string().into_bytes())
+        .map_err(|why| {
+            anyhow::anyhow!(
+                "workflow `{}`: its definition {} is {why}",
+                workflow.name,
+                path.display()
+            )
+        })?;
     if let Err(mistakes) = weft_node::capabilities::workflows::check(&bytes, manifest) {
         let lines: Vec<String> = mistakes.iter().map(|m| format!("  {}: {m}", path.display())).collect();
         anyhow::bail!(

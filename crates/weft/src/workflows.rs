@@ -45,14 +45,10 @@ pub async fn run(definition: &Path, input: Option<&str>, mocks: &[String], name:
         Ok(t) => t,
         Err(e) => return refuse(format!("cannot read the definition {}: {e}", definition.display())),
     };
-    let document: Value = match serde_json::from_slice(&text) {
+    let yaml = weft_workflows::definition::is_yaml(&definition.display().to_string());
+    let document = match weft_workflows::definition::document(&text, yaml) {
         Ok(v) => v,
-        Err(e) => {
-            return refuse(format!(
-                "the definition {} is not JSON: {e}; an Amazon States Language definition is a JSON object",
-                definition.display()
-            ));
-        }
+        Err(why) => return refuse(format!("the definition {} is {why}", definition.display())),
     };
     let machine = match weft_workflows::validate::load(&document) {
         Ok(m) => m,

@@ -83,17 +83,13 @@ impl Section for Workflows {
                     "add `definition = \"FILE.asl.json\"`, the Amazon States Language definition beside weft.toml",
                 )
                 .and_then(|(path, span)| {
-                    if path.ends_with(".json") {
+                    if [".json", ".yaml", ".yml"].iter().any(|ext| path.ends_with(ext)) {
                         return Some(path.to_string());
                     }
-                    let help = match path.ends_with(".yaml") || path.ends_with(".yml") {
-                        true => "YAML definitions are not read yet: write the definition as JSON (`.asl.json`)",
-                        false => "name a JSON file, e.g. `definition = \"order.asl.json\"`",
-                    };
                     c.error(
                         span,
-                        format!("`definition` of {place} is `{path}`, not a .json file"),
-                        help,
+                        format!("`definition` of {place} is `{path}`, not a .json, .yaml or .yml file"),
+                        "name the definition's file, in JSON or YAML, e.g. `definition = \"order.asl.json\"`",
                     );
                     None
                 });

@@ -30,7 +30,7 @@ source = "PROBE"
 definition = "order.asl.json"
 
 [workflow.quote]
-definition = "quote.asl.json"
+definition = "quote.asl.yaml"
 type = "express"
 
 [workflow.fanout]
@@ -94,16 +94,28 @@ fn order() -> Value {
     })
 }
 
-fn quote() -> Value {
-    json!({
-        "StartAt": "Price",
-        "States": {
-            "Price": { "Type": "Task", "Resource": "function:charge", "Parameters": { "step": "price", "items.$": "$.items" },
-                "ResultSelector": { "by.$": "$.function", "items.$": "$.input.items" }, "Next": "Total" },
-            "Total": { "Type": "Pass", "Parameters": { "by.$": "$.by", "count.$": "States.ArrayLength($.items)" }, "End": true }
-        }
-    })
-}
+/// An express workflow written in YAML, as Step Functions also reads.
+const QUOTE: &str = r#"
+Comment: Prices the items, then counts them.
+StartAt: Price
+States:
+  Price:
+    Type: Task
+    Resource: function:charge
+    Parameters:
+      step: price
+      items.$: $.items
+    ResultSelector:
+      by.$: $.function
+      items.$: $.input.items
+    Next: Total
+  Total:
+    Type: Pass
+    Parameters:
+      by.$: $.by
+      count.$: States.ArrayLength($.items)
+    End: true
+"#;
 
 /// Ships each item, at most 8 at once.
 fn fanout() -> Value {
@@ -178,7 +190,7 @@ fn app() -> App {
     std::fs::write(app.dir.join("approval.asl.json"), approval().to_string()).unwrap();
     std::fs::write(app.dir.join("fanout.asl.json"), fanout().to_string()).unwrap();
     std::fs::write(app.dir.join("order.asl.json"), order().to_string()).unwrap();
-    std::fs::write(app.dir.join("quote.asl.json"), quote().to_string()).unwrap();
+    std::fs::write(app.dir.join("quote.asl.yaml"), QUOTE).unwrap();
     app
 }
 
