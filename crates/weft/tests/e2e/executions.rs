@@ -398,6 +398,7 @@ async fn a_standard_execution_killed_during_a_wait_or_a_task_resumes_with_its_hi
     reached(&server, "order:charges", "TaskStateEntered", "Charge").await;
     drop(server); // SIGKILL
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let restarted_us = jiff::Timestamp::now().as_microsecond();
 
     let server = Server::start_with_data(&app, &data);
     for id in ["order:waits", "order:charges"] {
@@ -433,8 +434,17 @@ async fn a_standard_execution_killed_during_a_wait_or_a_task_resumes_with_its_hi
         }
     }
     // Each Reserve finished before the kill: its result was journalled,
-    // so it never ran again.
-    assert_eq!(steps(&server, "reserve").await, 2);
+    // so it never ran again (no invocation of it since the restart).
+    let list = get(&format!("{}/v1/invocations?function=reserve&limit=100", server.admin))
+        .await
+        .json();
+    let again = list["invocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["start_us"].as_i64().unwrap() > restarted_us)
+        .count();
+    assert_eq!(again, 0, "{list}");
     // The Wait ended at its first deadline: 10 s after it began, not 10 s
     // after the restart (which came at least 2 s later).
     let events = history(&server, "order:waits").await;
@@ -793,4 +803,63 @@ async fn a_workflow_starts_another_and_waits_for_it_or_not() {
         .collect();
     assert_eq!(names.len(), 3, "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("p-1-Child-1-")), "{names:?}");
+}
+
+/// A span of a trace tree by name, searched depth first.
+fn find_span<'a>(node: &'a Value, name: &str) -> Option<&'a Value> {
+    if node["name"] == name {
+        return Some(node);
+    }
+    node["children"].as_array()?.iter().find_map(|c| find_span(c, name))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_step_of_an_execution_is_a_span_of_its_trace() {
+    let app = app();
+    let server = Server::start(&app);
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let url = format!("{}/v1/workflows/order/executions", server.admin);
+    let body = json!({ "name": "traced", "input": input(1, "ok", 0) }).to_string();
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let r = send(
+        &client(),
+        "POST",
+        &url,
+        &body,
+        &[("content-type", "application/json"), ("traceparent", &traceparent)],
+    )
+    .await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    assert_eq!(ended(&server, "order:traced").await["status"], "SUCCEEDED");
+    let mut execution = None;
+    for _ in 0..200 {
+        let r = get(&format!("{}/v1/traces/{trace}", server.admin)).await;
+        if r.status == 200 {
+            let tree = r.json();
+            execution = tree["roots"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find_map(|root| find_span(root, "execute order"))
+                .cloned();
+            if execution.is_some() {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let execution = execution.expect("the execution's span is in the trace the start request named");
+    let steps: Vec<&str> = execution["children"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    for step in ["Reserve", "Pause", "Charge", "Ship"] {
+        assert!(steps.contains(&step), "{step} in {steps:?}");
+    }
+    // A task's function runs inside the task's span.
+    let reserve = find_span(&execution, "Reserve").unwrap();
+    let invoked = reserve["children"].as_array().map_or(0, Vec::len);
+    assert_eq!(invoked, 1, "{reserve}");
 }

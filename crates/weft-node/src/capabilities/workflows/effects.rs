@@ -19,6 +19,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Limited};
 use serde_json::{Value, json};
 use weft_store::{Outcome, Trigger};
+use weft_telemetry::{SpanContext, SpanKind};
 use weft_workflows::execution::{Effects, Failure, MAX_PAYLOAD, Step, TaskLimits};
 use weft_workflows::resource::{ChildWait, FunctionCall, Integration};
 
@@ -56,32 +57,67 @@ pub(super) struct Live {
     pub token_key: Arc<Vec<u8>>,
     /// How many times the execution was redriven.
     pub redrives: u32,
+    /// The execution's span, which every step's span is a child of.
+    pub trace: Option<SpanContext>,
 }
 
 impl Live {
-    /// Runs a Task's resource: calls the function, sends, publishes or puts.
+    /// A span for one step, child of the execution's.
+    fn step_span(&self, step: &Step, what: &str) -> Option<crate::telemetry::Timed> {
+        let parent = self.trace.as_ref()?;
+        // `Branch#1/0/Charge#2.1`: the state is `Charge`.
+        let state = step.rsplit('/').next().unwrap_or(step);
+        let state = state.split('#').next().unwrap_or(state);
+        Some(
+            self.node
+                .start_span(state.to_string(), SpanKind::Internal, Some(parent))?
+                .with("weft.workflow", self.workflow.as_str())
+                .with("weft.workflow.execution", self.execution.as_str())
+                .with("weft.workflow.step", step.as_str())
+                .with("weft.workflow.resource", what),
+        )
+    }
+
+    /// Runs a Task's resource: calls the function, sends, publishes or
+    /// puts, inside the step's span.
     async fn run(&self, step: &Step, resource: &str, input: Value) -> Result<Value, Failure> {
+        let span = self.step_span(step, resource);
+        let parent = span.as_ref().map(|s| s.context.clone());
+        let result = self.integrate(step, resource, input, parent.as_ref()).await;
+        if let Some(span) = span {
+            span.end(&self.node, result.as_ref().err().map(|f| f.error.clone()));
+        }
+        result
+    }
+
+    async fn integrate(
+        &self,
+        step: &Step,
+        resource: &str,
+        input: Value,
+        parent: Option<&SpanContext>,
+    ) -> Result<Value, Failure> {
         let integration = weft_workflows::resource::integration(resource, &input).map_err(Failure::runtime)?;
         match integration {
-            Integration::Function(call) => self.function(step, call).await,
+            Integration::Function(call) => self.function(step, call, parent).await,
             Integration::SendMessage {
                 queue,
                 body,
                 group,
                 dedup,
-            } => self.send(step, queue, body, group, dedup).await,
+            } => self.send(step, queue, body, group, dedup, parent).await,
             Integration::Publish {
                 topic,
                 message,
                 subject,
-            } => self.publish(step, topic, message, subject).await,
-            Integration::PutEvents { entries } => self.put_events(entries).await,
+            } => self.publish(step, topic, message, subject, parent).await,
+            Integration::PutEvents { entries } => self.put_events(entries, parent).await,
             Integration::StartExecution {
                 workflow,
                 input,
                 name,
                 wait,
-            } => self.start_child(step, &workflow, input, name, wait).await,
+            } => self.start_child(step, &workflow, input, name, wait, parent).await,
         }
     }
 
@@ -95,11 +131,16 @@ impl Live {
         input: Value,
         name: Option<String>,
         wait: ChildWait,
+        parent: Option<&SpanContext>,
     ) -> Result<Value, Failure> {
         use super::StartError;
         let name = name.unwrap_or_else(|| child_name(&self.execution, step));
         let id = format!("{workflow}:{name}");
-        let view = match self.workflows.start(&self.node, workflow, Some(name), input).await {
+        let view = match self
+            .workflows
+            .start(&self.node, workflow, Some(name), input, parent)
+            .await
+        {
             Ok(started) => started.view,
             // Started by an earlier run of this task.
             Err(StartError::Exists { same_input: true, .. }) => self.child(&id).await?,
@@ -170,7 +211,7 @@ impl Live {
         }
         tokens.wait(storage, &key, limits.heartbeat).await
     }
-    async fn function(&self, step: &Step, call: FunctionCall) -> Result<Value, Failure> {
+    async fn function(&self, step: &Step, call: FunctionCall, parent: Option<&SpanContext>) -> Result<Value, Failure> {
         let deployment = self.node.deployment();
         let Some(function) = deployment.functions.get(&call.name) else {
             return Err(Failure::new(
@@ -200,6 +241,10 @@ impl Live {
                 request,
                 Call {
                     trusted: &trusted,
+                    trace: crate::call::Traced {
+                        parent: parent.cloned(),
+                        ..Default::default()
+                    },
                     ..Call::new(Trigger::Workflow)
                 },
             )
@@ -280,6 +325,7 @@ impl Live {
         body: String,
         group: Option<String>,
         dedup: Option<String>,
+        parent: Option<&SpanContext>,
     ) -> Result<Value, Failure> {
         use md5::Digest as _;
         let digest = md5::Md5::digest(body.as_bytes());
@@ -293,7 +339,7 @@ impl Live {
         let name = queue.clone();
         let sent = self
             .node
-            .produce("queue", &name, None, |trace| async move {
+            .produce("queue", &name, parent, |trace| async move {
                 let mut message = message;
                 message.trace = trace;
                 self.node.queues.send(&queue, vec![message]).await
@@ -310,6 +356,7 @@ impl Live {
         topic: String,
         message: String,
         subject: Option<String>,
+        parent: Option<&SpanContext>,
     ) -> Result<Value, Failure> {
         let id = self.message_id(step);
         let mut extensions = std::collections::BTreeMap::new();
@@ -325,13 +372,13 @@ impl Live {
             data: message.into_bytes(),
             extensions,
         };
-        super::super::topics::publish(&self.node, &topic, vec![event], None)
+        super::super::topics::publish(&self.node, &topic, vec![event], parent.cloned())
             .await
             .map_err(|e| Failure::new("SNS.SdkClientException", e.to_string()))?;
         Ok(json!({ "MessageId": id }))
     }
 
-    async fn put_events(&self, entries: Vec<Value>) -> Result<Value, Failure> {
+    async fn put_events(&self, entries: Vec<Value>, parent: Option<&SpanContext>) -> Result<Value, Failure> {
         // Step Functions lets a definition give Detail as JSON; the API
         // takes it as a string.
         let entries: Vec<Value> = entries
@@ -346,7 +393,7 @@ impl Live {
             })
             .collect();
         let body = serde_json::to_vec(&json!({ "Entries": entries })).unwrap_or_default();
-        let (status, answer) = super::super::bus::put_events(&self.node, &body, None, None).await;
+        let (status, answer) = super::super::bus::put_events(&self.node, &body, None, parent).await;
         if status != 200 {
             let why = answer["error"]
                 .as_str()
@@ -358,6 +405,18 @@ impl Live {
             return Err(Failure::new("EventBridge.FailedEntry", answer["Entries"].to_string()));
         }
         Ok(answer)
+    }
+}
+
+/// Returns once the wall clock says `until`, reading it again at least
+/// every [`MAX_SLEEP`] (so a changed clock is followed).
+async fn sleep_until(until: jiff::Timestamp) {
+    loop {
+        let left = until.as_millisecond() - jiff::Timestamp::now().as_millisecond();
+        if left <= 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(left as u64).min(MAX_SLEEP)).await;
     }
 }
 
@@ -394,13 +453,14 @@ impl Effects for Live {
         super::tokens::token(&self.token_key, &self.execution, step)
     }
 
-    async fn wait_until(&self, _step: &Step, until: jiff::Timestamp) {
-        loop {
-            let left = until.as_millisecond() - jiff::Timestamp::now().as_millisecond();
-            if left <= 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(left as u64).min(MAX_SLEEP)).await;
+    async fn wait_until(&self, step: &Step, until: jiff::Timestamp) {
+        // A Wait state's wait is a step of its own; timeouts and backoffs are not.
+        let span = (!step.contains("/timeout") && step != "execution-timeout")
+            .then(|| self.step_span(step, "wait"))
+            .flatten();
+        sleep_until(until).await;
+        if let Some(span) = span {
+            span.end(&self.node, None);
         }
     }
 

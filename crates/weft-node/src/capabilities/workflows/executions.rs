@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use weft_store::durable::{Storage, StorageError};
+use weft_telemetry::SpanContext;
 use weft_workflows::definition::StateMachine;
 use weft_workflows::durable::{Durable, Entry, Journal};
 use weft_workflows::execution::{Identity, Outcome};
@@ -63,6 +64,12 @@ pub struct Record {
     /// How many times it was redriven.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub redrives: u32,
+    /// Its span (W3C `traceparent`) and the span it continues, when
+    /// tracing is on: every step's span is a child of its span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_parent: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stopped_ms: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -326,6 +333,7 @@ pub(super) async fn drive(
         workflows,
         token_key,
         redrives: record.redrives,
+        trace: record.trace.as_deref().and_then(|t| SpanContext::parse(t, None)),
     };
     let durable = Durable::new(&live, Arc::new(journal), past);
     let identity = Identity {
@@ -352,7 +360,8 @@ pub(super) async fn drive(
         Outcome::Failed(f) => end(&node, &id, Status::Failed, None, Some((f.error, f.cause))).await,
     };
     match ended {
-        Ok(Some((_, true))) => {
+        Ok(Some((ended, true))) => {
+            super::execution_span(&node, &ended);
             if let Err(why) = durable.finish().await {
                 tracing::warn!("execution {id} ended, but its history's last events were not written: {why}");
             }

@@ -45,6 +45,7 @@ use crate::capability::{
 };
 use crate::node::Node;
 use weft_runtime::{OutboundFuture, WasiBody};
+use weft_telemetry::{SpanContext, SpanKind};
 
 /// One deployed workflow.
 pub struct Machine {
@@ -306,6 +307,7 @@ impl Workflows {
         workflow: &str,
         name: Option<String>,
         input: Value,
+        parent: Option<&SpanContext>,
     ) -> Result<Started, StartError> {
         let machine = self
             .machine(workflow)
@@ -320,7 +322,7 @@ impl Workflows {
         executions::check_name(&name).map_err(StartError::BadInput)?;
         if machine.kind == WorkflowKind::Express {
             let started = jiff::Timestamp::now();
-            let outcome = express(node, &machine, &name, input.clone()).await;
+            let outcome = express(node, &machine, &name, input.clone(), parent).await;
             let mut view = json!({
                 "executionArn": format!("weft:execution:{workflow}:{name}"),
                 "id": format!("{workflow}:{name}"),
@@ -352,6 +354,8 @@ impl Workflows {
             definition: machine.digest.clone(),
             started_ms: jiff::Timestamp::now().as_millisecond(),
             redrives: 0,
+            trace: node.tracing.then(|| SpanContext::child_of(parent).traceparent()),
+            trace_parent: parent.map(SpanContext::traceparent),
             stopped_ms: None,
             output: None,
             error: None,
@@ -625,8 +629,42 @@ fn storage_reply(e: StorageError) -> AdminReply {
     AdminReply::error(503, e.to_string())
 }
 
+/// The span of a whole execution, from its start to its end, kept once it
+/// has ended (its steps' spans are its children).
+fn execution_span(node: &Node, record: &Record) {
+    let Some(context) = record.trace.as_deref().and_then(|t| SpanContext::parse(t, None)) else {
+        return;
+    };
+    let parent = record.trace_parent.as_deref().and_then(|t| SpanContext::parse(t, None));
+    let name = format!("execute {}", record.workflow);
+    let mut span = weft_telemetry::Span::new(
+        &context,
+        parent.as_ref(),
+        name,
+        SpanKind::Internal,
+        record.started_ms.saturating_mul(1000),
+    );
+    let stopped = record
+        .stopped_ms
+        .unwrap_or_else(|| jiff::Timestamp::now().as_millisecond());
+    span.duration_us = (stopped.saturating_sub(record.started_ms).max(0) as u64).saturating_mul(1000);
+    span.error = record.error.clone();
+    span.attributes.insert("weft.workflow".into(), json!(record.workflow));
+    span.attributes
+        .insert("weft.workflow.execution".into(), json!(record.id()));
+    span.attributes
+        .insert("weft.workflow.status".into(), json!(record.status));
+    node.keep_spans(vec![span]);
+}
+
 /// Runs an express execution of `machine` to its end, in memory.
-pub async fn express(node: &Arc<Node>, machine: &Machine, name: &str, input: Value) -> Outcome {
+pub async fn express(
+    node: &Arc<Node>,
+    machine: &Machine,
+    name: &str,
+    input: Value,
+    parent: Option<&SpanContext>,
+) -> Outcome {
     let id = format!("{}:{name}", machine.name);
     let Some(workflows) = shared(node) else {
         return Outcome::Failed(weft_workflows::execution::Failure::runtime("workflows are not running"));
@@ -640,6 +678,7 @@ pub async fn express(node: &Arc<Node>, machine: &Machine, name: &str, input: Val
         // Express executions give out no task tokens.
         token_key: Arc::new(Vec::new()),
         redrives: 0,
+        trace: node.tracing.then(|| SpanContext::child_of(parent)),
     };
     let identity = Identity {
         id: format!("weft:execution:{id}"),
@@ -647,9 +686,31 @@ pub async fn express(node: &Arc<Node>, machine: &Machine, name: &str, input: Val
         machine: machine.name.clone(),
         started: None,
     };
-    weft_workflows::execution::run_with(&machine.machine, identity, input, &live, false)
+    let started = jiff::Timestamp::now().as_millisecond();
+    let outcome = weft_workflows::execution::run_with(&machine.machine, identity, input.clone(), &live, false)
         .await
-        .outcome
+        .outcome;
+    let (status, error) = match &outcome {
+        Outcome::Succeeded(_) => (Status::Succeeded, None),
+        Outcome::Failed(f) => (Status::Failed, Some(f.error.clone())),
+    };
+    let record = Record {
+        workflow: machine.name.clone(),
+        name: name.to_string(),
+        status,
+        input,
+        definition: machine.digest.clone(),
+        started_ms: started,
+        redrives: 0,
+        trace: live.trace.as_ref().map(SpanContext::traceparent),
+        trace_parent: parent.map(SpanContext::traceparent),
+        stopped_ms: Some(jiff::Timestamp::now().as_millisecond()),
+        output: None,
+        error,
+        cause: None,
+    };
+    execution_span(node, &record);
+    outcome
 }
 
 /// Answers a request to a route whose target is an express workflow: the
@@ -667,6 +728,7 @@ where
     let Some(machine) = node.capability::<Workflows>().and_then(|w| w.machine(workflow)) else {
         return crate::body::error(500, &format!("no workflow `{workflow}` is deployed"), None);
     };
+    let headers = request.headers().clone();
     let body = match Limited::new(request.into_body(), MAX_PAYLOAD).collect().await {
         Ok(b) => b.to_bytes(),
         Err(_) => {
@@ -692,7 +754,8 @@ where
         }
     };
     let name = node.new_request_id();
-    let mut response = match express(node, &machine, &name, input).await {
+    let parent = crate::telemetry::incoming(&headers);
+    let mut response = match express(node, &machine, &name, input, parent.as_ref()).await {
         Outcome::Succeeded(output) => crate::body::json(200, &output),
         Outcome::Failed(f) => crate::body::json(500, &json!({ "error": f.error, "cause": f.cause })),
     };
@@ -828,16 +891,20 @@ impl Capability<Node> for Workflows {
             };
             let input = input_of(&event);
             let execution = executions::name_of_event(&event.id);
+            let parent = weft_events::trace::of_extensions(&event.extensions);
             if machine.kind == WorkflowKind::Express {
                 let node = node.clone();
                 node.clone().background.spawn(move |_| async move {
-                    if let Outcome::Failed(f) = express(&node, &machine, &execution, input).await {
+                    if let Outcome::Failed(f) = express(&node, &machine, &execution, input, parent.as_ref()).await {
                         tracing::warn!("express execution {}:{execution} failed: {}", machine.name, f.error);
                     }
                 });
                 return Ok(());
             }
-            match workflows.start(node, name, Some(execution), input).await {
+            match workflows
+                .start(node, name, Some(execution), input, parent.as_ref())
+                .await
+            {
                 // A delivery made again finds the execution it started.
                 Ok(_) | Err(StartError::Exists { same_input: true, .. }) => Ok(()),
                 Err(StartError::Storage(e)) => Err(DeliveryError::Storage(e)),
@@ -1007,7 +1074,7 @@ async fn internal_call(node: &Arc<Node>, workflow: &str, action: &str, body: &[u
                 Err(why) => return (400, json!({ "error": format!("input {why}") })),
             };
             let name = body.get("name").and_then(Value::as_str).map(str::to_string);
-            match workflows.start(node, workflow, name, input).await {
+            match workflows.start(node, workflow, name, input, None).await {
                 Ok(Started { view, .. }) => (
                     200,
                     json!({ "executionArn": view["executionArn"], "startDate": view["startDate"] }),
@@ -1065,7 +1132,13 @@ async fn start(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     let body: StartRequest = request.json()?;
     let workflow = request.param("workflow");
     match workflows
-        .start(node, workflow, body.name, body.input.unwrap_or_else(|| json!({})))
+        .start(
+            node,
+            workflow,
+            body.name,
+            body.input.unwrap_or_else(|| json!({})),
+            request.trace().as_ref(),
+        )
         .await
     {
         Ok(Started { view, new }) => Ok(AdminReply::with_status(
