@@ -525,6 +525,25 @@ async fn key_value_lists_in_pages(s: &dyn Storage) {
     assert_eq!(s.list("kvl", "p/", Some("p/10"), 2).await.unwrap(), ["p/2", "p/3"]);
     assert!(s.list("kvl", "p/", Some("p/3"), 2).await.unwrap().is_empty());
     assert_eq!(s.list("kvl", "", None, 100).await.unwrap().len(), 5);
+
+    // A prefix is exactly the keys that start with it: not the key just
+    // past its range (`0` follows `/`), nor one that sorts before it;
+    // keys with any character after the prefix are in.
+    for k in ["p0", "p.", "p/~", "p/\u{e9}t\u{e9}", "p/\u{10FFFF}"] {
+        s.put("kvl", k, b"x".to_vec()).await.unwrap();
+    }
+    assert_eq!(
+        s.list("kvl", "p/", None, 100).await.unwrap(),
+        ["p/1", "p/10", "p/2", "p/3", "p/~", "p/\u{e9}t\u{e9}", "p/\u{10FFFF}"]
+    );
+    assert_eq!(s.keys("kvl", "p/\u{e9}").await.unwrap(), ["p/\u{e9}t\u{e9}"]);
+    // A page after a key that sorts before the prefix starts at the prefix.
+    assert_eq!(s.list("kvl", "p/", Some("a"), 1).await.unwrap(), ["p/1"]);
+    assert_eq!(
+        s.list("kvl", "", Some("p/3"), 3).await.unwrap(),
+        ["p/~", "p/\u{e9}t\u{e9}", "p/\u{10FFFF}"]
+    );
+    assert!(s.list("kvl", "q/", Some("q/1"), 10).await.unwrap().is_empty());
 }
 
 async fn objects_round_trip(s: &dyn Storage) {
