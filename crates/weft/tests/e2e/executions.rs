@@ -534,6 +534,25 @@ async fn mistakes_in_workflows_are_refused_with_where_and_how_to_fix() {
     assert_eq!(start(&server, "after", &input(0, "ok", 0)).await.0, 201);
     assert_eq!(ended(&server, "order:after").await["status"], "SUCCEEDED");
 
+    // An express route's body that never ends is cut off, not waited for.
+    let started = std::time::Instant::now();
+    let mut socket = tokio::net::TcpStream::connect(server.public.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    socket
+        .write_all(b"POST /quote HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{\"items\":")
+        .await
+        .unwrap();
+    let mut answer = vec![0u8; 512];
+    let n = tokio::time::timeout(Duration::from_secs(30), socket.read(&mut answer))
+        .await
+        .expect("an answer before the connection's own timeouts")
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]).to_string();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(20), "{:?}", started.elapsed());
+
     // A route may answer only with an express workflow.
     app.write(&APP.replace("workflow = \"quote\"", "workflow = \"order\""));
     let out = deploy(&app, &server);

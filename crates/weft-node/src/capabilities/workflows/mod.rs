@@ -321,29 +321,11 @@ impl Workflows {
         let name = name.unwrap_or_else(|| node.new_request_id());
         executions::check_name(&name).map_err(StartError::BadInput)?;
         if machine.kind == WorkflowKind::Express {
-            let started = jiff::Timestamp::now();
-            let outcome = express(node, &machine, &name, input.clone(), parent).await;
-            let mut view = json!({
-                "executionArn": format!("weft:execution:{workflow}:{name}"),
-                "id": format!("{workflow}:{name}"),
-                "stateMachine": workflow,
-                "name": name,
-                "startDate": started.to_string(),
-                "stopDate": jiff::Timestamp::now().to_string(),
-                "input": input,
+            let (_, ended) = express(node, &machine, &name, input, parent).await;
+            return Ok(Started {
+                view: ended.view(),
+                new: true,
             });
-            match outcome {
-                Outcome::Succeeded(output) => {
-                    view["status"] = json!("SUCCEEDED");
-                    view["output"] = output;
-                }
-                Outcome::Failed(f) => {
-                    view["status"] = json!("FAILED");
-                    view["error"] = json!(f.error);
-                    view["cause"] = json!(f.cause);
-                }
-            }
-            return Ok(Started { view, new: true });
         }
         self.store_definition(node, &machine).await?;
         let record = Record {
@@ -657,18 +639,57 @@ fn execution_span(node: &Node, record: &Record) {
     node.keep_spans(vec![span]);
 }
 
-/// Runs an express execution of `machine` to its end, in memory.
+/// Runs an express execution of `machine` to its end, in memory: how it
+/// ended, and its record as `describe` would show it (kept nowhere).
 pub async fn express(
     node: &Arc<Node>,
     machine: &Machine,
     name: &str,
     input: Value,
     parent: Option<&SpanContext>,
-) -> Outcome {
-    let id = format!("{}:{name}", machine.name);
-    let Some(workflows) = shared(node) else {
-        return Outcome::Failed(weft_workflows::execution::Failure::runtime("workflows are not running"));
+) -> (Outcome, Record) {
+    let started = jiff::Timestamp::now().as_millisecond();
+    let outcome = match shared(node) {
+        Some(workflows) => run_express(node, workflows, machine, name, input.clone(), parent).await,
+        None => (
+            Outcome::Failed(weft_workflows::execution::Failure::runtime("workflows are not running")),
+            None,
+        ),
     };
+    let (outcome, trace) = outcome;
+    let (status, output, error, cause) = match &outcome {
+        Outcome::Succeeded(output) => (Status::Succeeded, Some(output.clone()), None, None),
+        Outcome::Failed(f) => (Status::Failed, None, Some(f.error.clone()), f.cause.clone()),
+    };
+    let record = Record {
+        workflow: machine.name.clone(),
+        name: name.to_string(),
+        status,
+        input,
+        definition: machine.digest.clone(),
+        started_ms: started,
+        redrives: 0,
+        trace: trace.as_ref().map(SpanContext::traceparent),
+        trace_parent: parent.map(SpanContext::traceparent),
+        stopped_ms: Some(jiff::Timestamp::now().as_millisecond()),
+        output,
+        error,
+        cause,
+    };
+    execution_span(node, &record);
+    (outcome, record)
+}
+
+/// The run of an express execution: how it ended, and its span.
+async fn run_express(
+    node: &Arc<Node>,
+    workflows: Arc<Workflows>,
+    machine: &Machine,
+    name: &str,
+    input: Value,
+    parent: Option<&SpanContext>,
+) -> (Outcome, Option<SpanContext>) {
+    let id = format!("{}:{name}", machine.name);
     let live = Live {
         node: node.clone(),
         execution: id.clone(),
@@ -686,32 +707,14 @@ pub async fn express(
         machine: machine.name.clone(),
         started: None,
     };
-    let started = jiff::Timestamp::now().as_millisecond();
-    let outcome = weft_workflows::execution::run_with(&machine.machine, identity, input.clone(), &live, false)
+    let outcome = weft_workflows::execution::run_with(&machine.machine, identity, input, &live, false)
         .await
         .outcome;
-    let (status, error) = match &outcome {
-        Outcome::Succeeded(_) => (Status::Succeeded, None),
-        Outcome::Failed(f) => (Status::Failed, Some(f.error.clone())),
-    };
-    let record = Record {
-        workflow: machine.name.clone(),
-        name: name.to_string(),
-        status,
-        input,
-        definition: machine.digest.clone(),
-        started_ms: started,
-        redrives: 0,
-        trace: live.trace.as_ref().map(SpanContext::traceparent),
-        trace_parent: parent.map(SpanContext::traceparent),
-        stopped_ms: Some(jiff::Timestamp::now().as_millisecond()),
-        output: None,
-        error,
-        cause: None,
-    };
-    execution_span(node, &record);
-    outcome
+    (outcome, live.trace)
 }
+
+/// How long an express route waits for its request's body.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Answers a request to a route whose target is an express workflow: the
 /// request's JSON body is the input (none is `{}`); the output is the
@@ -729,12 +732,21 @@ where
         return crate::body::error(500, &format!("no workflow `{workflow}` is deployed"), None);
     };
     let headers = request.headers().clone();
-    let body = match Limited::new(request.into_body(), MAX_PAYLOAD).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => {
+    // A body sent slowly, or never finished, does not hold the connection.
+    let read = Limited::new(request.into_body(), MAX_PAYLOAD).collect();
+    let body = match tokio::time::timeout(BODY_TIMEOUT, read).await {
+        Ok(Ok(b)) => b.to_bytes(),
+        Ok(Err(_)) => {
             return crate::body::error(
                 413,
                 &format!("the body is larger than {MAX_PAYLOAD} bytes, the most a workflow's input may be"),
+                None,
+            );
+        }
+        Err(_) => {
+            return crate::body::error(
+                408,
+                &format!("the body did not arrive within {}s", BODY_TIMEOUT.as_secs()),
                 None,
             );
         }
@@ -755,7 +767,7 @@ where
     };
     let name = node.new_request_id();
     let parent = crate::telemetry::incoming(&headers);
-    let mut response = match express(node, &machine, &name, input, parent.as_ref()).await {
+    let mut response = match express(node, &machine, &name, input, parent.as_ref()).await.0 {
         Outcome::Succeeded(output) => crate::body::json(200, &output),
         Outcome::Failed(f) => crate::body::json(500, &json!({ "error": f.error, "cause": f.cause })),
     };
@@ -895,7 +907,8 @@ impl Capability<Node> for Workflows {
             if machine.kind == WorkflowKind::Express {
                 let node = node.clone();
                 node.clone().background.spawn(move |_| async move {
-                    if let Outcome::Failed(f) = express(&node, &machine, &execution, input, parent.as_ref()).await {
+                    if let (Outcome::Failed(f), _) = express(&node, &machine, &execution, input, parent.as_ref()).await
+                    {
                         tracing::warn!("express execution {}:{execution} failed: {}", machine.name, f.error);
                     }
                 });
