@@ -1,9 +1,10 @@
 //! Workflows: express transitions per second on one core, a chain of 100
 //! Pass states run by the interpreter in process (no functions, no
 //! storage), many executions one after another on a single-threaded
-//! runtime. The bar (1,000,000/s) and Step Functions' default quota
-//! (5,000 transitions/s per account) are the anchors; there is no other
-//! ASL interpreter to run beside it here.
+//! runtime; the same chain again in JSONata, each state evaluating an
+//! expression and assigning a variable. The bar (1,000,000/s) and Step
+//! Functions' default quota (5,000 transitions/s per account) are the
+//! anchors; there is no other ASL interpreter to run beside it here.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -29,8 +30,50 @@ fn chain() -> Value {
     json!({ "StartAt": "S0", "States": states })
 }
 
+/// The chain in JSONata: each state counts in a variable and outputs an
+/// expression of its input.
+fn jsonata_chain() -> Value {
+    let mut definition = chain();
+    for (i, state) in definition["States"]
+        .as_object_mut()
+        .into_iter()
+        .flatten()
+        .map(|(_, s)| s)
+        .enumerate()
+    {
+        state["Assign"] = if i == 0 {
+            json!({ "n": 0 })
+        } else {
+            json!({ "n": "{% $n + 1 %}" })
+        };
+        state["Output"] = json!({ "order": "{% $states.input.order %}", "items": "{% $states.input.items %}" });
+    }
+    definition["QueryLanguage"] = json!("JSONata");
+    definition
+}
+
 pub fn report(seconds: Duration) -> anyhow::Result<String> {
-    let machine = weft_workflows::validate::load(&chain())
+    let jsonpath = transitions(chain(), seconds)?;
+    let jsonata = transitions(jsonata_chain(), seconds)?;
+    let row = |name: &str, (executions, took, per_second): (u64, Duration, f64)| {
+        format!(
+            "| {name} | {executions} in {:.1}s | {per_second:.0} | {:.2} | {:.0} |\n",
+            took.as_secs_f64(),
+            per_second / 1e6,
+            per_second / 5000.0
+        )
+    };
+    Ok(format!(
+        "A chain of {CHAIN} Pass states, executions one after another on one thread, express (no history kept); in JSONata each state also evaluates two expressions and assigns a variable.\n\n| | executions | transitions/s | ÷ bar (1,000,000/s) | ÷ Step Functions' default quota (5,000/s) |\n| --- | ---: | ---: | ---: | ---: |\n{}{}",
+        row("express, JSONPath, in process", jsonpath),
+        row("express, JSONata, in process", jsonata),
+    ))
+}
+
+/// Runs `definition` as express executions for `seconds` on one thread:
+/// the executions, the time, and the transitions per second.
+fn transitions(definition: Value, seconds: Duration) -> anyhow::Result<(u64, Duration, f64)> {
+    let machine = weft_workflows::validate::load(&definition)
         .map_err(|m| anyhow::anyhow!("the benchmark's chain does not load: {m:?}"))?;
     let input = json!({ "order": 7, "items": [1, 2, 3] });
     // A thread of its own with a single-threaded runtime: one core.
@@ -62,13 +105,7 @@ pub fn report(seconds: Duration) -> anyhow::Result<String> {
     let (executions, took) = one_core
         .join()
         .map_err(|_| anyhow::anyhow!("the workflow benchmark's thread panicked"))??;
-    let transitions = executions as f64 * CHAIN as f64 / took.as_secs_f64();
-    Ok(format!(
-        "A chain of {CHAIN} Pass states, executions one after another on one thread, express (no history kept); {executions} executions in {:.1}s.\n\n| | transitions/s | ÷ bar (1,000,000/s) | ÷ Step Functions' default quota (5,000/s) |\n| --- | ---: | ---: | ---: |\n| express, in process | {transitions:.0} | {:.2} | {:.0} |\n",
-        took.as_secs_f64(),
-        transitions / 1e6,
-        transitions / 5000.0
-    ))
+    Ok((executions, took, executions as f64 * CHAIN as f64 / took.as_secs_f64()))
 }
 
 /// Tasks in each standard execution.

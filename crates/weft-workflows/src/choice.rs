@@ -11,14 +11,14 @@ use serde_json::Value;
 
 use crate::definition::{Condition, Operand, Relation, Test};
 use crate::execution::Failure;
-use crate::path::Path;
+use crate::path::{Env, Path};
 
 /// Whether `condition` holds for `input`.
-pub fn holds(condition: &Condition, input: &Value, context: &Value) -> Result<bool, Failure> {
+pub fn holds(condition: &Condition, input: &Value, env: &Env<'_>) -> Result<bool, Failure> {
     match condition {
         Condition::And(all) => {
             for c in all {
-                if !holds(c, input, context)? {
+                if !holds(c, input, env)? {
                     return Ok(false);
                 }
             }
@@ -26,23 +26,23 @@ pub fn holds(condition: &Condition, input: &Value, context: &Value) -> Result<bo
         }
         Condition::Or(any) => {
             for c in any {
-                if holds(c, input, context)? {
+                if holds(c, input, env)? {
                     return Ok(true);
                 }
             }
             Ok(false)
         }
-        Condition::Not(c) => Ok(!holds(c, input, context)?),
-        Condition::Test { variable, test } => test_holds(variable, test, input, context),
+        Condition::Not(c) => Ok(!holds(c, input, env)?),
+        Condition::Test { variable, test } => test_holds(variable, test, input, env),
         Condition::Jsonata(_) => Err(Failure::runtime(
             "a JSONata Condition reached the JSONPath evaluator; the state's QueryLanguage is JSONata",
         )),
     }
 }
 
-fn test_holds(variable: &str, test: &Test, input: &Value, context: &Value) -> Result<bool, Failure> {
+fn test_holds(variable: &str, test: &Test, input: &Value, env: &Env<'_>) -> Result<bool, Failure> {
     let path = Path::parse(variable).map_err(|e| Failure::runtime(e.to_string()))?;
-    let found = path.matches(input, context).into_iter().next().cloned();
+    let found = path.matches(input, env).into_iter().next().cloned();
     if let Some(result) = type_test(test, found.as_ref()) {
         return Ok(result);
     }
@@ -55,7 +55,7 @@ fn test_holds(variable: &str, test: &Test, input: &Value, context: &Value) -> Re
         Test::String(relation, o) => {
             let other = match o {
                 Operand::Literal(s) => Some(s.clone()),
-                Operand::Path(_) => operand_value(o, input, context)?.and_then(|v| v.as_str().map(str::to_string)),
+                Operand::Path(_) => operand_value(o, input, env)?.and_then(|v| v.as_str().map(str::to_string)),
             };
             match (value.as_str(), other) {
                 (Some(a), Some(b)) => compare(*relation, a.cmp(b.as_str())),
@@ -65,7 +65,7 @@ fn test_holds(variable: &str, test: &Test, input: &Value, context: &Value) -> Re
         Test::Numeric(relation, o) => {
             let other = match o {
                 Operand::Literal(n) => Some(*n),
-                Operand::Path(_) => operand_value(o, input, context)?.and_then(|v| v.as_f64()),
+                Operand::Path(_) => operand_value(o, input, env)?.and_then(|v| v.as_f64()),
             };
             match (value.as_f64(), other) {
                 (Some(a), Some(b)) => a.partial_cmp(&b).is_some_and(|o| compare(*relation, o)),
@@ -75,14 +75,14 @@ fn test_holds(variable: &str, test: &Test, input: &Value, context: &Value) -> Re
         Test::Boolean(o) => {
             let other = match o {
                 Operand::Literal(b) => Some(*b),
-                Operand::Path(_) => operand_value(o, input, context)?.and_then(|v| v.as_bool()),
+                Operand::Path(_) => operand_value(o, input, env)?.and_then(|v| v.as_bool()),
             };
             matches!((value.as_bool(), other), (Some(a), Some(b)) if a == b)
         }
         Test::Timestamp(relation, o) => {
             let other = match o {
                 Operand::Literal(t) => Some(*t),
-                Operand::Path(_) => operand_value(o, input, context)?.and_then(|v| v.as_str().and_then(timestamp)),
+                Operand::Path(_) => operand_value(o, input, env)?.and_then(|v| v.as_str().and_then(timestamp)),
             };
             match (value.as_str().and_then(timestamp), other) {
                 (Some(a), Some(b)) => compare(*relation, a.cmp(&b)),
@@ -112,11 +112,11 @@ fn type_test(test: &Test, found: Option<&Value>) -> Option<bool> {
 
 /// The value an operand's path names; an operand path that matches
 /// nothing is `States.Runtime`.
-fn operand_value<T>(o: &Operand<T>, input: &Value, context: &Value) -> Result<Option<Value>, Failure> {
+fn operand_value<T>(o: &Operand<T>, input: &Value, env: &Env<'_>) -> Result<Option<Value>, Failure> {
     match o {
         Operand::Literal(_) => Ok(None),
         Operand::Path(p) => Path::parse(p)
-            .and_then(|p| p.select(input, context))
+            .and_then(|p| p.select(input, env))
             .map(Some)
             .map_err(|e| Failure::runtime(e.to_string())),
     }

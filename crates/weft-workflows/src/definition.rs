@@ -17,7 +17,8 @@
 //!
 //! What this module must not know: the syntax of paths (kept here as the
 //! strings written; [`crate::path`] parses them), JSONata expressions (kept
-//! as the text between `{%` and `%}`), the checks that span several states
+//! as the text between `{%` and `%}`; [`crate::validate`] compiles them
+//! into [`StateMachine::expressions`]), the checks that span several states
 //! (targets, reachability, error names: [`crate::validate`]), and how any
 //! state runs.
 
@@ -91,12 +92,33 @@ pub struct StateMachine {
     pub start_at: String,
     /// The top-level states, in the order written.
     pub states: Vec<State>,
+    /// Where each top-level state is in `states`, by name.
+    pub index: StateIndex,
+    /// Every JSONata expression of the definition, compiled (by
+    /// [`crate::validate::load`]; empty after [`parse`] alone).
+    pub expressions: crate::jsonata::Expressions,
 }
 
 impl StateMachine {
     /// The top-level state called `name`.
     pub fn state(&self, name: &str) -> Option<&State> {
-        self.states.iter().find(|s| s.name == name)
+        self.index.find(&self.states, name)
+    }
+}
+
+/// Where each state of a scope is in its list, by name: a transition finds
+/// its state in one lookup, however many states the scope has.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StateIndex(rustc_hash::FxHashMap<String, usize>);
+
+impl StateIndex {
+    pub fn of(states: &[State]) -> StateIndex {
+        StateIndex(states.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect())
+    }
+
+    /// The state of `states` called `name`.
+    pub fn find<'s>(&self, states: &'s [State], name: &str) -> Option<&'s State> {
+        states.get(*self.0.get(name)?)
     }
 }
 
@@ -110,12 +132,14 @@ pub struct Branch {
     pub comment: Option<String>,
     pub start_at: String,
     pub states: Vec<State>,
+    /// Where each state is in `states`, by name.
+    pub index: StateIndex,
 }
 
 impl Branch {
     /// The state of this branch called `name`.
     pub fn state(&self, name: &str) -> Option<&State> {
-        self.states.iter().find(|s| s.name == name)
+        self.index.find(&self.states, name)
     }
 }
 
@@ -159,6 +183,11 @@ pub struct State {
 }
 
 impl State {
+    /// Whether the state is written in JSONata.
+    pub fn is_jsonata(&self) -> bool {
+        self.query_language == QueryLanguage::Jsonata
+    }
+
     /// The state's `Type` as written: `Pass`, `Task`, `Choice`, ...
     pub fn type_name(&self) -> &'static str {
         match &self.kind {
@@ -894,7 +923,9 @@ impl Reader {
             timeout_seconds,
             query_language: language,
             start_at: start_at?,
+            index: states.as_deref().map(StateIndex::of).unwrap_or_default(),
             states: states?,
+            expressions: Default::default(),
         })
     }
 
@@ -1622,11 +1653,13 @@ impl Reader {
             None => Some(ProcessorMode::Inline),
         };
         let (start_at, states) = self.scope(&f, language);
+        let states = states?;
         let branch = Branch {
             location: f.path.clone(),
             comment,
             start_at: start_at?,
-            states: states?,
+            index: StateIndex::of(&states),
+            states,
         };
         Some((branch, mode?))
     }
@@ -2270,8 +2303,7 @@ fn path_variant(language: QueryLanguage, path_key: &'static str) -> Option<&'sta
 
 /// The expression of a JSONata field: the text between `{%` and `%}`.
 fn jsonata(text: &str) -> Option<String> {
-    let inner = text.strip_prefix("{%")?.strip_suffix("%}")?.trim();
-    (!inner.is_empty()).then(|| inner.to_string())
+    crate::jsonata::expression(text).map(str::to_string)
 }
 
 /// Why a field its place does not allow is there, and what to write
@@ -2554,10 +2586,19 @@ fn lower_first(word: &str) -> String {
     }
 }
 
-/// Whether a string anywhere in `value` (keys included) contains `$$`.
+/// Whether a string anywhere in `value` (keys included) may read the
+/// context object: contains `$$`, or (in JSONata) `$states` other than
+/// `$states.input`, `$states.result` or `$states.errorOutput`.
 fn mentions_context(value: &Value) -> bool {
+    let reads = |s: &str| {
+        s.contains("$$")
+            || s.match_indices("$states").any(|(at, _)| {
+                let rest = &s[at + "$states".len()..];
+                !(rest.starts_with(".input") || rest.starts_with(".result") || rest.starts_with(".errorOutput"))
+            })
+    };
     match value {
-        Value::String(s) => s.contains("$$"),
+        Value::String(s) => reads(s),
         Value::Array(items) => items.iter().any(mentions_context),
         Value::Object(fields) => fields.iter().any(|(k, v)| k.contains("$$") || mentions_context(v)),
         _ => false,

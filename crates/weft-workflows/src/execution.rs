@@ -1,6 +1,7 @@
 //! The interpreter: runs one execution of a state machine, state by state,
-//! with input and output processing, `Retry` and `Catch`, and `Parallel`
-//! and `Map` branches run side by side.
+//! with input and output processing in JSONPath or JSONata (through
+//! [`crate::fields`]), the variables each state assigns, `Retry` and
+//! `Catch`, and `Parallel` and `Map` branches run side by side.
 //!
 //! It knows no function runtime, no clock and no storage: what an
 //! execution does to the world (run a task, wait, sleep before a retry,
@@ -15,24 +16,28 @@
 //! (`ExecutionStarted`, `TaskStateEntered`, `TaskScheduled`, ...), is kept
 //! as it goes and returned with the outcome.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use futures_util::future::BoxFuture;
 use serde_json::{Map as JsonMap, Value, json};
 
-use crate::choice;
 use crate::definition::{
-    Branch, Catcher, DataPath, ItemBatcher, QueryLanguage, Retrier, Setting, State, StateKind, StateMachine,
-    Transition, WaitFor,
+    Branch, ItemBatcher, Setting, State, StateIndex, StateKind, StateMachine, Transition, WaitFor,
 };
-use crate::path::{self, Path, ReferencePath, Template};
+use crate::fields::{self, Fields, Witness, kind_of};
+use crate::intrinsics::Draws;
+use crate::jsonata::{self, Expressions};
+use crate::path::Env;
+use crate::variables::Frame;
 
 /// The largest input or output a state may have, as on Step Functions.
 pub const MAX_PAYLOAD: usize = 256 * 1024;
 /// The most history events an execution may have, as on Step Functions.
 pub const MAX_HISTORY: usize = 25_000;
+/// The longest a Wait may wait and a Task may run, in seconds.
+const MAX_WAIT_SECONDS: u64 = 99_999_999;
 
 /// How an execution, or a part of one, failed: an error name that `Retry`
 /// and `Catch` match, and a cause for people.
@@ -55,10 +60,6 @@ impl Failure {
     /// `Retry` or `Catch` handles it.
     pub fn runtime(cause: impl Into<String>) -> Failure {
         Failure::new("States.Runtime", cause)
-    }
-
-    fn of_path(e: &path::PathError) -> Failure {
-        Failure::new(e.error_name(), e.to_string())
     }
 
     /// The error output a `Catch` passes on.
@@ -176,12 +177,16 @@ pub async fn run_with(
     keep_history: bool,
 ) -> Finished {
     let started = identity.started.unwrap_or_else(|| effects.now());
+    let id_seed = fnv(0xcbf2_9ce4_8422_2325, identity.id.as_bytes());
     let execution = Execution {
         keep_history,
         identity,
         input: input.clone(),
         started,
         effects,
+        expressions: machine.expressions.clone(),
+        id_seed,
+        variable_bytes: AtomicUsize::new(0),
         history: Mutex::new(Vec::new()),
         events: AtomicUsize::new(0),
     };
@@ -189,11 +194,12 @@ pub async fn run_with(
     let scope = Scope {
         start_at: &machine.start_at,
         states: &machine.states,
+        index: &machine.index,
     };
     let ran = if size_of(&input) > MAX_PAYLOAD {
         Err(too_large("the execution's input"))
     } else {
-        let run = execution.run_scope(scope, input, String::new(), None);
+        let run = execution.run_scope(scope, input, String::new(), None, None);
         match machine.timeout_seconds {
             Some(seconds) => execution.within(Duration::from_secs(seconds), run).await,
             None => run.await,
@@ -225,7 +231,7 @@ fn too_large(what: &str) -> Failure {
 }
 
 /// The bytes `value` takes as JSON, counted without writing them anywhere.
-fn size_of(value: &Value) -> usize {
+pub(crate) fn size_of(value: &Value) -> usize {
     struct Count(usize);
     impl std::io::Write for Count {
         fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
@@ -276,6 +282,7 @@ fn exited_event(state: &State) -> &'static str {
 struct Scope<'m> {
     start_at: &'m str,
     states: &'m [State],
+    index: &'m StateIndex,
 }
 
 impl<'m> Scope<'m> {
@@ -283,11 +290,12 @@ impl<'m> Scope<'m> {
         Scope {
             start_at: &branch.start_at,
             states: &branch.states,
+            index: &branch.index,
         }
     }
 
     fn state(&self, name: &str) -> Option<&'m State> {
-        self.states.iter().find(|s| s.name == name)
+        self.index.find(self.states, name)
     }
 }
 
@@ -297,6 +305,12 @@ struct Execution<'a> {
     input: Value,
     started: jiff::Timestamp,
     effects: &'a dyn Effects,
+    /// The definition's JSONata expressions, compiled.
+    expressions: Expressions,
+    /// The seed of every draw, made of the execution's id.
+    id_seed: u64,
+    /// The bytes all the execution's variables hold.
+    variable_bytes: AtomicUsize,
     history: Mutex<Vec<Value>>,
     /// Events so far, kept or not.
     events: AtomicUsize,
@@ -397,16 +411,35 @@ impl<'a> Execution<'a> {
         context
     }
 
+    /// A seed for the random draws of one state's run, from its scope's
+    /// seed: the same each time the execution is run on its journal,
+    /// different for every state run.
+    fn seed(scope: u64, state: &str, turn: u64) -> u64 {
+        fnv(fnv(scope, state.as_bytes()), &turn.to_le_bytes())
+    }
+
     /// Runs a scope from its `StartAt` to a terminal state: its output.
+    /// `outer` holds the variables of the scopes around it, which its
+    /// states read but do not assign.
     fn run_scope<'s>(
         &'s self,
         scope: Scope<'s>,
         input: Value,
         prefix: String,
         item: Option<Item>,
+        outer: Option<Arc<Frame>>,
     ) -> BoxFuture<'s, Result<Value, Failure>> {
         Box::pin(async move {
             let mut visits: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+            let mut variables = Arc::new(Frame::within(outer));
+            // What this scope's variables hold counts toward the
+            // execution's bound until the scope ends, however it ends.
+            let mut held = Held {
+                total: &self.variable_bytes,
+                bytes: 0,
+            };
+            let scope_seed = fnv(self.id_seed, prefix.as_bytes());
+            let mut turn = 0u64;
             let mut name = scope.start_at;
             let mut input = input;
             loop {
@@ -436,90 +469,203 @@ impl<'a> Execution<'a> {
                         format!("the execution's history reached {MAX_HISTORY} events, the most it may have"),
                     ));
                 }
-                if state.query_language == QueryLanguage::Jsonata {
-                    return Err(Failure::runtime(format!(
-                        "state {:?} is written in JSONata, which this interpreter does not run yet; write it in JSONPath",
-                        state.name
-                    )));
-                }
-                let (next, output) = self.run_state(state, input, &step, item.as_ref()).await?;
-                if size_of(&output) > MAX_PAYLOAD {
+                turn += 1;
+                let on = On {
+                    step: &step,
+                    item: item.as_ref(),
+                    variables: &variables,
+                    seed: Self::seed(scope_seed, &state.name, turn),
+                };
+                let ran = self.run_state(state, input, &on).await?;
+                if size_of(&ran.output) > MAX_PAYLOAD {
                     return Err(too_large(&format!("the output of state {:?}", state.name)));
                 }
+                let assigned = match ran.assigned {
+                    Some(assigned) if !assigned.is_empty() => {
+                        let shown: JsonMap<String, Value> = if self.keep_history {
+                            assigned
+                                .iter()
+                                .map(|(k, v)| (k.clone(), Value::String(v.to_string())))
+                                .collect()
+                        } else {
+                            JsonMap::new()
+                        };
+                        let frame = Arc::make_mut(&mut variables);
+                        frame.assign(&state.name, assigned, held.total)?;
+                        held.bytes = frame.own_bytes();
+                        Some(shown)
+                    }
+                    _ => None,
+                };
                 self.record(
                     exited_event(state),
-                    || json!({ "name": state.name, "output": output.to_string() }),
+                    || {
+                        let mut details = json!({ "name": state.name, "output": ran.output.to_string() });
+                        if let Some(error) = &ran.caught {
+                            details["caught"] = json!(error);
+                        }
+                        if let Some(shown) = assigned {
+                            details["assignedVariables"] = Value::Object(shown);
+                            details["assignedVariablesDetails"] = json!({ "truncated": false });
+                        }
+                        details
+                    },
                     None,
                 );
-                match next {
+                match ran.next {
                     Some(next) => {
                         name = scope
                             .state(&next)
                             .map(|s| s.name.as_str())
                             .ok_or_else(|| Failure::runtime(format!("no state named {next:?}")))?;
-                        input = output;
+                        input = ran.output;
                     }
-                    None => return Ok(output),
+                    None => return Ok(ran.output),
                 }
             }
         })
     }
 
-    /// Runs one state on `raw` (its input): where to go next (none at the
-    /// end of the scope) and its output.
-    async fn run_state(
+    /// The fields of `state` for one run (or attempt) of it, drawing at
+    /// random from `seed`, its expressions to be done by `deadline`.
+    #[allow(clippy::too_many_arguments)]
+    fn fields<'f>(
+        &'f self,
+        state: &'f State,
+        input: &'f Value,
+        context: &'f Value,
+        on: &'f On<'_>,
+        entered: jiff::Timestamp,
+        seed: u64,
+        deadline: Option<Instant>,
+    ) -> Fields<'f> {
+        Fields::new(
+            state,
+            input,
+            context,
+            &**on.variables,
+            &self.expressions,
+            seed,
+            deadline,
+            entered,
+            self,
+        )
+    }
+
+    /// A Pass state, which moves its input on rather than copying it where
+    /// nothing reshapes it.
+    #[allow(clippy::too_many_arguments)]
+    fn pass(
         &self,
         state: &State,
+        pass: &crate::definition::Pass,
         raw: Value,
-        step: &Step,
-        item: Option<&Item>,
-    ) -> Result<(Option<String>, Value), Failure> {
+        effective: Option<Value>,
+        context: &Value,
+        on: &On<'_>,
+        entered: jiff::Timestamp,
+    ) -> Result<Ran, Failure> {
+        let next = next_of(&pass.transition);
+        let deadline = jsonata_deadline(state);
+        let Some(effective) = effective else {
+            // JSONata: the input is the raw one.
+            let (output, assigned) = {
+                let f = self.fields(state, &raw, context, on, entered, on.seed, deadline);
+                let output = state.output.as_ref().map(|o| f.value(o, "Output")).transpose()?;
+                (output, f.assign(state.assign.as_ref(), &Value::Null)?)
+            };
+            return Ok(Ran::new(next, output.unwrap_or(raw), assigned));
+        };
+        let (result, assigned) = {
+            let f = self.fields(state, &effective, context, on, entered, on.seed, deadline);
+            let result = match (&pass.result, &state.parameters) {
+                (Some(result), _) => Some(result.clone()),
+                (None, Some(parameters)) => Some(f.template(parameters, &effective)?),
+                (None, None) => None,
+            };
+            let assigned = f.assign(state.assign.as_ref(), result.as_ref().unwrap_or(&effective))?;
+            (result, assigned)
+        };
+        let env = Env {
+            context,
+            variables: &**on.variables,
+            draws: None,
+        };
+        let output = finish(state, raw, result.unwrap_or(effective), &env)?;
+        Ok(Ran::new(next, output, assigned))
+    }
+
+    /// Runs one state on `raw` (its input): where to go next (none at the
+    /// end of the scope), its output and what it assigns.
+    async fn run_state(&self, state: &State, raw: Value, on: &On<'_>) -> Result<Ran, Failure> {
         let entered = self.effects.now();
-        let context = self.context(state, entered, 0, item);
+        let context = self.context(state, entered, 0, on.item);
+        let jsonata = state.is_jsonata();
         // The raw input is kept beside the effective one only where a
         // ResultPath (the state's or a catcher's) merges into it; else the
-        // input is moved, not copied.
+        // input is moved, not copied. A JSONata state has no InputPath: its
+        // input is both.
         let keeps_raw = state.result_path.is_some() || state.catch().iter().any(|c| c.result_path.is_some());
         let (raw, effective) = match &state.input_path {
-            None if !keeps_raw => (Value::Null, raw),
+            _ if jsonata => (raw, None),
+            None if !keeps_raw => (Value::Null, Some(raw)),
             path => {
-                let effective = select(path.as_ref(), &raw, &context)?;
-                (raw, effective)
+                // Paths draw nothing.
+                let env = Env {
+                    context: &context,
+                    variables: &**on.variables,
+                    draws: None,
+                };
+                let effective = fields::select(path.as_ref(), &raw, &env)?;
+                (raw, Some(effective))
             }
         };
+        if let StateKind::Pass(pass) = &state.kind {
+            return self.pass(state, pass, raw, effective, &context, on, entered);
+        }
+        let effective = effective.as_ref().unwrap_or(&raw);
+        let deadline = jsonata_deadline(state);
+        let f = self.fields(state, effective, &context, on, entered, on.seed, deadline);
         match &state.kind {
-            StateKind::Pass(pass) => {
-                let result = match (&pass.result, &state.parameters) {
-                    (Some(result), _) => result.clone(),
-                    (None, Some(parameters)) => template(parameters, &effective, &context)?,
-                    (None, None) => effective,
+            StateKind::Pass(_) => Err(Failure::runtime("a Pass state reached the wrong arm")),
+            StateKind::Succeed => {
+                let output = if jsonata {
+                    f.output(state.output.as_ref(), || effective.clone())?
+                } else {
+                    f.select(state.output_path.as_ref(), effective)?
                 };
-                let output = self.finish(state, raw, result, &context)?;
-                Ok((next_of(&pass.transition), output))
+                Ok(Ran::new(None, output, None))
             }
-            StateKind::Succeed => Ok((None, select(state.output_path.as_ref(), &effective, &context)?)),
             StateKind::Fail(fail) => {
-                let error = setting_text(fail.error.as_ref(), &effective, &context)?;
-                let cause = setting_text(fail.cause.as_ref(), &effective, &context)?;
+                let error = f.text(fail.error.as_ref(), "Error")?;
+                let cause = f.text(fail.cause.as_ref(), "Cause")?;
                 Err(Failure {
                     error: error.unwrap_or_else(|| "States.Fail".into()),
                     cause,
                 })
             }
             StateKind::Choice(c) => {
-                for rule in &c.choices {
-                    if choice::holds(&rule.condition, &effective, &context)? {
-                        return Ok((
-                            Some(rule.next.clone()),
-                            select(state.output_path.as_ref(), &effective, &context)?,
-                        ));
+                for (i, rule) in c.choices.iter().enumerate() {
+                    if f.condition(&rule.condition, i)? {
+                        let output = if jsonata {
+                            f.output(rule.output.as_ref(), || effective.clone())?
+                        } else {
+                            f.select(state.output_path.as_ref(), effective)?
+                        };
+                        let assigned = f.assign(rule.assign.as_ref(), effective)?;
+                        return Ok(Ran::new(Some(rule.next.clone()), output, assigned));
                     }
                 }
                 match &c.default {
-                    Some(default) => Ok((
-                        Some(default.clone()),
-                        select(state.output_path.as_ref(), &effective, &context)?,
-                    )),
+                    Some(default) => {
+                        let output = if jsonata {
+                            f.output(state.output.as_ref(), || effective.clone())?
+                        } else {
+                            f.select(state.output_path.as_ref(), effective)?
+                        };
+                        let assigned = f.assign(state.assign.as_ref(), effective)?;
+                        Ok(Ran::new(Some(default.clone()), output, assigned))
+                    }
                     None => Err(Failure::new(
                         "States.NoChoiceMatched",
                         format!(
@@ -532,30 +678,32 @@ impl<'a> Execution<'a> {
             StateKind::Wait(wait) => {
                 let until = match &wait.until {
                     WaitFor::Seconds(seconds) => {
-                        let seconds = setting_number(seconds, &effective, &context, "Seconds")?;
+                        let seconds = f.number(seconds, "Seconds", 0..=MAX_WAIT_SECONDS)?;
                         entered
                             .checked_add(Duration::from_secs(seconds))
                             .map_err(|_| Failure::runtime("the Wait's Seconds go past the last time there is"))?
                     }
-                    WaitFor::Timestamp(at) => setting_timestamp(at, &effective, &context)?,
+                    WaitFor::Timestamp(at) => f.timestamp(at)?,
                 };
-                self.effects.wait_until(step, until).await;
-                Ok((
-                    next_of(&wait.transition),
-                    select(state.output_path.as_ref(), &effective, &context)?,
-                ))
+                self.effects.wait_until(on.step, until).await;
+                let output = if jsonata {
+                    f.output(state.output.as_ref(), || effective.clone())?
+                } else {
+                    f.select(state.output_path.as_ref(), effective)?
+                };
+                let assigned = f.assign(state.assign.as_ref(), effective)?;
+                Ok(Ran::new(next_of(&wait.transition), output, assigned))
             }
             // The states that do work retry it and catch its failures alike.
             StateKind::Task(_) | StateKind::Parallel(_) | StateKind::Map(_) => {
                 let transition = state.transition().unwrap_or(&Transition::End);
-                let (retry, catch) = (state.retry(), state.catch());
-                self.with_retries(state, step, &raw, &effective, entered, item, retry, catch, transition)
-                    .await
+                self.with_retries(state, &raw, effective, entered, on, transition).await
             }
         }
     }
 
-    /// One attempt at a Task, Parallel or Map state: its output.
+    /// One attempt at a Task, Parallel or Map state: its output, and what
+    /// it assigns.
     #[allow(clippy::too_many_arguments)]
     async fn attempt(
         &self,
@@ -563,26 +711,36 @@ impl<'a> Execution<'a> {
         raw: &Value,
         effective: &Value,
         entered: jiff::Timestamp,
-        item: Option<&Item>,
+        on: &On<'_>,
         retries: u64,
         attempt_step: Step,
-    ) -> Result<Value, Failure> {
-        let raw = raw.clone();
-        match &state.kind {
+    ) -> Result<(Value, Option<JsonMap<String, Value>>), Failure> {
+        let jsonata = state.is_jsonata();
+        let mut context = self.context(state, entered, retries, on.item);
+        if let StateKind::Task(task) = &state.kind
+            && task.resource.ends_with(".waitForTaskToken")
+            && let Some(map) = context.as_object_mut()
+        {
+            map.insert(
+                "Task".into(),
+                json!({ "Token": self.effects.task_token(&attempt_step) }),
+            );
+        }
+        // Each attempt draws its own values, and has its own time.
+        let seed = Draws::new(on.seed ^ retries).next();
+        let deadline = jsonata_deadline(state);
+        let f = self.fields(state, effective, &context, on, entered, seed, deadline);
+        // What the work takes: Parameters (JSONPath) or Arguments (JSONata).
+        let work_input = || -> Result<Value, Failure> {
+            match (jsonata, &state.parameters, &state.arguments) {
+                (false, Some(parameters), _) => f.template(parameters, effective),
+                (true, _, Some(arguments)) => f.value(arguments, "Arguments"),
+                _ => Ok(effective.clone()),
+            }
+        };
+        let result = match &state.kind {
             StateKind::Task(task) => {
-                let mut context = self.context(state, entered, retries, item);
-                if task.resource.ends_with(".waitForTaskToken")
-                    && let Some(map) = context.as_object_mut()
-                {
-                    map.insert(
-                        "Task".into(),
-                        json!({ "Token": self.effects.task_token(&attempt_step) }),
-                    );
-                }
-                let input = match &state.parameters {
-                    Some(parameters) => template(parameters, effective, &context)?,
-                    None => effective.clone(),
-                };
+                let input = work_input()?;
                 // Step Functions checks a task's input once Parameters are
                 // applied, and its result before ResultSelector trims it.
                 if size_of(&input) > MAX_PAYLOAD {
@@ -590,11 +748,26 @@ impl<'a> Execution<'a> {
                 }
                 let seconds = |setting: Option<&Setting<u64>>, name: &str| -> Result<Option<Duration>, Failure> {
                     setting
-                        .map(|s| setting_number(s, effective, &context, name).map(Duration::from_secs))
+                        .map(|s| f.number(s, name, 1..=MAX_WAIT_SECONDS).map(Duration::from_secs))
                         .transpose()
                 };
                 let timeout = seconds(task.timeout_seconds.as_ref(), "TimeoutSeconds")?;
                 let heartbeat = seconds(task.heartbeat_seconds.as_ref(), "HeartbeatSeconds")?;
+                if let (Some(timeout), Some(heartbeat)) = (timeout, heartbeat)
+                    && heartbeat >= timeout
+                {
+                    let why = format!(
+                        "state {:?}: HeartbeatSeconds ({}) must be less than TimeoutSeconds ({})",
+                        state.name,
+                        heartbeat.as_secs(),
+                        timeout.as_secs()
+                    );
+                    return Err(if jsonata {
+                        f.failed(Failure::new(jsonata::EVALUATION_ERROR, why))
+                    } else {
+                        Failure::runtime(why)
+                    });
+                }
                 let limits = TaskLimits { timeout, heartbeat };
                 self.record(
                     "TaskScheduled",
@@ -627,159 +800,202 @@ impl<'a> Execution<'a> {
                 if size_of(&result) > MAX_PAYLOAD {
                     return Err(too_large(&format!("the result of task {:?}", state.name)));
                 }
-                self.finish(state, raw, result, &context)
+                result
             }
             StateKind::Parallel(parallel) => {
-                let context = self.context(state, entered, retries, item);
-                let input = match &state.parameters {
-                    Some(parameters) => template(parameters, effective, &context)?,
-                    None => effective.clone(),
-                };
+                let input = work_input()?;
                 let branches = parallel.branches.iter().enumerate().map(|(i, branch)| {
                     self.run_scope(
                         Scope::of(branch),
                         input.clone(),
                         format!("{attempt_step}/{i}/"),
-                        item.cloned(),
+                        on.item.cloned(),
+                        Some(on.variables.clone()),
                     )
                 });
-                let results = futures_util::future::try_join_all(branches).await?;
-                let result = Value::Array(results);
-                self.finish(state, raw, result, &context)
+                Value::Array(futures_util::future::try_join_all(branches).await?)
             }
             StateKind::Map(map) => {
-                let context = self.context(state, entered, retries, item);
-                let items = match &map.items {
-                    Some(Setting::Fixed(items)) => items.clone(),
-                    Some(Setting::Path(p)) => match select_path(p, effective, &context)? {
-                        Value::Array(items) => items,
-                        other => {
-                            return Err(Failure::runtime(format!(
-                                "the Map's ItemsPath {p} names {}, not an array",
-                                kind_of(&other)
-                            )));
-                        }
-                    },
-                    Some(Setting::Jsonata(_)) => return Err(Failure::runtime("JSONata Items in a JSONPath state")),
-                    None => match &effective {
-                        Value::Array(items) => items.clone(),
-                        other => {
-                            return Err(Failure::runtime(format!(
-                                "the Map's input is {}, not an array; name the array with ItemsPath",
-                                kind_of(other)
-                            )));
-                        }
-                    },
-                };
-                let selector = map.item_selector.as_ref().or(state.parameters.as_ref());
-                let mut inputs = Vec::with_capacity(items.len());
-                for (index, value) in items.into_iter().enumerate() {
-                    let item = Item { index, value };
-                    let input = match selector {
-                        Some(selector) => {
-                            let context = self.context(state, entered, retries, Some(&item));
-                            template(selector, effective, &context)?
-                        }
-                        None => item.value.clone(),
-                    };
-                    inputs.push((item, input));
-                }
-                let inputs = match &map.item_batcher {
-                    Some(batcher) => batch(inputs, batcher, effective, &context)?,
-                    None => inputs,
-                };
-                let at_once = match &map.max_concurrency {
-                    Some(m) => setting_number(m, effective, &context, "MaxConcurrency")?,
-                    None => 0,
-                };
-                let total = inputs.len();
-                let processor = Scope::of(&map.processor);
-                // Made up front (none starts before it is polled), so the
-                // stream below holds futures, not closures that make them.
-                let iterations: Vec<BoxFuture<'_, (usize, Result<Value, Failure>)>> = inputs
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, (item, input))| {
-                        let prefix = format!("{attempt_step}/{}/", item.index);
-                        let iteration = self.run_scope(processor, input, prefix, Some(item));
-                        Box::pin(async move { (i, iteration.await) }) as BoxFuture<'_, _>
-                    })
-                    .collect();
-                let limit = if at_once == 0 { total.max(1) } else { at_once as usize };
-                use futures_util::StreamExt;
-                let tolerated_count = match &map.tolerated_failure_count {
-                    Some(c) => Some(setting_number(c, effective, &context, "ToleratedFailureCount")?),
-                    None => None,
-                };
-                let tolerated_percentage = match &map.tolerated_failure_percentage {
-                    Some(Setting::Fixed(p)) => Some(*p),
-                    Some(Setting::Path(p)) => Some(select_path(p, effective, &context)?.as_f64().ok_or_else(|| {
-                        Failure::runtime(format!("ToleratedFailurePercentagePath {p} is not a number"))
-                    })?),
-                    Some(Setting::Jsonata(_)) => return Err(Failure::runtime("JSONata in a JSONPath state")),
-                    None => None,
-                };
-                let tolerant = tolerated_count.is_some() || tolerated_percentage.is_some();
-                let mut results: Vec<Option<Value>> = vec![None; total];
-                let mut failures = 0u64;
-                let mut running = futures_util::stream::iter(iterations).buffer_unordered(limit);
-                while let Some((i, done)) = running.next().await {
-                    match done {
-                        Ok(output) => results[i] = Some(output),
-                        Err(failure) => {
-                            if !tolerant || failure.error == "States.Runtime" {
-                                return Err(failure);
-                            }
-                            failures += 1;
-                            results[i] = Some(failure.output());
-                            let over_count = tolerated_count.is_none_or(|c| failures > c);
-                            let over_share =
-                                tolerated_percentage.is_none_or(|p| (failures as f64) * 100.0 / (total as f64) > p);
-                            if over_count && over_share {
-                                return Err(Failure::new(
-                                    "States.ExceedToleratedFailureThreshold",
-                                    format!("{failures} of {total} iterations failed, more than the Map tolerates"),
-                                ));
-                            }
-                        }
-                    }
-                }
-                let result = Value::Array(results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect());
-                self.finish(state, raw, result, &context)
+                self.map(state, map, &f, effective, entered, on, retries, &attempt_step, seed)
+                    .await?
             }
-            _ => Err(Failure::runtime(format!("state {:?} has nothing to retry", state.name))),
+            _ => return Err(Failure::runtime(format!("state {:?} has nothing to retry", state.name))),
+        };
+        // The raw result is what a JSONPath Assign reads, before
+        // ResultSelector; JSONata's Output and Assign read $states.result.
+        if jsonata {
+            let done = f.with_result(&result);
+            let assigned = done.assign(state.assign.as_ref(), &Value::Null)?;
+            let output = done.output(state.output.as_ref(), || result.clone())?;
+            Ok((output, assigned))
+        } else {
+            let assigned = f.assign(state.assign.as_ref(), &result)?;
+            Ok((finish(state, raw.clone(), result, &f.env())?, assigned))
         }
     }
 
-    /// `ResultSelector`, `ResultPath`, then `OutputPath`: a state's output
-    /// from its raw input and its result.
-    fn finish(&self, state: &State, raw: Value, result: Value, context: &Value) -> Result<Value, Failure> {
-        let result = match &state.result_selector {
-            Some(selector) => template(selector, &result, context)?,
-            None => result,
+    /// A Map state's iterations, each on its item: the array of their
+    /// outputs (a failed one's error output, where failures are tolerated).
+    #[allow(clippy::too_many_arguments)]
+    async fn map(
+        &self,
+        state: &State,
+        map: &crate::definition::Map,
+        f: &Fields<'_>,
+        effective: &Value,
+        entered: jiff::Timestamp,
+        on: &On<'_>,
+        retries: u64,
+        attempt_step: &Step,
+        seed: u64,
+    ) -> Result<Value, Failure> {
+        let items = match &map.items {
+            Some(Setting::Fixed(items)) if state.is_jsonata() => {
+                match f.value(&Value::Array(items.clone()), "Items")? {
+                    Value::Array(items) => items,
+                    _ => Vec::new(),
+                }
+            }
+            Some(Setting::Fixed(items)) => items.clone(),
+            Some(Setting::Path(p)) => match f.path(p, effective)? {
+                Value::Array(items) => items,
+                other => {
+                    return Err(Failure::runtime(format!(
+                        "the Map's ItemsPath {p} names {}, not an array",
+                        kind_of(&other)
+                    )));
+                }
+            },
+            Some(Setting::Jsonata(source)) => match f.eval(source, "Items")? {
+                Value::Array(items) => items,
+                other => {
+                    return Err(f.failed(Failure::new(
+                        jsonata::EVALUATION_ERROR,
+                        format!("field Items: the expression yields {}, not an array", kind_of(&other)),
+                    )));
+                }
+            },
+            None => match effective {
+                Value::Array(items) => items.clone(),
+                other => {
+                    let fix = if state.is_jsonata() {
+                        "select the array with Items"
+                    } else {
+                        "name the array with ItemsPath"
+                    };
+                    return Err(Failure::runtime(format!(
+                        "the Map's input is {}, not an array; {fix}",
+                        kind_of(other)
+                    )));
+                }
+            },
         };
-        let merged = merge(state.result_path.as_ref(), raw, result)?;
-        match &state.output_path {
-            None => Ok(merged),
-            path => select(path.as_ref(), &merged, context),
+        // Items come from the input (256 KiB at most) in JSONPath; an
+        // expression could make many more.
+        if items.iter().map(size_of).sum::<usize>() + items.len() + 1 > MAX_PAYLOAD {
+            return Err(too_large(&format!("the items of Map state {:?}", state.name)));
         }
+        let selector = map.item_selector.as_ref().or(state.parameters.as_ref());
+        let mut inputs = Vec::with_capacity(items.len());
+        for (index, value) in items.into_iter().enumerate() {
+            let item = Item { index, value };
+            let input = match selector {
+                Some(selector) => {
+                    let context = self.context(state, entered, retries, Some(&item));
+                    // The items draw in turn from the attempt's draws, so
+                    // that no two draw the same.
+                    let item_seed = Draws::new(seed ^ index as u64).next();
+                    let per_item = self.fields(state, effective, &context, on, entered, item_seed, f.deadline());
+                    if state.is_jsonata() {
+                        per_item.value(selector, "ItemSelector")?
+                    } else {
+                        per_item.template(selector, effective)?
+                    }
+                }
+                None => item.value.clone(),
+            };
+            inputs.push((item, input));
+        }
+        let inputs = match &map.item_batcher {
+            Some(batcher) => batch(inputs, batcher, effective, f)?,
+            None => inputs,
+        };
+        let at_once = match &map.max_concurrency {
+            Some(m) => f.number(m, "MaxConcurrency", 0..=u64::MAX)?,
+            None => 0,
+        };
+        let total = inputs.len();
+        let processor = Scope::of(&map.processor);
+        // A distributed Map's iterations are executions of their own, which
+        // see none of the variables around the Map, as on Step Functions.
+        let outer = match map.mode {
+            crate::definition::ProcessorMode::Inline => Some(on.variables.clone()),
+            crate::definition::ProcessorMode::Distributed(_) => None,
+        };
+        // Made up front (none starts before it is polled), so the
+        // stream below holds futures, not closures that make them.
+        let iterations: Vec<BoxFuture<'_, (usize, Result<Value, Failure>)>> = inputs
+            .into_iter()
+            .enumerate()
+            .map(|(i, (item, input))| {
+                let prefix = format!("{attempt_step}/{}/", item.index);
+                let iteration = self.run_scope(processor, input, prefix, Some(item), outer.clone());
+                Box::pin(async move { (i, iteration.await) }) as BoxFuture<'_, _>
+            })
+            .collect();
+        let limit = if at_once == 0 { total.max(1) } else { at_once as usize };
+        use futures_util::StreamExt;
+        let tolerated_count = match &map.tolerated_failure_count {
+            Some(c) => Some(f.number(c, "ToleratedFailureCount", 0..=u64::MAX)?),
+            None => None,
+        };
+        let tolerated_percentage = match &map.tolerated_failure_percentage {
+            Some(p) => Some(f.percentage(p, "ToleratedFailurePercentage")?),
+            None => None,
+        };
+        let tolerant = tolerated_count.is_some() || tolerated_percentage.is_some();
+        let mut results: Vec<Option<Value>> = vec![None; total];
+        let mut failures = 0u64;
+        let mut running = futures_util::stream::iter(iterations).buffer_unordered(limit);
+        while let Some((i, done)) = running.next().await {
+            match done {
+                Ok(output) => results[i] = Some(output),
+                Err(failure) => {
+                    if !tolerant || failure.error == "States.Runtime" {
+                        return Err(failure);
+                    }
+                    failures += 1;
+                    results[i] = Some(failure.output());
+                    let over_count = tolerated_count.is_none_or(|c| failures > c);
+                    let over_share =
+                        tolerated_percentage.is_none_or(|p| (failures as f64) * 100.0 / (total as f64) > p);
+                    if over_count && over_share {
+                        return Err(Failure::new(
+                            "States.ExceedToleratedFailureThreshold",
+                            format!("{failures} of {total} iterations failed, more than the Map tolerates"),
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(Value::Array(
+            results.into_iter().map(|r| r.unwrap_or(Value::Null)).collect(),
+        ))
     }
 
     /// Runs `attempt` until it succeeds, retrying as the state's `Retry`
     /// says; a failure left over goes to the first `Catch` that matches it.
-    #[allow(clippy::too_many_arguments)]
     async fn with_retries(
         &self,
         state: &State,
-        step: &Step,
         raw: &Value,
         effective: &Value,
         entered: jiff::Timestamp,
-        item: Option<&Item>,
-        retry: &[Retrier],
-        catch: &[Catcher],
+        on: &On<'_>,
         transition: &Transition,
-    ) -> Result<(Option<String>, Value), Failure> {
+    ) -> Result<Ran, Failure> {
+        let (retry, catch) = (state.retry(), state.catch());
+        let step = on.step;
         let mut used = vec![0u64; retry.len()];
         let mut retries = 0u64;
         let failure = loop {
@@ -789,10 +1005,10 @@ impl<'a> Execution<'a> {
                 format!("{step}.{retries}")
             };
             match self
-                .attempt(state, raw, effective, entered, item, retries, attempt_step)
+                .attempt(state, raw, effective, entered, on, retries, attempt_step)
                 .await
             {
-                Ok(output) => return Ok((next_of(transition), output)),
+                Ok((output, assigned)) => return Ok(Ran::new(next_of(transition), output, assigned)),
                 Err(failure) => {
                     let Some(i) = retry.iter().position(|r| matches(&r.error_equals, &failure.error)) else {
                         break failure;
@@ -818,23 +1034,103 @@ impl<'a> Execution<'a> {
                 }
             }
         };
-        for catcher in catch {
-            if matches(&catcher.error_equals, &failure.error) {
-                let output = merge(catcher.result_path.as_ref(), raw.clone(), failure.output())?;
-                self.record(
-                    exited_event(state),
-                    || json!({ "name": state.name, "output": output.to_string(), "caught": failure.error }),
-                    None,
-                );
-                return Ok((Some(catcher.next.clone()), output));
-            }
-        }
-        Err(failure)
+        let Some(catcher) = catch.iter().find(|c| matches(&c.error_equals, &failure.error)) else {
+            return Err(failure);
+        };
+        // A catcher's Output and Assign (or ResultPath) replace the
+        // state's own: its Assign is not made.
+        let error_output = failure.output();
+        let context = self.context(state, entered, retries, on.item);
+        let deadline = jsonata_deadline(state);
+        let f = self.fields(state, effective, &context, on, entered, !on.seed, deadline);
+        let (output, assigned) = if state.is_jsonata() {
+            let caught = f.with_error(&error_output);
+            let assigned = caught.assign(catcher.assign.as_ref(), &Value::Null)?;
+            (
+                caught.output(catcher.output.as_ref(), || error_output.clone())?,
+                assigned,
+            )
+        } else {
+            let assigned = f.assign(catcher.assign.as_ref(), &error_output)?;
+            (
+                fields::merge(catcher.result_path.as_ref(), raw.clone(), error_output)?,
+                assigned,
+            )
+        };
+        Ok(Ran {
+            next: Some(catcher.next.clone()),
+            output,
+            assigned,
+            caught: Some(failure.error),
+        })
     }
 }
 
-/// Where a Step Functions event keeps its details, by its type.
+impl Witness for Execution<'_> {
+    fn evaluation_failed(&self, state: &str, failure: &Failure) {
+        self.record(
+            "EvaluationFailed",
+            || json!({ "state": state, "error": failure.error, "cause": failure.cause }),
+            None,
+        );
+    }
+}
+
+/// A scope's share of the bytes an execution's variables hold, given back
+/// when the scope ends.
+struct Held<'e> {
+    total: &'e AtomicUsize,
+    bytes: usize,
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.total.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// Where a state runs: its step, its Map item, the variables of its scope
+/// and the seed of its draws.
+struct On<'o> {
+    step: &'o Step,
+    item: Option<&'o Item>,
+    variables: &'o Arc<Frame>,
+    seed: u64,
+}
+
+/// What running a state gave.
+struct Ran {
+    /// The state to go to; `None` at the end of the scope.
+    next: Option<String>,
+    output: Value,
+    /// The variables its `Assign` (or its catcher's, or its Choice rule's) sets.
+    assigned: Option<JsonMap<String, Value>>,
+    /// The error a catcher caught, if one did.
+    caught: Option<String>,
+}
+
+impl Ran {
+    fn new(next: Option<String>, output: Value, assigned: Option<JsonMap<String, Value>>) -> Ran {
+        Ran {
+            next,
+            output,
+            assigned,
+            caught: None,
+        }
+    }
+}
+
+/// Where a Step Functions event keeps its details, by its type: every
+/// state's entry and exit in `stateEnteredEventDetails` and
+/// `stateExitedEventDetails`, other events in their own (`TaskScheduled`
+/// in `taskScheduledEventDetails`).
 fn details_key(kind: &str) -> String {
+    if kind.ends_with("StateEntered") {
+        return "stateEnteredEventDetails".into();
+    }
+    if kind.ends_with("StateExited") {
+        return "stateExitedEventDetails".into();
+    }
     let mut key = String::with_capacity(kind.len() + 12);
     let mut chars = kind.chars();
     if let Some(first) = chars.next() {
@@ -867,98 +1163,35 @@ fn next_of(transition: &Transition) -> Option<String> {
     }
 }
 
-/// `InputPath` or `OutputPath`: the whole value when absent, `{}` when null.
-fn select(path: Option<&DataPath>, value: &Value, context: &Value) -> Result<Value, Failure> {
-    match path {
-        None => Ok(value.clone()),
-        Some(DataPath::Discard) => Ok(Value::Object(JsonMap::new())),
-        Some(DataPath::Path(p)) => select_path(p, value, context),
+/// `ResultSelector`, `ResultPath`, then `OutputPath` (JSONPath): a state's
+/// output from its raw input and its result.
+fn finish(state: &State, raw: Value, result: Value, env: &Env<'_>) -> Result<Value, Failure> {
+    let result = match &state.result_selector {
+        Some(selector) => fields::template(selector, &result, env)?,
+        None => result,
+    };
+    let merged = fields::merge(state.result_path.as_ref(), raw, result)?;
+    match &state.output_path {
+        None => Ok(merged),
+        path => fields::select(path.as_ref(), &merged, env),
     }
 }
 
-fn select_path(path: &str, value: &Value, context: &Value) -> Result<Value, Failure> {
-    Path::parse(path)
-        .and_then(|p| p.select(value, context))
-        .map_err(|e| Failure::of_path(&e))
+/// When a JSONata state's expressions must be done, from now; `None` for
+/// a JSONPath state, which has none (and reads no clock for it).
+fn jsonata_deadline(state: &State) -> Option<Instant> {
+    state.is_jsonata().then(|| Instant::now() + jsonata::MAX_TIME)
 }
 
-/// `ResultPath`: the result placed in the raw input (absent: the result
-/// replaces it; null: the input is kept).
-fn merge(result_path: Option<&DataPath>, raw: Value, result: Value) -> Result<Value, Failure> {
-    match result_path {
-        None => Ok(result),
-        Some(DataPath::Discard) => Ok(raw),
-        Some(DataPath::Path(p)) => {
-            let reference = ReferencePath::parse(p).map_err(|e| Failure::of_path(&e))?;
-            path::merge(raw, Some(&reference), result).map_err(|e| Failure::of_path(&e))
-        }
+/// FNV-1a over `bytes`, from `hash`: stable across builds, unlike the
+/// standard library's hasher, so a journal replayed by a newer weft draws
+/// the same.
+fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
+    for byte in bytes {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
     }
-}
-
-fn template(template: &Value, input: &Value, context: &Value) -> Result<Value, Failure> {
-    Template::parse(template)
-        .map_err(|e| Failure::runtime(e.to_string()))?
-        .apply(input, context)
-        .map_err(|e| Failure::of_path(&e))
-}
-
-fn setting_number(setting: &Setting<u64>, input: &Value, context: &Value, field: &str) -> Result<u64, Failure> {
-    match setting {
-        Setting::Fixed(n) => Ok(*n),
-        Setting::Path(p) => {
-            let value = select_path(p, input, context)?;
-            value
-                .as_u64()
-                .or_else(|| value.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-                .ok_or_else(|| {
-                    Failure::runtime(format!(
-                        "{field}Path {p} names {}, not a non-negative number",
-                        kind_of(&value)
-                    ))
-                })
-        }
-        Setting::Jsonata(_) => Err(Failure::runtime(format!("a JSONata {field} in a JSONPath state"))),
-    }
-}
-
-fn setting_timestamp(
-    setting: &Setting<jiff::Timestamp>,
-    input: &Value,
-    context: &Value,
-) -> Result<jiff::Timestamp, Failure> {
-    match setting {
-        Setting::Fixed(t) => Ok(*t),
-        Setting::Path(p) => {
-            let value = select_path(p, input, context)?;
-            value
-                .as_str()
-                .and_then(choice::timestamp)
-                .ok_or_else(|| Failure::runtime(format!("TimestampPath {p} names {value}, not an RFC 3339 timestamp")))
-        }
-        Setting::Jsonata(_) => Err(Failure::runtime("a JSONata Timestamp in a JSONPath state")),
-    }
-}
-
-fn setting_text(setting: Option<&Setting<String>>, input: &Value, context: &Value) -> Result<Option<String>, Failure> {
-    match setting {
-        None => Ok(None),
-        Some(Setting::Fixed(t)) => Ok(Some(t.clone())),
-        Some(Setting::Path(p)) => {
-            // ErrorPath and CausePath may also be an intrinsic function.
-            let value = if p.starts_with("States.") {
-                crate::intrinsics::parse(p)
-                    .and_then(|call| call.eval(input, context))
-                    .map_err(|e| Failure::new(e.error_name(), e.to_string()))?
-            } else {
-                select_path(p, input, context)?
-            };
-            Ok(Some(match value {
-                Value::String(s) => s,
-                other => other.to_string(),
-            }))
-        }
-        Some(Setting::Jsonata(_)) => Err(Failure::runtime("a JSONata Error or Cause in a JSONPath state")),
-    }
+    hash.wrapping_mul(0x0100_0000_01b3)
 }
 
 /// `ItemBatcher`: items gathered into batches `{"Items": [...]}` (with
@@ -967,18 +1200,19 @@ fn batch(
     inputs: Vec<(Item, Value)>,
     batcher: &ItemBatcher,
     input: &Value,
-    context: &Value,
+    f: &Fields<'_>,
 ) -> Result<Vec<(Item, Value)>, Failure> {
     let per_batch = match &batcher.max_items_per_batch {
-        Some(s) => setting_number(s, input, context, "MaxItemsPerBatch")?.max(1) as usize,
+        Some(s) => f.number(s, "MaxItemsPerBatch", 1..=u64::MAX)?.max(1) as usize,
         None => usize::MAX,
     };
     let max_bytes = match &batcher.max_input_bytes_per_batch {
-        Some(s) => setting_number(s, input, context, "MaxInputBytesPerBatch")? as usize,
+        Some(s) => f.number(s, "MaxInputBytesPerBatch", 1..=MAX_PAYLOAD as u64)? as usize,
         None => MAX_PAYLOAD,
     };
     let batch_input = match &batcher.batch_input {
-        Some(template_value) => Some(template(template_value, input, context)?),
+        Some(template) if f.state.is_jsonata() => Some(f.value(template, "ItemBatcher.BatchInput")?),
+        Some(template) => Some(f.template(template, input)?),
         None => None,
     };
     let mut batches: Vec<Vec<Value>> = Vec::new();
@@ -1016,17 +1250,6 @@ fn batch(
         .collect())
 }
 
-fn kind_of(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1056,6 +1279,87 @@ mod tests {
             assert!(failure.cause.unwrap_or_default().contains("25000 events"));
             assert!(finished.history.len() <= MAX_HISTORY);
         }
+    }
+
+    /// What a state draws at random (States.UUID, States.MathRandom,
+    /// $uuid, $random) is the same each time the same execution runs, as
+    /// when it is run again on its journal after a crash, and differs
+    /// between executions.
+    #[tokio::test]
+    async fn random_draws_repeat_for_the_same_execution_only() {
+        let definition = json!({"StartAt": "Draw", "States": {
+            "Draw": {"Type": "Pass", "Parameters": {"u.$": "States.UUID()", "r.$": "States.MathRandom(1, 1000000000)"}, "Next": "Again"},
+            "Again": {"Type": "Pass", "QueryLanguage": "JSONata",
+                "Output": {"u": "{% $states.input.u %}", "r": "{% $states.input.r %}", "v": "{% $uuid() %}", "x": "{% $random() %}"}, "End": true}}});
+        let machine = crate::validate::load(&definition).expect("the definition loads");
+        let effects = crate::local::Local::new(Default::default());
+        let output = |id: &str| {
+            let identity = Identity {
+                id: id.into(),
+                name: "n".into(),
+                machine: "draws".into(),
+                started: None,
+            };
+            let machine = &machine;
+            let effects = &effects;
+            async move {
+                match run(machine, identity, json!({}), effects).await.outcome {
+                    Outcome::Succeeded(output) => output,
+                    Outcome::Failed(f) => panic!("the execution failed: {f:?}"),
+                }
+            }
+        };
+        let first = output("weft:execution:draws:a").await;
+        assert_eq!(first, output("weft:execution:draws:a").await);
+        let other = output("weft:execution:draws:b").await;
+        for field in ["u", "r", "v", "x"] {
+            assert_ne!(first[field], other[field], "{field} differs between executions");
+        }
+        assert_ne!(first["u"], first["v"], "two draws of one execution differ");
+    }
+
+    /// A state's exit shows what it assigned; a JSONata expression that
+    /// fails is an EvaluationFailed event naming the state, before the
+    /// execution fails.
+    #[tokio::test]
+    async fn the_history_shows_assignments_and_failed_evaluations() {
+        let definition = json!({"QueryLanguage": "JSONata", "StartAt": "Set", "States": {
+            "Set": {"Type": "Pass", "Assign": {"n": 2, "who": "ada"}, "Next": "Use"},
+            "Use": {"Type": "Pass", "Output": "{% $n + $who %}", "End": true}}});
+        let machine = crate::validate::load(&definition).expect("the definition loads");
+        let effects = crate::local::Local::new(Default::default());
+        let identity = Identity {
+            id: "weft:execution:h:1".into(),
+            name: "1".into(),
+            machine: "h".into(),
+            started: None,
+        };
+        let finished = run(&machine, identity, json!({}), &effects).await;
+        let Outcome::Failed(failure) = &finished.outcome else {
+            panic!("the execution succeeded: {:?}", finished.outcome);
+        };
+        assert_eq!(failure.error, jsonata::EVALUATION_ERROR);
+        let set = finished
+            .history
+            .iter()
+            .find(|e| e["type"] == "PassStateExited")
+            .expect("Set exited");
+        assert_eq!(
+            set["stateExitedEventDetails"]["assignedVariables"],
+            json!({"n": "2", "who": "\"ada\""})
+        );
+        let kinds: Vec<&str> = finished.history.iter().filter_map(|e| e["type"].as_str()).collect();
+        assert_eq!(
+            kinds[kinds.len() - 2..],
+            ["EvaluationFailed", "ExecutionFailed"],
+            "{kinds:?}"
+        );
+        let failed = &finished.history[kinds.len() - 2]["evaluationFailedEventDetails"];
+        assert_eq!(failed["state"], "Use");
+        assert!(
+            failed["cause"].as_str().is_some_and(|c| c.contains("field Output")),
+            "{failed}"
+        );
     }
 
     #[test]

@@ -11,9 +11,10 @@
 //! ```
 //! use serde_json::json;
 //! use weft_workflows::intrinsics;
+//! use weft_workflows::path::Env;
 //!
 //! let call = intrinsics::parse("States.Format('Hello, {}!', $.name)")?;
-//! let greeting = call.eval(&json!({"name": "Ada"}), &json!({}))?;
+//! let greeting = call.eval(&json!({"name": "Ada"}), &Env::of(&json!({})))?;
 //! assert_eq!(greeting, json!("Hello, Ada!"));
 //! # Ok::<(), weft_workflows::intrinsics::IntrinsicError>(())
 //! ```
@@ -37,12 +38,61 @@
 use base64::Engine as _;
 use base64::engine::DecodePaddingMode;
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig, STANDARD};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::Rng;
 use serde_json::{Number, Value};
 use sha2::Digest as _;
 
-use crate::path::{Path, PathError, describe, plural, same_json};
+use crate::path::{Env, Path, PathError, describe, plural, same_json};
+
+/// Where the functions that draw random values (`States.UUID`,
+/// `States.MathRandom`, JSONata's `$uuid` and `$random`) draw them: a
+/// sequence from a seed (SplitMix64, written here so that no library's
+/// change of generator changes it), so that a workflow run again on its
+/// journal after a crash draws what it drew the first time.
+#[derive(Debug)]
+pub struct Draws {
+    seed: u64,
+    drawn: std::sync::atomic::AtomicU64,
+}
+
+impl Draws {
+    pub fn new(seed: u64) -> Draws {
+        Draws {
+            seed,
+            drawn: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// The next number of the sequence (SplitMix64).
+    pub fn next(&self) -> u64 {
+        let n = self.drawn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let mut z = self
+            .seed
+            .wrapping_add(n.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// A number in `start..end` (`start < end`).
+    pub fn between(&self, start: i64, end: i64) -> i64 {
+        let width = (i128::from(end) - i128::from(start)).max(1) as u128;
+        (i128::from(start) + (u128::from(self.next()) % width) as i128) as i64
+    }
+
+    /// A number in `0.0..1.0`.
+    pub fn fraction(&self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A version 4 UUID.
+    pub fn uuid(&self) -> String {
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&self.next().to_le_bytes());
+        bytes[8..].copy_from_slice(&self.next().to_le_bytes());
+        uuid_v4(bytes)
+    }
+}
 
 /// How deep intrinsic function calls can nest inside one another.
 const MAX_NESTING: usize = 10;
@@ -497,21 +547,22 @@ impl Call {
         self.function
     }
 
-    /// Runs the call: path arguments are read from `input` (`$`) and
-    /// `context` (`$$`), nested calls are run first.
-    pub fn eval(&self, input: &Value, context: &Value) -> Result<Value, IntrinsicError> {
+    /// Runs the call: path arguments are read from `input` (`$`), the
+    /// context object (`$$`) and the variables (`$name`) of `env`, nested
+    /// calls are run first.
+    pub fn eval(&self, input: &Value, env: &Env<'_>) -> Result<Value, IntrinsicError> {
         let function = self.function;
         let mut values = Vec::with_capacity(self.args.len());
         for (index, arg) in self.args.iter().enumerate() {
             let value = match arg {
                 Arg::Literal(value) => value.clone(),
                 Arg::Text { text, .. } => Value::String(text.clone()),
-                Arg::Path(path) => path.select(input, context).map_err(|error| IntrinsicError::Path {
+                Arg::Path(path) => path.select(input, env).map_err(|error| IntrinsicError::Path {
                     function: function.name(),
                     position: index + 1,
                     source: Box::new(error),
                 })?,
-                Arg::Call(call) => call.eval(input, context)?,
+                Arg::Call(call) => call.eval(input, env)?,
             };
             check_argument(function, index, &value)?;
             values.push(value);
@@ -521,7 +572,7 @@ impl Call {
             Some(Arg::Text { slots, .. }) => Some(slots.as_slice()),
             _ => None,
         };
-        run(function, &values, slots)
+        run(function, &values, slots, env.draws)
     }
 
     /// The checks that need no data, made once the call is parsed.
@@ -618,7 +669,12 @@ fn int(value: &Value) -> i64 {
     integer(value).unwrap_or_default()
 }
 
-fn run(function: Function, values: &[Value], slots: Option<&[usize]>) -> Result<Value, IntrinsicError> {
+fn run(
+    function: Function,
+    values: &[Value],
+    slots: Option<&[usize]>,
+    draws: Option<&Draws>,
+) -> Result<Value, IntrinsicError> {
     let failed = |reason: String| IntrinsicError::Failed {
         function: function.name(),
         reason,
@@ -698,15 +754,7 @@ fn run(function: Function, values: &[Value], slots: Option<&[usize]>) -> Result<
                 Value::String(data) => data.clone(),
                 other => other.to_string(),
             };
-            let digest = match text(at(values, 1)) {
-                "MD5" => md5::Md5::digest(data.as_bytes()).to_vec(),
-                "SHA-1" => sha1::Sha1::digest(data.as_bytes()).to_vec(),
-                "SHA-256" => sha2::Sha256::digest(data.as_bytes()).to_vec(),
-                "SHA-384" => sha2::Sha384::digest(data.as_bytes()).to_vec(),
-                "SHA-512" => sha2::Sha512::digest(data.as_bytes()).to_vec(),
-                other => return Err(failed(format!("unknown algorithm {other:?}"))),
-            };
-            Ok(Value::String(hex(&digest)))
+            hash(&data, text(at(values, 1))).map(Value::String).map_err(failed)
         }
         Function::JsonMerge => {
             let mut merged = at(values, 0).as_object().cloned().unwrap_or_default();
@@ -720,9 +768,10 @@ fn run(function: Function, values: &[Value], slots: Option<&[usize]>) -> Result<
         Function::MathRandom => {
             let (start, end) = (int(at(values, 0)), int(at(values, 1)));
             check_random_range(Some(start), Some(end))?;
-            let n = match values.get(2) {
-                Some(seed) => StdRng::seed_from_u64(int(seed) as u64).gen_range(start..end),
-                None => rand::thread_rng().gen_range(start..end),
+            let n = match (values.get(2), draws) {
+                (Some(seed), _) => Draws::new(int(seed) as u64).between(start, end),
+                (None, Some(draws)) => draws.between(start, end),
+                (None, None) => rand::thread_rng().gen_range(start..end),
             };
             Ok(Value::from(n))
         }
@@ -737,7 +786,10 @@ fn run(function: Function, values: &[Value], slots: Option<&[usize]>) -> Result<
                     .collect(),
             ))
         }
-        Function::Uuid => Ok(Value::String(uuid_v4(rand::thread_rng().r#gen()))),
+        Function::Uuid => Ok(Value::String(match draws {
+            Some(draws) => draws.uuid(),
+            None => uuid_v4(rand::thread_rng().r#gen()),
+        })),
     }
 }
 
@@ -776,6 +828,25 @@ fn hex(bytes: &[u8]) -> String {
         out.push(char::from(DIGITS[usize::from(byte & 0x0f)]));
     }
     out
+}
+
+/// The hex digest of `data` by `algorithm` (`MD5`, `SHA-1`, `SHA-256`,
+/// `SHA-384` or `SHA-512`), for `States.Hash` and JSONata's `$hash`.
+pub fn hash(data: &str, algorithm: &str) -> Result<String, String> {
+    let digest = match algorithm {
+        "MD5" => md5::Md5::digest(data.as_bytes()).to_vec(),
+        "SHA-1" => sha1::Sha1::digest(data.as_bytes()).to_vec(),
+        "SHA-256" => sha2::Sha256::digest(data.as_bytes()).to_vec(),
+        "SHA-384" => sha2::Sha384::digest(data.as_bytes()).to_vec(),
+        "SHA-512" => sha2::Sha512::digest(data.as_bytes()).to_vec(),
+        other => {
+            return Err(format!(
+                "unknown algorithm {other:?}; use one of {}",
+                HASH_ALGORITHMS.join(", ")
+            ));
+        }
+    };
+    Ok(hex(&digest))
 }
 
 /// A version 4 UUID from 16 random bytes: version 4 in the 13th hex digit,

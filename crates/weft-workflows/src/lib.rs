@@ -15,6 +15,11 @@
 //!   terminal states) that Step Functions runs before it accepts a
 //!   definition.
 //! - [`choice`]: Choice rules evaluated against a state's input.
+//! - [`jsonata`]: JSONata as ASL uses it: `{% %}` expressions, `$states`,
+//!   the functions Step Functions adds, compiled once per definition.
+//! - [`variables`]: what `Assign` sets and `$name` reads, scope by scope.
+//! - [`fields`]: a state's fields evaluated when it runs, in its query
+//!   language, with the variables of its scope.
 //! - [`execution`]: the interpreter, which runs an execution state by
 //!   state; what it does outside itself (tasks, timers, the clock) goes
 //!   through its [`execution::Effects`].
@@ -28,8 +33,11 @@ pub mod choice;
 pub mod definition;
 pub mod durable;
 pub mod execution;
+pub mod fields;
 pub mod intrinsics;
+pub mod jsonata;
 pub mod local;
 pub mod path;
 pub mod resource;
 pub mod validate;
+pub mod variables;

@@ -12,11 +12,11 @@
 //!
 //! ```
 //! use serde_json::json;
-//! use weft_workflows::path::{merge, Path, ReferencePath};
+//! use weft_workflows::path::{merge, Env, Path, ReferencePath};
 //!
 //! let input = json!({"order": {"items": [{"sku": "a", "qty": 2}, {"sku": "b", "qty": 0}]}});
 //! let wanted = Path::parse("$.order.items[?(@.qty > 0)].sku")?;
-//! assert_eq!(wanted.select(&input, &json!({}))?, json!(["a"]));
+//! assert_eq!(wanted.select(&input, &Env::of(&json!({})))?, json!(["a"]));
 //!
 //! let total = ReferencePath::parse("$.order.total")?;
 //! let output = merge(input, Some(&total), json!(12))?;
@@ -26,8 +26,9 @@
 //!
 //! # The dialect
 //!
-//! A path starts with `$` (the input) or `$$` (the context object) and
-//! continues with any of: `.name` and `['name']` (a field; in a dot name a
+//! A path starts with `$` (the input), `$$` (the context object) or
+//! `$name` (a variable, set by an earlier state's `Assign`) and continues
+//! with any of: `.name` and `['name']` (a field; in a dot name a
 //! backslash takes the next character as it is, so `$.a\.b` names the field
 //! `a.b`), `[2]` and `[-1]` (an element, counted from the end when
 //! negative), `.*` and `[*]` (every element or field value), `[1:3]` and
@@ -73,6 +74,9 @@ pub enum PathError {
     /// A definite path matched nothing.
     #[error("the path {path:?} matches nothing in the {root}")]
     NotFound { path: String, root: &'static str },
+    /// A path reads a variable that no state has assigned where it runs.
+    #[error("the path {path:?} reads the variable ${name}, which no earlier state in its scope assigned")]
+    Unassigned { path: String, name: String },
     /// `ResultPath` could not place the result into the input.
     #[error("ResultPath {path:?} can't be applied to the input: {reason}")]
     ResultPath { path: String, reason: String },
@@ -101,6 +105,7 @@ impl PathError {
             PathError::Syntax { .. }
             | PathError::NotReference { .. }
             | PathError::NotFound { .. }
+            | PathError::Unassigned { .. }
             | PathError::Template(_) => "States.Runtime",
         }
     }
@@ -118,7 +123,8 @@ pub struct TemplateError {
     pub reason: String,
 }
 
-/// A JSONPath over a state's input (`$`) or the context object (`$$`).
+/// A JSONPath over a state's input (`$`), the context object (`$$`) or a
+/// variable (`$name`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Path {
     text: String,
@@ -126,17 +132,19 @@ pub struct Path {
     segments: Vec<Segment>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Root {
     Input,
     Context,
+    Variable(String),
 }
 
 impl Root {
-    fn noun(self) -> &'static str {
+    fn noun(&self) -> &'static str {
         match self {
             Root::Input => "input",
             Root::Context => "context object",
+            Root::Variable(_) => "variable",
         }
     }
 }
@@ -195,17 +203,71 @@ enum Comparison {
     Ge,
 }
 
-/// The two documents a path can start from.
+/// The workflow's variables, as a path reads them (`$name`).
+pub trait Variables: Sync {
+    /// The value of the variable `name` (without its `$`), if it is set.
+    fn variable(&self, name: &str) -> Option<&Value>;
+
+    /// Calls `f` with each variable that is set, once per name.
+    fn each(&self, f: &mut dyn FnMut(&str, &Value));
+}
+
+/// No variables: what a path sees outside a running workflow.
+impl Variables for () {
+    fn variable(&self, _: &str) -> Option<&Value> {
+        None
+    }
+
+    fn each(&self, _: &mut dyn FnMut(&str, &Value)) {}
+}
+
+impl Variables for Map<String, Value> {
+    fn variable(&self, name: &str) -> Option<&Value> {
+        self.get(name)
+    }
+
+    fn each(&self, f: &mut dyn FnMut(&str, &Value)) {
+        for (name, value) in self {
+            f(name, value);
+        }
+    }
+}
+
+/// What a path reads besides the input: the context object (`$$`), the
+/// variables (`$name`), and where the intrinsic functions that draw
+/// random values (`States.UUID`, `States.MathRandom`) draw them.
+#[derive(Clone, Copy)]
+pub struct Env<'v> {
+    pub context: &'v Value,
+    pub variables: &'v dyn Variables,
+    /// `None`: from the system's generator.
+    pub draws: Option<&'v intrinsics::Draws>,
+}
+
+impl<'v> Env<'v> {
+    /// The context object alone: no variables, random values from the
+    /// system's generator.
+    pub fn of(context: &'v Value) -> Env<'v> {
+        Env {
+            context,
+            variables: &(),
+            draws: None,
+        }
+    }
+}
+
+/// The documents a path can start from.
 struct Roots<'v> {
     input: &'v Value,
-    context: &'v Value,
+    env: Env<'v>,
 }
 
 impl<'v> Roots<'v> {
-    fn get(&self, root: Root) -> &'v Value {
+    fn get(&self, root: &Root) -> Option<&'v Value> {
         match root {
-            Root::Input => self.input,
-            Root::Context => self.context,
+            Root::Input => Some(self.input),
+            Root::Context => Some(self.env.context),
+            Root::Variable(name) => self.env.variables.variable(name),
         }
     }
 }
@@ -239,17 +301,37 @@ impl Path {
         self.root == Root::Context
     }
 
-    /// Every node the path matches, in document order; empty when none does.
-    pub fn matches<'v>(&self, input: &'v Value, context: &'v Value) -> Vec<&'v Value> {
-        let roots = Roots { input, context };
-        walk(&self.segments, roots.get(self.root), &roots)
+    /// The variable the path reads (`order` for `$order.id`), if it reads one.
+    pub fn variable(&self) -> Option<&str> {
+        match &self.root {
+            Root::Variable(name) => Some(name),
+            _ => None,
+        }
+    }
+
+    /// Every node the path matches, in document order; empty when none
+    /// does, or when it reads a variable that is not set.
+    pub fn matches<'v>(&self, input: &'v Value, env: &Env<'v>) -> Vec<&'v Value> {
+        let roots = Roots { input, env: *env };
+        match roots.get(&self.root) {
+            Some(start) => walk(&self.segments, start, &roots),
+            None => Vec::new(),
+        }
     }
 
     /// The value the path yields: for a definite path the node it names (an
     /// error when there is none), for any other path the array of its
-    /// matches.
-    pub fn select(&self, input: &Value, context: &Value) -> Result<Value, PathError> {
-        let found = self.matches(input, context);
+    /// matches. A variable that is not set is an error either way.
+    pub fn select(&self, input: &Value, env: &Env<'_>) -> Result<Value, PathError> {
+        if let Root::Variable(name) = &self.root
+            && env.variables.variable(name).is_none()
+        {
+            return Err(PathError::Unassigned {
+                path: self.text.clone(),
+                name: name.clone(),
+            });
+        }
+        let found = self.matches(input, env);
         if !self.is_definite() {
             return Ok(Value::Array(found.into_iter().cloned().collect()));
         }
@@ -324,8 +406,8 @@ impl ReferencePath {
     }
 
     /// The node the path names; an error when there is none.
-    pub fn select(&self, input: &Value, context: &Value) -> Result<Value, PathError> {
-        self.path.select(input, context)
+    pub fn select(&self, input: &Value, env: &Env<'_>) -> Result<Value, PathError> {
+        self.path.select(input, env)
     }
 }
 
@@ -354,6 +436,15 @@ pub fn merge(input: Value, result_path: Option<&ReferencePath>, result: Value) -
             reason: "it starts with '$$', but the context object can't be written; \
                      write into the input with a path starting with '$'"
                 .to_owned(),
+        });
+    }
+    if let Some(name) = path.as_path().variable() {
+        return Err(PathError::ResultPath {
+            path: path.as_str().to_owned(),
+            reason: format!(
+                "it names the variable ${name}, but ResultPath writes into the input; set \
+                 variables with \"Assign\""
+            ),
         });
     }
     let mut output = input;
@@ -475,9 +566,9 @@ impl Template {
         })
     }
 
-    /// The payload for one input and context object.
-    pub fn apply(&self, input: &Value, context: &Value) -> Result<Value, PathError> {
-        self.root.apply(input, context)
+    /// The payload for one input, context object and set of variables.
+    pub fn apply(&self, input: &Value, env: &Env<'_>) -> Result<Value, PathError> {
+        self.root.apply(input, env)
     }
 }
 
@@ -566,26 +657,26 @@ fn compile_expression(value: &Value, field: &str) -> Result<Node, TemplateError>
 }
 
 impl Node {
-    fn apply(&self, input: &Value, context: &Value) -> Result<Value, PathError> {
+    fn apply(&self, input: &Value, env: &Env<'_>) -> Result<Value, PathError> {
         match self {
             Node::Copy(value) => Ok(value.clone()),
             Node::Object(fields) => {
                 let mut out = Map::with_capacity(fields.len());
                 for (name, node) in fields {
-                    out.insert(name.clone(), node.apply(input, context)?);
+                    out.insert(name.clone(), node.apply(input, env)?);
                 }
                 Ok(Value::Object(out))
             }
             Node::Array(items) => items
                 .iter()
-                .map(|node| node.apply(input, context))
+                .map(|node| node.apply(input, env))
                 .collect::<Result<Vec<_>, _>>()
                 .map(Value::Array),
-            Node::Path { field, path } => path.select(input, context).map_err(|error| PathError::Field {
+            Node::Path { field, path } => path.select(input, env).map_err(|error| PathError::Field {
                 field: field.clone(),
                 source: Box::new(error),
             }),
-            Node::Call { field, call } => call.eval(input, context).map_err(|error| PathError::Field {
+            Node::Call { field, call } => call.eval(input, env).map_err(|error| PathError::Field {
                 field: field.clone(),
                 source: Box::new(PathError::Intrinsic(error)),
             }),
@@ -595,8 +686,8 @@ impl Node {
 
 /// Builds a payload from a template (see [`Template`]); parse the template
 /// once with [`Template::parse`] when it is applied often.
-pub fn apply_template(template: &Value, input: &Value, context: &Value) -> Result<Value, PathError> {
-    Template::parse(template)?.apply(input, context)
+pub fn apply_template(template: &Value, input: &Value, env: &Env<'_>) -> Result<Value, PathError> {
+    Template::parse(template)?.apply(input, env)
 }
 
 /// Checks that `text` is a path, for the definition's validator.
@@ -613,6 +704,12 @@ pub fn check_reference_path(text: &str) -> Result<(), String> {
         return Err(format!(
             "{text:?} starts with '$$', but a result can't be written into the context \
              object; use a path into the input, starting with '$'"
+        ));
+    }
+    if let Some(name) = path.as_path().variable() {
+        return Err(format!(
+            "{text:?} names the variable ${name}, but ResultPath writes into the input; \
+             set variables with \"Assign\" and use a path into the input here, starting with '$.'"
         ));
     }
     Ok(())
@@ -786,7 +883,7 @@ impl Operand {
     fn value<'a>(&'a self, current: &'a Value, roots: &Roots<'a>) -> Option<&'a Value> {
         match self {
             Operand::Current(segments) => follow(segments, current),
-            Operand::Root(root, segments) => follow(segments, roots.get(*root)),
+            Operand::Root(root, segments) => follow(segments, roots.get(root)?),
             Operand::Literal(value) => Some(value),
         }
     }
@@ -970,14 +1067,14 @@ impl<'t> Parser<'t> {
             };
             return Err(self.error(0, reason));
         }
-        let root = if self.eat('$') { Root::Context } else { Root::Input };
+        let root = self.root();
         if let Some(c) = self.peek()
             && !ends_name(c, false)
         {
             return Err(self.error(
                 self.pos,
-                "after '$' comes '.', '[' or the end of the path; variables ($name) are not \
-                 supported, and a field of the input is written '$.name'",
+                "after '$' comes '.', '[' or the end of the path; a field of the input is \
+                 written '$.name', and a variable '$name'",
             ));
         }
         let segments = self.segments(false)?;
@@ -991,6 +1088,25 @@ impl<'t> Parser<'t> {
             ));
         }
         Ok((root, segments))
+    }
+
+    /// What follows a path's first `$`: another `$` (the context object),
+    /// a variable's name, or neither (the input).
+    fn root(&mut self) -> Root {
+        if self.eat('$') {
+            return Root::Context;
+        }
+        match self.peek() {
+            Some(c) if c.is_alphabetic() || c == '_' => {
+                let mut name = String::new();
+                while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_') {
+                    name.push(c);
+                    self.bump();
+                }
+                Root::Variable(name)
+            }
+            _ => Root::Input,
+        }
     }
 
     fn segments(&mut self, in_filter: bool) -> Result<Vec<Segment>, PathError> {
@@ -1295,7 +1411,7 @@ impl<'t> Parser<'t> {
             }
             Some('$') => {
                 self.bump();
-                let root = if self.eat('$') { Root::Context } else { Root::Input };
+                let root = self.root();
                 let segments = self.segments(true)?;
                 self.singular(at, &segments)?;
                 Ok(Operand::Root(root, segments))

@@ -36,7 +36,8 @@ use crate::definition::{
     self, Condition, DataPath, Diagnostic, Operand, QueryLanguage, Relation, Setting, State, StateKind, StateMachine,
     Test, Transition, child, closest, index,
 };
-use crate::{intrinsics, path};
+use crate::jsonata::{self, Expressions};
+use crate::{intrinsics, path, variables};
 
 /// The error names Step Functions itself raises; no other name may start
 /// with `States.`.
@@ -78,9 +79,10 @@ pub const PREDEFINED_ERRORS: [&str; 17] = [
 /// );
 /// ```
 pub fn load(definition: &Value) -> Result<StateMachine, Vec<Diagnostic>> {
-    let machine = definition::parse(definition)?;
-    let mistakes = validate(&machine);
+    let mut machine = definition::parse(definition)?;
+    let (mistakes, expressions) = checked(&machine);
     if mistakes.is_empty() {
+        machine.expressions = expressions;
         Ok(machine)
     } else {
         Err(mistakes)
@@ -89,10 +91,21 @@ pub fn load(definition: &Value) -> Result<StateMachine, Vec<Diagnostic>> {
 
 /// Every mistake across the states of `machine`; empty when it may run.
 pub fn validate(machine: &StateMachine) -> Vec<Diagnostic> {
+    checked(machine).0
+}
+
+/// The mistakes, and the definition's JSONata expressions compiled.
+fn checked(machine: &StateMachine) -> (Vec<Diagnostic>, Expressions) {
     let mut check = Check::default();
     check.names(&machine.states);
-    check.scope("", &machine.start_at, &machine.states);
-    check.out
+    check.scope("", &machine.start_at, &machine.states, &HashSet::new());
+    let (expressions, mistakes) = Expressions::compile(check.sources.iter().map(|(_, source)| *source));
+    for (i, mistake) in mistakes {
+        if let Some((at, _)) = check.sources.get(i) {
+            check.out.push(Diagnostic::new(at.clone(), mistake));
+        }
+    }
+    (check.out, expressions)
 }
 
 #[derive(Default)]
@@ -100,6 +113,8 @@ struct Check<'a> {
     out: Vec<Diagnostic>,
     /// Every state of the definition by name: where it is first defined.
     everywhere: HashMap<&'a str, &'a str>,
+    /// Every JSONata expression, with where it is written.
+    sources: Vec<(String, &'a str)>,
 }
 
 impl<'a> Check<'a> {
@@ -131,7 +146,8 @@ impl<'a> Check<'a> {
 
     /// The checks of one scope, `prefix` being where its `StartAt` and
     /// `States` are; then those of the scopes inside it.
-    fn scope(&mut self, prefix: &str, start_at: &str, states: &'a [State]) {
+    /// `outer` holds the variables the scopes around this one assign.
+    fn scope(&mut self, prefix: &str, start_at: &str, states: &'a [State], outer: &HashSet<String>) {
         let names: Vec<&str> = states.iter().map(|s| s.name.as_str()).collect();
         // Until every name resolves, what is reachable is not known: a
         // state that looks cut off may be the one a misspelt Next meant.
@@ -148,6 +164,24 @@ impl<'a> Check<'a> {
             }
             self.error_names(state);
             self.paths(state);
+            self.expressions(state);
+        }
+        let mut assigned = outer.clone();
+        for state in states {
+            for (at, name) in assigns(state) {
+                if let Err(e) = variables::check_name(&name) {
+                    self.error(at, e);
+                } else if outer.contains(&name) {
+                    self.error(
+                        at,
+                        format!(
+                            "${name} is assigned outside this Parallel branch or Map iteration; a branch reads the variables around it but may not assign them: give this one another name, or pass the value out through the branch's output"
+                        ),
+                    );
+                } else {
+                    assigned.insert(name);
+                }
+            }
         }
         if resolved {
             let reached = reachable(start_at, states);
@@ -172,7 +206,7 @@ impl<'a> Check<'a> {
         }
         for state in states {
             for (location, start_at, inner) in scopes(state) {
-                self.scope(location, start_at, inner);
+                self.scope(location, start_at, inner, &assigned);
             }
         }
     }
@@ -201,6 +235,152 @@ impl<'a> Check<'a> {
             )
         };
         self.error(path, message);
+    }
+
+    /// Every JSONata expression of a JSONata state, kept to be compiled,
+    /// and checked to read `$states.result` and `$states.errorOutput` only
+    /// where they are: after the work, and in a catcher.
+    fn expressions(&mut self, state: &'a State) {
+        if !state.is_jsonata() {
+            return;
+        }
+        let at = |field: &str| child(&state.location, field);
+        let works = matches!(
+            state.kind,
+            StateKind::Task(_) | StateKind::Parallel(_) | StateKind::Map(_)
+        );
+        // (where, the value, whether $states.result is there, whether $states.errorOutput is)
+        let mut fields: Vec<(String, &'a Value, bool, bool)> = Vec::new();
+        if let Some(v) = &state.arguments {
+            fields.push((at("Arguments"), v, false, false));
+        }
+        if let Some(v) = &state.output {
+            fields.push((at("Output"), v, works, false));
+        }
+        if let Some(v) = &state.assign {
+            fields.push((at("Assign"), v, works, false));
+        }
+        let catch = at("Catch");
+        for (i, catcher) in state.catch().iter().enumerate() {
+            let here = index(&catch, i);
+            if let Some(v) = &catcher.output {
+                fields.push((child(&here, "Output"), v, false, true));
+            }
+            if let Some(v) = &catcher.assign {
+                fields.push((child(&here, "Assign"), v, false, true));
+            }
+        }
+        // Settings written as one expression.
+        let mut settings: Vec<(String, &'a str)> = Vec::new();
+        let mut setting = |field: String, source: Option<&'a str>| {
+            if let Some(source) = source {
+                settings.push((field, source));
+            }
+        };
+        match &state.kind {
+            StateKind::Task(task) => {
+                setting(at("TimeoutSeconds"), expression(task.timeout_seconds.as_ref()));
+                setting(at("HeartbeatSeconds"), expression(task.heartbeat_seconds.as_ref()));
+            }
+            StateKind::Wait(wait) => match &wait.until {
+                definition::WaitFor::Seconds(s) => setting(at("Seconds"), expression(Some(s))),
+                definition::WaitFor::Timestamp(t) => setting(at("Timestamp"), expression(Some(t))),
+            },
+            StateKind::Fail(fail) => {
+                setting(at("Error"), expression(fail.error.as_ref()));
+                setting(at("Cause"), expression(fail.cause.as_ref()));
+            }
+            StateKind::Choice(choice) => {
+                let choices = at("Choices");
+                for (i, rule) in choice.choices.iter().enumerate() {
+                    let here = index(&choices, i);
+                    if let Condition::Jsonata(source) = &rule.condition {
+                        setting(child(&here, "Condition"), Some(source));
+                    }
+                    if let Some(v) = &rule.output {
+                        fields.push((child(&here, "Output"), v, false, false));
+                    }
+                    if let Some(v) = &rule.assign {
+                        fields.push((child(&here, "Assign"), v, false, false));
+                    }
+                }
+            }
+            StateKind::Map(map) => {
+                match &map.items {
+                    Some(Setting::Jsonata(source)) => setting(at("Items"), Some(source)),
+                    Some(Setting::Fixed(items)) => {
+                        for (i, item) in items.iter().enumerate() {
+                            fields.push((index(&at("Items"), i), item, false, false));
+                        }
+                    }
+                    _ => {}
+                }
+                if let Some(v) = &map.item_selector {
+                    fields.push((at(map.item_selector_field), v, false, false));
+                }
+                setting(at("MaxConcurrency"), expression(map.max_concurrency.as_ref()));
+                setting(
+                    at("ToleratedFailurePercentage"),
+                    expression(map.tolerated_failure_percentage.as_ref()),
+                );
+                setting(
+                    at("ToleratedFailureCount"),
+                    expression(map.tolerated_failure_count.as_ref()),
+                );
+                if let Some(batcher) = &map.item_batcher {
+                    let batcher_at = at("ItemBatcher");
+                    setting(
+                        child(&batcher_at, "MaxItemsPerBatch"),
+                        expression(batcher.max_items_per_batch.as_ref()),
+                    );
+                    setting(
+                        child(&batcher_at, "MaxInputBytesPerBatch"),
+                        expression(batcher.max_input_bytes_per_batch.as_ref()),
+                    );
+                    if let Some(v) = &batcher.batch_input {
+                        fields.push((child(&batcher_at, "BatchInput"), v, false, false));
+                    }
+                }
+            }
+            StateKind::Pass(_) | StateKind::Succeed | StateKind::Parallel(_) => {}
+        }
+        let mut found: Vec<(String, &'a str, bool, bool)> = settings
+            .into_iter()
+            .map(|(at, source)| (at, source, false, false))
+            .collect();
+        for (at, value, result, error) in fields {
+            let mut halves = Vec::new();
+            jsonata::halves(value, at.clone(), &mut halves);
+            for half in halves {
+                self.error(
+                    half,
+                    "is not a whole JSONata expression: one is a string that starts with \"{%\" and ends with \"%}\" with an expression between, and any other string is copied as written; complete it or remove the delimiters",
+                );
+            }
+            let mut inside = Vec::new();
+            jsonata::sources(value, at, &mut inside);
+            found.extend(inside.into_iter().map(|(at, source)| (at, source, result, error)));
+        }
+        for (at, source, result, error) in found {
+            if !result && source.contains("$states.result") {
+                let why = if error {
+                    "a catcher has the error ($states.errorOutput), not a result"
+                } else {
+                    "$states.result is there only in the Output and Assign of a Task, Parallel or Map state, once its work is done"
+                };
+                self.error(
+                    at.clone(),
+                    format!("reads $states.result, which this field does not have: {why}"),
+                );
+            }
+            if !error && source.contains("$states.errorOutput") {
+                self.error(
+                    at.clone(),
+                    "reads $states.errorOutput, which only a catcher's Output and Assign have",
+                );
+            }
+            self.sources.push((at, source));
+        }
     }
 
     /// `States.ALL` alone and last, and only predefined `States.` names, in
@@ -277,6 +457,23 @@ impl Check<'_> {
         for (i, catcher) in state.catch().iter().enumerate() {
             if let Some(DataPath::Path(p)) = &catcher.result_path {
                 self.reference_path(child(&index(&catch, i), "ResultPath"), p);
+            }
+        }
+        // Every Assign is a template: the state's, its Choice rules', its
+        // catchers'.
+        let mut assigns = vec![(at("Assign"), state.assign.as_ref())];
+        if let StateKind::Choice(choice) = &state.kind {
+            let choices = at("Choices");
+            for (i, rule) in choice.choices.iter().enumerate() {
+                assigns.push((child(&index(&choices, i), "Assign"), rule.assign.as_ref()));
+            }
+        }
+        for (i, catcher) in state.catch().iter().enumerate() {
+            assigns.push((child(&index(&catch, i), "Assign"), catcher.assign.as_ref()));
+        }
+        for (field, assign) in assigns {
+            if let Some(assign) = assign {
+                self.template(&field, assign);
             }
         }
         match &state.kind {
@@ -373,9 +570,6 @@ impl Check<'_> {
     }
 
     fn path(&mut self, at: String, text: &str) {
-        if is_variable(text) {
-            return;
-        }
         // The parser's reasons already say how to write the path.
         if let Err(e) = path::check_path(text) {
             self.error(at, e);
@@ -427,11 +621,40 @@ impl Check<'_> {
     }
 }
 
-/// A variable set by `Assign` (`$total`, `$order.id`), not a path into the
-/// input: its value is only known when the state runs.
-fn is_variable(text: &str) -> bool {
-    let mut chars = text.chars();
-    chars.next() == Some('$') && chars.next().is_some_and(|c| c.is_alphabetic() || c == '_')
+/// The expression of a setting written as one.
+fn expression<T>(setting: Option<&Setting<T>>) -> Option<&str> {
+    match setting {
+        Some(Setting::Jsonata(source)) => Some(source),
+        _ => None,
+    }
+}
+
+/// The variables a state assigns (in its `Assign`, its Choice rules' and
+/// its catchers'), each with where it is written; a JSONPath name without
+/// its `.$`.
+fn assigns(state: &State) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    let mut add = |at: String, assign: Option<&Value>| {
+        for key in assign.and_then(Value::as_object).into_iter().flat_map(|o| o.keys()) {
+            let name = match state.query_language {
+                QueryLanguage::JsonPath => key.strip_suffix(".$").unwrap_or(key),
+                QueryLanguage::Jsonata => key,
+            };
+            found.push((child(&at, key), name.to_string()));
+        }
+    };
+    add(child(&state.location, "Assign"), state.assign.as_ref());
+    if let StateKind::Choice(choice) = &state.kind {
+        let choices = child(&state.location, "Choices");
+        for (i, rule) in choice.choices.iter().enumerate() {
+            add(child(&index(&choices, i), "Assign"), rule.assign.as_ref());
+        }
+    }
+    let catch = child(&state.location, "Catch");
+    for (i, catcher) in state.catch().iter().enumerate() {
+        add(child(&index(&catch, i), "Assign"), catcher.assign.as_ref());
+    }
+    found
 }
 
 /// How an operator name writes `relation`: `Equals`, `LessThanEquals`, ...

@@ -3,7 +3,8 @@
 //!
 //! Every `*.json` file under `tests/cases/paths/` and
 //! `tests/cases/intrinsics/` is an array of cases. A case has a `name`, an
-//! optional `input` and `context` (both `{}` when absent), and one subject:
+//! optional `input` and `context` (both `{}` when absent), optional
+//! `variables` (an object of them by name), and one subject:
 //!
 //! - `"path": "$.a"`: the path selected from the input, and `"definite"`
 //!   (optional) whether the path is definite;
@@ -28,13 +29,14 @@ use std::path::PathBuf;
 use serde_json::{Value, json};
 use weft_workflows::intrinsics;
 use weft_workflows::path::{
-    Path, ReferencePath, apply_template, check_path, check_reference_path, check_template, merge,
+    Env, Path, ReferencePath, apply_template, check_path, check_reference_path, check_template, merge,
 };
 
-const KEYS: [&str; 16] = [
+const KEYS: [&str; 17] = [
     "name",
     "input",
     "context",
+    "variables",
     "path",
     "definite",
     "result_path",
@@ -126,6 +128,16 @@ fn run_case(case: &Value) -> Result<(), String> {
 }
 
 fn evaluate(case: &Value, input: &Value, context: &Value) -> Result<Result<Value, Failure>, String> {
+    let variables = case
+        .get("variables")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
+    let env = Env {
+        context,
+        variables: &variables,
+        draws: None,
+    };
     let path_failure = |e: weft_workflows::path::PathError| Failure {
         message: e.to_string(),
         name: Some(e.error_name().to_owned()),
@@ -142,7 +154,7 @@ fn evaluate(case: &Value, input: &Value, context: &Value) -> Result<Result<Value
         {
             return Err(format!("is_definite() is {}", path.is_definite()));
         }
-        return Ok(path.select(input, context).map_err(path_failure));
+        return Ok(path.select(input, &env).map_err(path_failure));
     }
     if let Some(text) = case.get("result_path") {
         let result = case.get("result").cloned().ok_or("\"result_path\" needs \"result\"")?;
@@ -157,11 +169,11 @@ fn evaluate(case: &Value, input: &Value, context: &Value) -> Result<Result<Value
         return Ok(merge(input.clone(), path.as_ref(), result).map_err(path_failure));
     }
     if let Some(template) = case.get("template") {
-        return Ok(apply_template(template, input, context).map_err(path_failure));
+        return Ok(apply_template(template, input, &env).map_err(path_failure));
     }
     if let Some(text) = case.get("call") {
         let text = text.as_str().ok_or("\"call\" must be a string")?;
-        let outcome = intrinsics::parse(text).and_then(|call| call.eval(input, context));
+        let outcome = intrinsics::parse(text).and_then(|call| call.eval(input, &env));
         return Ok(outcome.map_err(|e| Failure {
             message: e.to_string(),
             name: Some(e.error_name().to_owned()),

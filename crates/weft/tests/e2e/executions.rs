@@ -62,7 +62,8 @@ input_path = "$.detail"
 "#;
 
 /// Reserve, wait `pause` seconds, charge (the card says how), ship; a
-/// declined card releases the stock and fails the order.
+/// declined card releases the stock and fails the order. Reserve keeps who
+/// reserved in a variable, and Ship, written in JSONata, reads it.
 fn order() -> Value {
     json!({
         "StartAt": "Reserve",
@@ -70,7 +71,8 @@ fn order() -> Value {
             "Reserve": {
                 "Type": "Task", "Resource": "function:reserve",
                 "Parameters": { "step": "reserve", "order.$": "$.order" },
-                "ResultSelector": { "by.$": "$.function" }, "ResultPath": "$.reserved", "Next": "Pause"
+                "ResultSelector": { "by.$": "$.function" }, "ResultPath": "$.reserved",
+                "Assign": { "reservedBy.$": "$.function" }, "Next": "Pause"
             },
             "Pause": { "Type": "Wait", "SecondsPath": "$.pause", "Next": "Charge" },
             "Charge": {
@@ -81,8 +83,9 @@ fn order() -> Value {
                 "Next": "Ship"
             },
             "Ship": {
-                "Type": "Task", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:ship",
-                "Parameters": { "step": "ship" }, "ResultSelector": { "state.$": "$.state" }, "ResultPath": "$.shipped",
+                "Type": "Task", "QueryLanguage": "JSONata", "Resource": "arn:aws:lambda:us-east-1:123456789012:function:ship",
+                "Arguments": { "step": "ship", "for": "{% $reservedBy %}" },
+                "Output": "{% $merge([$states.input, {'shipped': {'state': $states.result.state}, 'reservedBy': $states.result.input.for}]) %}",
                 "End": true
             },
             "Release": {
@@ -275,7 +278,17 @@ async fn an_order_calls_three_functions_and_compensates_a_declined_card() {
     assert_eq!(done["output"]["reserved"], json!({"by": "reserve"}));
     assert_eq!(done["output"]["charged"], json!({"by": "charge"}));
     assert_eq!(done["output"]["shipped"], json!({"state": "Ship#1"}));
+    assert_eq!(done["output"]["reservedBy"], "reserve", "{done}");
     let events = history(&server, "order:o-1").await;
+    let reserved = events
+        .iter()
+        .find(|e| e["type"] == "TaskStateExited" && e["stateExitedEventDetails"]["name"] == "Reserve")
+        .expect("Reserve exited");
+    assert_eq!(
+        reserved["stateExitedEventDetails"]["assignedVariables"],
+        json!({"reservedBy": "\"reserve\""}),
+        "{reserved}"
+    );
     assert_eq!(types(&events).first(), Some(&"ExecutionStarted"));
     assert_eq!(types(&events).last(), Some(&"ExecutionSucceeded"));
     assert_eq!(types(&events).iter().filter(|t| **t == "TaskScheduled").count(), 3);
@@ -405,6 +418,9 @@ async fn a_standard_execution_killed_during_a_wait_or_a_task_resumes_with_its_hi
         let done = ended(&server, id).await;
         assert_eq!(done["status"], "SUCCEEDED", "{id}: {done}");
         assert_eq!(done["output"]["shipped"], json!({"state": "Ship#1"}), "{id}");
+        // The variable Reserve assigned before the kill is there after it:
+        // a resumed run assigns again from the journal.
+        assert_eq!(done["output"]["reservedBy"], "reserve", "{id}: {done}");
         let events = history(&server, id).await;
         let kinds = types(&events);
         for once in [

@@ -221,6 +221,60 @@ pub(super) async fn end(
     )))
 }
 
+/// The journal of an execution as its history shows it, for a record
+/// whose status is `status`: an ended execution's journal is read again
+/// (for up to 2 s) until it has the end the record says, which its driver
+/// writes just after it ends the record.
+pub async fn history(storage: &Arc<dyn Storage>, id: &str, status: Status) -> Result<Vec<Entry>, StorageError> {
+    for _ in 0..100 {
+        let (_, entries) = Chunks::open(storage, id).await?;
+        let entries = shown(entries, status);
+        if status == Status::Running || has_end(&entries) {
+            return Ok(entries);
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(shown(Chunks::open(storage, id).await?.1, status))
+}
+
+/// Whether the journal has an end since its last redrive.
+fn has_end(entries: &[Entry]) -> bool {
+    entries
+        .iter()
+        .rev()
+        .take_while(|e| !matches!(e, Entry::Redrive { .. }))
+        .any(|e| matches!(e, Entry::Event { event } if is_end(event["type"].as_str().unwrap_or_default())))
+}
+
+fn is_end(kind: &str) -> bool {
+    matches!(kind, "ExecutionSucceeded" | "ExecutionFailed" | "ExecutionAborted")
+}
+
+/// The journal's entries as the history shows them for `status`: of the
+/// ends a run wrote since the last redrive, only the one the record says.
+pub fn shown(mut entries: Vec<Entry>, status: Status) -> Vec<Entry> {
+    let kept = match status {
+        Status::Running => return entries,
+        Status::Succeeded => "ExecutionSucceeded",
+        Status::Failed => "ExecutionFailed",
+        Status::Aborted => "ExecutionAborted",
+    };
+    let since = entries
+        .iter()
+        .rposition(|e| matches!(e, Entry::Redrive { .. }))
+        .map_or(0, |i| i + 1);
+    let mut at = 0;
+    entries.retain(|entry| {
+        at += 1;
+        let kind = match entry {
+            Entry::Event { event } => event["type"].as_str().unwrap_or_default(),
+            _ => return true,
+        };
+        at <= since || !is_end(kind) || kind == kept
+    });
+    entries
+}
+
 /// The journal of one execution, in chunks `ID/SEQ` of `workflow-journal`.
 pub struct Chunks {
     storage: Arc<dyn Storage>,
@@ -354,7 +408,10 @@ pub(super) async fn drive(
     };
     let Some(outcome) = outcome else { return };
     // The record decides: a stop that ended it first keeps its ABORTED,
-    // and this run's last events are not written after its own.
+    // and this run's last events are not written after its own. They are
+    // written once the record says the execution ended, off the path of
+    // whoever waits for that; a reader of the history waits for them
+    // (`history`).
     let ended = match outcome {
         Outcome::Succeeded(output) => end(&node, &id, Status::Succeeded, Some(output), None).await,
         Outcome::Failed(f) => end(&node, &id, Status::Failed, None, Some((f.error, f.cause))).await,
@@ -382,4 +439,65 @@ pub(super) async fn append_after(node: &Arc<Node>, id: &str, entries: Vec<Entry>
         }
     }
     Err(format!("execution {id}: its journal kept growing while it was stopped"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(kind: &str) -> Entry {
+        Entry::Event {
+            event: json!({ "type": kind }),
+        }
+    }
+
+    fn kinds(entries: &[Entry]) -> Vec<String> {
+        entries
+            .iter()
+            .map(|e| match e {
+                Entry::Event { event } => event["type"].as_str().unwrap_or_default().to_string(),
+                Entry::Redrive { .. } => "redrive".into(),
+                _ => "other".into(),
+            })
+            .collect()
+    }
+
+    /// A run that ended after a stop ended the record shows the stop's end;
+    /// the ends before a redrive stay.
+    #[test]
+    fn the_history_shows_the_end_the_record_says() {
+        let journal = vec![
+            event("ExecutionStarted"),
+            event("ExecutionFailed"),
+            Entry::Redrive { count: 1 },
+            event("ExecutionRedriven"),
+            event("ExecutionSucceeded"),
+            event("ExecutionAborted"),
+        ];
+        assert_eq!(
+            kinds(&shown(journal.clone(), Status::Aborted)),
+            [
+                "ExecutionStarted",
+                "ExecutionFailed",
+                "redrive",
+                "ExecutionRedriven",
+                "ExecutionAborted"
+            ]
+        );
+        assert_eq!(
+            kinds(&shown(journal.clone(), Status::Succeeded)),
+            [
+                "ExecutionStarted",
+                "ExecutionFailed",
+                "redrive",
+                "ExecutionRedriven",
+                "ExecutionSucceeded"
+            ]
+        );
+        assert_eq!(shown(journal.clone(), Status::Running).len(), journal.len());
+        // An end before the last redrive is not this run's end.
+        assert!(has_end(&journal));
+        assert!(!has_end(&journal[..4]));
+        assert!(has_end(&journal[..2]));
+    }
 }

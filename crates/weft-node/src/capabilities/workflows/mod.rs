@@ -1214,10 +1214,10 @@ async fn describe(node: &Arc<Node>, id: &str) -> Reply {
 
 async fn history(node: &Arc<Node>, id: &str) -> Reply {
     let id = execution_id(id);
-    if executions::record(node, id).await.map_err(storage_reply)?.is_none() {
+    let Some((record, _)) = executions::record(node, id).await.map_err(storage_reply)? else {
         return Err(AdminReply::error(404, format!("no execution `{id}`")));
-    }
-    let (_, entries) = executions::Chunks::open(&node.storage, id)
+    };
+    let entries = executions::history(&node.storage, id, record.status)
         .await
         .map_err(storage_reply)?;
     Ok(AdminReply::ok(
