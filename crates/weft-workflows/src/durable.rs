@@ -369,6 +369,10 @@ impl Effects for Durable<'_> {
         true
     }
 
+    fn task_timed_out(&self, step: &Step) {
+        self.live.task_timed_out(step);
+    }
+
     fn event(&self, event: Value) {
         {
             let mut past = self.past.lock().unwrap_or_else(|p| p.into_inner());

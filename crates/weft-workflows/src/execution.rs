@@ -110,6 +110,12 @@ pub trait Effects: Send + Sync {
     fn event(&self, event: Value) {
         let _ = event;
     }
+
+    /// The task of `step` ran out of its `TimeoutSeconds` and was given up:
+    /// an answer to its task token that comes now is refused.
+    fn task_timed_out(&self, step: &Step) {
+        let _ = step;
+    }
 }
 
 /// A Task's limits, as its state gives them.
@@ -781,10 +787,13 @@ impl<'a> Execution<'a> {
                         tokio::select! {
                             biased;
                             done = self.effects.task(&attempt_step, &task.resource, input, limits) => done,
-                            () = self.effects.wait_until(&timer, deadline) => Err(Failure::new(
-                                "States.Timeout",
-                                format!("the task ran longer than its TimeoutSeconds ({}s)", limit.as_secs()),
-                            )),
+                            () = self.effects.wait_until(&timer, deadline) => {
+                                self.effects.task_timed_out(&attempt_step);
+                                Err(Failure::new(
+                                    "States.Timeout",
+                                    format!("the task ran longer than its TimeoutSeconds ({}s)", limit.as_secs()),
+                                ))
+                            }
                         }
                     }
                     None => self.effects.task(&attempt_step, &task.resource, input, limits).await,

@@ -519,3 +519,75 @@ async fn a_nats_cluster_losing_a_server_keeps_weft_accepting_and_loses_nothing()
     );
     wait_for_hook(&hook, &accepted, SENT, Duration::from_secs(120)).await;
 }
+
+/// A JSONata workflow that notes its name in a variable, waits 4 s, then
+/// calls the probe with it.
+const SLOW: &str = r#"{"QueryLanguage": "JSONata", "StartAt": "Mark", "States": {
+  "Mark": {"Type": "Pass", "Assign": {"started": "{% $states.context.Execution.Name %}"}, "Next": "Pause"},
+  "Pause": {"Type": "Wait", "Seconds": 4, "Next": "Call"},
+  "Call": {"Type": "Task", "Resource": "function:probe", "Arguments": {"step": "call", "who": "{% $started %}"},
+           "Output": {"who": "{% $states.result.input.who %}"}, "End": true}}}"#;
+
+/// A standard execution whose node is killed (SIGKILL) during its Wait is
+/// taken over by the other node once the first is gone, and ends there,
+/// its variable assigned again from the journal and its Wait not waited
+/// again from the start.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_workflow_whose_node_dies_is_resumed_by_another() {
+    let nats = NatsServer::start();
+    let app = App::new(&format!("{APP}\n[workflow.slow]\ndefinition = \"slow.asl.json\"\n"));
+    std::fs::write(app.dir.join("slow.asl.json"), SLOW).unwrap();
+    let first = node(&app, &nats, 0);
+    let second = node(&app, &nats, 1);
+    wait_for_nodes(&first, |n| n.len() == 2).await;
+
+    let url = format!("{}/v1/workflows/slow/executions", first.admin);
+    let body = serde_json::json!({ "name": "s-1", "input": {} }).to_string();
+    let r = send(&client(), "POST", &url, &body, &[("content-type", "application/json")]).await;
+    assert_eq!(r.status, 201, "{}", r.body);
+    let history = |server: &Server| format!("{}/v1/executions/slow:s-1/history", server.admin);
+    let started = Instant::now();
+    loop {
+        let events = get(&history(&first)).await.json();
+        if events["events"]
+            .as_array()
+            .is_some_and(|e| e.iter().any(|e| e["type"] == "WaitStateEntered"))
+        {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never waited: {events}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let killed = Instant::now();
+    drop(first); // SIGKILL
+
+    let done = loop {
+        let record = get(&format!("{}/v1/executions/slow:s-1", second.admin)).await.json();
+        if record["status"] != "RUNNING" {
+            break record;
+        }
+        // Gone after 6 s unseen, looked for every 5 s: well within 30 s.
+        assert!(
+            killed.elapsed() < Duration::from_secs(30),
+            "not resumed by the other node within 30 s: {record}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done["status"], "SUCCEEDED", "{done}");
+    assert_eq!(done["output"], serde_json::json!({"who": "s-1"}), "{done}");
+    let events = get(&history(&second)).await.json();
+    let kinds: Vec<&str> = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["type"].as_str())
+        .collect();
+    for once in [
+        "ExecutionStarted",
+        "WaitStateEntered",
+        "WaitStateExited",
+        "ExecutionSucceeded",
+    ] {
+        assert_eq!(kinds.iter().filter(|k| **k == once).count(), 1, "{once} in {kinds:?}");
+    }
+}

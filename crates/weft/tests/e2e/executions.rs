@@ -153,8 +153,12 @@ fn approval() -> Value {
                 "Type": "Task", "Resource": "arn:aws:states:::sqs:sendMessage.waitForTaskToken",
                 "Parameters": { "QueueUrl": "https://sqs.us-east-1.amazonaws.com/123456789012/approvals",
                     "MessageBody": { "token.$": "$$.Task.Token", "order.$": "$.order" } },
-                "HeartbeatSecondsPath": "$.heartbeat", "ResultPath": "$.person", "End": true
-            }
+                "HeartbeatSecondsPath": "$.heartbeat", "ResultPath": "$.person",
+                "Catch": [ { "ErrorEquals": ["States.HeartbeatTimeout"], "ResultPath": "$.timeout", "Next": "Linger" } ],
+                "End": true
+            },
+            "Linger": { "Type": "Wait", "SecondsPath": "$.linger", "Next": "TimedOut" },
+            "TimedOut": { "Type": "Fail", "Error": "Approval.TimedOut", "CausePath": "$.timeout.Cause" }
         }
     })
 }
@@ -781,10 +785,20 @@ async fn task_tokens_are_answered_by_a_function_and_from_the_cli() {
     assert_eq!(done["error"], "CallbackRefused", "{done}");
     assert!(done["cause"].as_str().unwrap().contains("workflow:approval"), "{done}");
 
-    // Nobody answers within HeartbeatSeconds: States.HeartbeatTimeout.
-    start_approval(&server, "a-5", asked(5, "approver", "success", 1)).await;
+    // Nobody answers within HeartbeatSeconds: States.HeartbeatTimeout,
+    // caught; an answer that comes after it, while the execution goes on,
+    // is refused.
+    let mut lingering = asked(5, "approver", "success", 1);
+    lingering["linger"] = json!(3);
+    start_approval(&server, "a-5", lingering).await;
+    let token = token_for(&server, 5).await;
+    reached(&server, "approval:a-5", "WaitStateEntered", "Linger").await;
+    let out = server.cli(&["workflows", "task-success", &token]);
+    assert!(!out.status.success(), "a timed-out task's token is refused");
+    assert!(text(&out.stderr).contains("timed out"), "{}", text(&out.stderr));
     let done = ended(&server, "approval:a-5").await;
-    assert_eq!(done["error"], "States.HeartbeatTimeout", "{done}");
+    assert_eq!(done["error"], "Approval.TimedOut", "{done}");
+    assert!(done["cause"].as_str().unwrap().contains("HeartbeatSeconds"), "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -442,6 +442,19 @@ fn hex(bytes: &[u8]) -> String {
 
 #[async_trait::async_trait]
 impl Effects for Live {
+    fn task_timed_out(&self, step: &Step) {
+        // A `.waitForTaskToken` task's token is refused from now on; the
+        // write is its own task, as the interpreter goes on at once.
+        let (node, workflows) = (self.node.clone(), self.workflows.clone());
+        let key = super::tokens::callback_key(&self.execution, step);
+        tokio::spawn(async move {
+            let failure = Failure::new("States.Timeout", "the task ran longer than its TimeoutSeconds");
+            if let Err(e) = workflows.tokens.time_out(&node.storage, &key, &failure).await {
+                tracing::warn!("task token {key} timed out, but its answer could not be closed: {e}");
+            }
+        });
+    }
+
     async fn task(&self, step: &Step, resource: &str, input: Value, limits: TaskLimits) -> Result<Value, Failure> {
         match resource.strip_suffix(".waitForTaskToken") {
             Some(base) => self.callback(step, base, input, limits).await,

@@ -8,7 +8,8 @@
 //! `weft_workflows` with the effects of `effects.rs`:
 //! - **standard** executions are journalled in the storage (`executions.rs`)
 //!   and resumed, after a crash or a restart, by whichever node finds them
-//!   without a live owner;
+//!   without a live owner (every node looks every 5 s, so on shared
+//!   storage a node that dies leaves its executions to the others);
 //! - **express** executions run in memory and answer with their result
 //!   (a `[[route]]` with `workflow`, `weft workflows start`).
 //!
@@ -787,6 +788,11 @@ fn input_of(event: &weft_events::CloudEvent) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&event.data).into_owned()))
 }
 
+/// How often a node looks for executions to resume: those whose node is
+/// gone (once unseen for `cluster::GONE_AFTER`), and its own that it
+/// dropped when their journal could not be written.
+const RESUME_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// This deploy's workflows, put in place when it starts.
 struct Deployed {
     machines: HashMap<String, Arc<Machine>>,
@@ -800,9 +806,19 @@ impl Staged<Node> for Deployed {
         this.machines.store(Arc::new(self.machines.clone()));
         if !this.resumed.swap(true, Ordering::SeqCst) {
             let node = node.clone();
-            node.clone().background.spawn(move |_| async move {
-                if let Err(e) = this.resume(&node).await {
-                    tracing::warn!("looking for workflow executions to resume failed: {e}");
+            node.clone().background.spawn(move |mut stop| async move {
+                loop {
+                    if let Err(e) = this.resume(&node).await {
+                        tracing::warn!("looking for workflow executions to resume failed: {e}");
+                    }
+                    // Again and again: on storage shared with other nodes,
+                    // one that dies leaves its executions to the others,
+                    // and a run whose journal could not be written was
+                    // dropped here, to be resumed.
+                    tokio::select! {
+                        () = stop.stopped() => return,
+                        () = tokio::time::sleep(RESUME_EVERY) => {}
+                    }
                 }
             });
         }
@@ -922,19 +938,6 @@ impl Capability<Node> for Workflows {
                 Ok(_) | Err(StartError::Exists { same_input: true, .. }) => Ok(()),
                 Err(StartError::Storage(e)) => Err(DeliveryError::Storage(e)),
                 Err(e) => Err(DeliveryError::Refused(e.to_string())),
-            }
-        })
-    }
-
-    fn housekeeping<'a>(&'a self, node: &'a Arc<Node>) -> BoxFuture<'a, ()> {
-        Box::pin(async move {
-            if !self.resumed.load(Ordering::SeqCst) {
-                return;
-            }
-            if let Some(workflows) = shared(node)
-                && let Err(e) = workflows.resume(node).await
-            {
-                tracing::warn!("looking for workflow executions to resume failed: {e}");
             }
         })
     }

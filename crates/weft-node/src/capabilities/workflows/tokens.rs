@@ -52,6 +52,13 @@ pub(super) enum Callback {
         #[serde(default)]
         cause: Option<String>,
     },
+    /// The task ran out of time before an answer came; one that comes
+    /// now is refused.
+    TimedOut {
+        error: String,
+        #[serde(default)]
+        cause: Option<String>,
+    },
 }
 
 /// What an answer to a token says.
@@ -243,10 +250,16 @@ impl Tokens {
                         let limit_ms = i64::try_from(limit.as_millis()).unwrap_or(i64::MAX);
                         let left = last.saturating_add(limit_ms).saturating_sub(now_ms());
                         if left <= 0 {
-                            break Err(Failure::new(
+                            let failure = Failure::new(
                                 "States.HeartbeatTimeout",
                                 format!("no heartbeat for {}s, the task's HeartbeatSeconds", limit.as_secs()),
-                            ));
+                            );
+                            if let Err(e) = self.time_out(storage, key, &failure).await {
+                                tracing::warn!(
+                                    "task token {key} ran out of heartbeats, but its answer could not be closed: {e}"
+                                );
+                            }
+                            break Err(failure);
                         }
                         next = next.min(Duration::from_millis(left as u64));
                     }
@@ -261,6 +274,37 @@ impl Tokens {
         };
         self.done_waiting(key);
         outcome
+    }
+
+    /// Closes the token of `key`, whose task ran out of time, to answers:
+    /// unless an answer came first, which stays (the task's timeout won).
+    pub(super) async fn time_out(
+        &self,
+        storage: &Arc<dyn Storage>,
+        key: &str,
+        failure: &Failure,
+    ) -> Result<(), StorageError> {
+        let closed = Callback::TimedOut {
+            error: failure.error.clone(),
+            cause: failure.cause.clone(),
+        };
+        let value = serde_json::to_vec(&closed).unwrap_or_default();
+        for _ in 0..10 {
+            let written = match read(&**storage, key).await? {
+                Some((Callback::Waiting { .. }, revision)) => {
+                    storage.update(CALLBACKS, key, value.clone(), revision).await
+                }
+                // Answered, closed already, or never handed over (a task
+                // that waits for no token).
+                _ => return Ok(()),
+            };
+            match written {
+                Ok(_) => return Ok(()),
+                Err(StorageError::Conflict { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
     }
 
     /// Forgets the token answers of `execution` that are not successes,
@@ -312,6 +356,13 @@ impl Tokens {
                 (Some((Callback::Succeeded { .. } | Callback::Failed { .. }, _)), _) => {
                     return Err(Refused::new(400, "TaskTimedOut", "the task has been answered already"));
                 }
+                (Some((Callback::TimedOut { error, .. }, _)), _) => {
+                    return Err(Refused::new(
+                        400,
+                        "TaskTimedOut",
+                        format!("the task timed out ({error}) before this answer came"),
+                    ));
+                }
                 (Some((Callback::Waiting { since_ms, .. }, _)), Answer::Heartbeat) => Callback::Waiting {
                     since_ms: *since_ms,
                     beat_ms: Some(now_ms()),
@@ -360,6 +411,7 @@ fn finished(callback: Callback) -> Option<Result<Value, Failure>> {
             error: error.unwrap_or_else(|| "States.TaskFailed".into()),
             cause,
         })),
+        Callback::TimedOut { error, cause } => Some(Err(Failure { error, cause })),
     }
 }
 
