@@ -176,12 +176,21 @@ pub async fn remote(command: crate::WorkflowsCommand) -> anyhow::Result<ExitCode
             server,
         } => {
             let client = Client::new(&server)?;
-            let history = answer(
-                client
-                    .get(&format!("/v1/executions/{}/history", encode(&execution)))
-                    .await?,
-            )?;
-            let events = history["events"].as_array().cloned().unwrap_or_default();
+            // Page by page, each up to 1,000 events.
+            let mut events = Vec::new();
+            let mut after = 0;
+            loop {
+                let page = answer(
+                    client
+                        .get(&format!("/v1/executions/{}/history?after={after}", encode(&execution)))
+                        .await?,
+                )?;
+                events.extend(page["events"].as_array().cloned().unwrap_or_default());
+                match page["next"].as_u64() {
+                    Some(next) if next > after => after = next,
+                    _ => break,
+                }
+            }
             if json {
                 println!("{}", pretty(&Value::Array(events)));
                 return Ok(ExitCode::SUCCESS);

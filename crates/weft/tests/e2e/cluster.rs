@@ -316,9 +316,12 @@ async fn wait_for_hook(hook: &Hook, accepted: &[String], sent: usize, within: Du
                 let n: usize = id.trim_start_matches('e').parse().unwrap_or(usize::MAX);
                 assert!(n < sent, "`{id}` was never sent");
                 // A lease held by a killed node counts as a receive that
-                // reached no one, so counts may skip, but only rise.
+                // reached no one, so counts may skip; they never fall. A
+                // NATS server killed while it led a consumer can leave
+                // the new leader without the last delivery it made, which
+                // it then makes again with the same count.
                 assert!(
-                    counts[0] >= 1 && counts.windows(2).all(|w| w[0] < w[1]) && counts.len() <= 3,
+                    counts[0] >= 1 && counts.windows(2).all(|w| w[0] <= w[1]) && counts.len() <= 3,
                     "receive counts of {id}: {counts:?}"
                 );
             }

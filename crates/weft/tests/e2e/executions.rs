@@ -216,11 +216,20 @@ async fn describe(server: &Server, id: &str) -> Value {
     get(&format!("{}/v1/executions/{id}", server.admin)).await.json()
 }
 
+/// The whole history, page by page.
 async fn history(server: &Server, id: &str) -> Vec<Value> {
-    let h = get(&format!("{}/v1/executions/{id}/history", server.admin))
-        .await
-        .json();
-    h["events"].as_array().cloned().unwrap_or_default()
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let h = get(&format!("{}/v1/executions/{id}/history?after={after}", server.admin))
+            .await
+            .json();
+        events.extend(h["events"].as_array().cloned().unwrap_or_default());
+        match h["next"].as_u64() {
+            Some(next) => after = next,
+            None => return events,
+        }
+    }
 }
 
 fn types(events: &[Value]) -> Vec<&str> {
@@ -627,6 +636,25 @@ async fn a_map_over_a_thousand_items_runs_at_most_max_concurrency_at_once() {
     assert!((2..=8).contains(&most), "{most} ran at once");
     let events = history(&server, "fanout:thousand").await;
     assert_eq!(types(&events).iter().filter(|t| **t == "TaskSucceeded").count(), 1000);
+    // The history comes in pages of at most 1,000 events.
+    let url = format!("{}/v1/executions/fanout:thousand/history", server.admin);
+    let first = get(&url).await.json();
+    assert_eq!(first["events"].as_array().unwrap().len(), 1000);
+    assert_eq!(first["next"], 1000);
+    let some = get(&format!("{url}?after=2&limit=5")).await.json();
+    let ids: Vec<&Value> = some["events"].as_array().unwrap().iter().map(|e| &e["id"]).collect();
+    assert_eq!(
+        ids,
+        [3, 4, 5, 6, 7].map(Value::from).iter().collect::<Vec<_>>(),
+        "{some}"
+    );
+    let last = get(&format!("{url}?after={}", events.len() - 1)).await.json();
+    assert_eq!(last["events"].as_array().unwrap().len(), 1);
+    assert!(last.get("next").is_none(), "{last}");
+    for bad in ["limit=0", "limit=1001", "after=-1", "limit=many"] {
+        let r = get(&format!("{url}?{bad}")).await;
+        assert_eq!(r.status, 400, "{bad}: {}", r.body);
+    }
 }
 
 /// The task tokens waiting in the `approvals` queue, by order.

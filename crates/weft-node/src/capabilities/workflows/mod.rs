@@ -966,7 +966,7 @@ impl Capability<Node> for Workflows {
             admin_route(
                 Method::GET,
                 "/v1/executions/{execution}/history",
-                |node, r| async move { history(&node, r.param("execution")).await },
+                |node, r| async move { history(&node, &r).await },
             ),
             admin_route(Method::POST, "/v1/executions/{execution}/stop", |node, r| async move {
                 stop(&node, &r).await
@@ -1215,17 +1215,48 @@ async fn describe(node: &Arc<Node>, id: &str) -> Reply {
     }
 }
 
-async fn history(node: &Arc<Node>, id: &str) -> Reply {
-    let id = execution_id(id);
+/// The most events one page of a history holds, as on Step Functions.
+const HISTORY_PAGE: i64 = 1000;
+
+/// A page of an execution's history: `limit` events (at most 1,000, the
+/// default) after the event `after` (0, the default: from the first), and
+/// `next`, the `after` of the next page, when there is one.
+async fn history(node: &Arc<Node>, request: &AdminRequest) -> Reply {
+    let limit = request.number("limit", HISTORY_PAGE)?;
+    if !(1..=HISTORY_PAGE).contains(&limit) {
+        return Err(AdminReply::error(
+            400,
+            format!("limit must be from 1 to {HISTORY_PAGE}, found {limit}; follow `next` for more"),
+        ));
+    }
+    let after = request.number("after", 0)?;
+    if after < 0 {
+        return Err(AdminReply::error(
+            400,
+            format!("after is an event id, 0 or more, found {after}"),
+        ));
+    }
+    let id = execution_id(request.param("execution"));
     let Some((record, _)) = executions::record(node, id).await.map_err(storage_reply)? else {
         return Err(AdminReply::error(404, format!("no execution `{id}`")));
     };
     let entries = executions::history(&node.storage, id, record.status)
         .await
         .map_err(storage_reply)?;
-    Ok(AdminReply::ok(
-        json!({ "events": weft_workflows::durable::history(&entries) }),
-    ))
+    let events = weft_workflows::durable::history(&entries);
+    let total = events.len();
+    // Event ids are their places, from 1.
+    let from = usize::try_from(after).unwrap_or(usize::MAX).min(total);
+    let page: Vec<Value> = events.into_iter().skip(from).take(limit as usize).collect();
+    let mut answer = json!({ "events": page });
+    if from + page_len(&answer) < total {
+        answer["next"] = json!(from + page_len(&answer));
+    }
+    Ok(AdminReply::ok(answer))
+}
+
+fn page_len(answer: &Value) -> usize {
+    answer["events"].as_array().map_or(0, Vec::len)
 }
 
 #[derive(Deserialize, Default)]
