@@ -1254,13 +1254,15 @@ impl Reader {
                     );
                     None
                 }
+                // A literal true or false is the expression that yields it.
+                Some(Value::Bool(b)) => Some(Condition::Jsonata(b.to_string())),
                 Some(v) => match v.as_str().and_then(jsonata) {
                     Some(expression) => Some(Condition::Jsonata(expression)),
                     None => {
                         self.error(
                             f.at("Condition"),
                             format!(
-                                "must be a JSONata expression that yields true or false, found {}; write e.g. \"{{% $states.input.total > 100 %}}\"",
+                                "must be true, false or a JSONata expression that yields one, found {}; write e.g. \"{{% $states.input.total > 100 %}}\"",
                                 found(v)
                             ),
                         );
