@@ -635,11 +635,7 @@ impl<'a> Execution<'a> {
         match &state.kind {
             StateKind::Pass(_) => Err(Failure::runtime("a Pass state reached the wrong arm")),
             StateKind::Succeed => {
-                let output = if jsonata {
-                    f.output(state.output.as_ref(), || effective.clone())?
-                } else {
-                    f.select(state.output_path.as_ref(), effective)?
-                };
+                let output = f.passed_on(state.output.as_ref())?;
                 Ok(Ran::new(None, output, None))
             }
             StateKind::Fail(fail) => {
@@ -653,22 +649,14 @@ impl<'a> Execution<'a> {
             StateKind::Choice(c) => {
                 for (i, rule) in c.choices.iter().enumerate() {
                     if f.condition(&rule.condition, i)? {
-                        let output = if jsonata {
-                            f.output(rule.output.as_ref(), || effective.clone())?
-                        } else {
-                            f.select(state.output_path.as_ref(), effective)?
-                        };
+                        let output = f.passed_on(rule.output.as_ref())?;
                         let assigned = f.assign(rule.assign.as_ref(), effective)?;
                         return Ok(Ran::new(Some(rule.next.clone()), output, assigned));
                     }
                 }
                 match &c.default {
                     Some(default) => {
-                        let output = if jsonata {
-                            f.output(state.output.as_ref(), || effective.clone())?
-                        } else {
-                            f.select(state.output_path.as_ref(), effective)?
-                        };
+                        let output = f.passed_on(state.output.as_ref())?;
                         let assigned = f.assign(state.assign.as_ref(), effective)?;
                         Ok(Ran::new(Some(default.clone()), output, assigned))
                     }
@@ -692,11 +680,7 @@ impl<'a> Execution<'a> {
                     WaitFor::Timestamp(at) => f.timestamp(at)?,
                 };
                 self.effects.wait_until(on.step, until).await;
-                let output = if jsonata {
-                    f.output(state.output.as_ref(), || effective.clone())?
-                } else {
-                    f.select(state.output_path.as_ref(), effective)?
-                };
+                let output = f.passed_on(state.output.as_ref())?;
                 let assigned = f.assign(state.assign.as_ref(), effective)?;
                 Ok(Ran::new(next_of(&wait.transition), output, assigned))
             }

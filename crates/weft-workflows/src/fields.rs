@@ -187,6 +187,18 @@ impl<'d> Fields<'d> {
         }
     }
 
+    /// The output of a state that passes its input on (Choice, Wait,
+    /// Succeed): in JSONata `output` (the state's, or its Choice rule's)
+    /// if there is one, else the input; in JSONPath the input through the
+    /// state's `OutputPath`.
+    pub fn passed_on(&self, output: Option<&Value>) -> Result<Value, Failure> {
+        if self.state.is_jsonata() {
+            self.output(output, || self.input.clone())
+        } else {
+            self.select(self.state.output_path.as_ref(), self.input)
+        }
+    }
+
     /// What `assign` sets: in JSONPath a payload template over `subject`
     /// (the state's result, its input, or the error caught), in JSONata
     /// its expressions. `None` when there is no `Assign`.

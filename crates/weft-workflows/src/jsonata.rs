@@ -119,11 +119,6 @@ impl Expressions {
     }
 }
 
-/// Checks that `source` is an expression Step Functions would run.
-pub fn check(source: &str) -> Result<(), String> {
-    compile(source).map(drop)
-}
-
 fn compile(source: &str) -> Result<Compiled, String> {
     let expression = Expression::compile(source).map_err(|e| {
         let at = e.position().map(|p| format!(" at character {p}")).unwrap_or_default();

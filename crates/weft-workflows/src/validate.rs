@@ -459,22 +459,9 @@ impl Check<'_> {
                 self.reference_path(child(&index(&catch, i), "ResultPath"), p);
             }
         }
-        // Every Assign is a template: the state's, its Choice rules', its
-        // catchers'.
-        let mut assigns = vec![(at("Assign"), state.assign.as_ref())];
-        if let StateKind::Choice(choice) = &state.kind {
-            let choices = at("Choices");
-            for (i, rule) in choice.choices.iter().enumerate() {
-                assigns.push((child(&index(&choices, i), "Assign"), rule.assign.as_ref()));
-            }
-        }
-        for (i, catcher) in state.catch().iter().enumerate() {
-            assigns.push((child(&index(&catch, i), "Assign"), catcher.assign.as_ref()));
-        }
-        for (field, assign) in assigns {
-            if let Some(assign) = assign {
-                self.template(&field, assign);
-            }
+        // Every Assign is a template.
+        for (field, assign) in assign_fields(state) {
+            self.template(&field, assign);
         }
         match &state.kind {
             StateKind::Task(task) => {
@@ -629,30 +616,38 @@ fn expression<T>(setting: Option<&Setting<T>>) -> Option<&str> {
     }
 }
 
-/// The variables a state assigns (in its `Assign`, its Choice rules' and
-/// its catchers'), each with where it is written; a JSONPath name without
-/// its `.$`.
+/// A state's `Assign` fields (its own, its Choice rules', its catchers'),
+/// each with where it is written.
+fn assign_fields(state: &State) -> Vec<(String, &Value)> {
+    let mut fields = vec![(child(&state.location, "Assign"), state.assign.as_ref())];
+    if let StateKind::Choice(choice) = &state.kind {
+        let choices = child(&state.location, "Choices");
+        for (i, rule) in choice.choices.iter().enumerate() {
+            fields.push((child(&index(&choices, i), "Assign"), rule.assign.as_ref()));
+        }
+    }
+    let catch = child(&state.location, "Catch");
+    for (i, catcher) in state.catch().iter().enumerate() {
+        fields.push((child(&index(&catch, i), "Assign"), catcher.assign.as_ref()));
+    }
+    fields
+        .into_iter()
+        .filter_map(|(at, assign)| Some((at, assign?)))
+        .collect()
+}
+
+/// The variables a state assigns, each with where it is written; a
+/// JSONPath name without its `.$`.
 fn assigns(state: &State) -> Vec<(String, String)> {
     let mut found = Vec::new();
-    let mut add = |at: String, assign: Option<&Value>| {
-        for key in assign.and_then(Value::as_object).into_iter().flat_map(|o| o.keys()) {
+    for (at, assign) in assign_fields(state) {
+        for key in assign.as_object().into_iter().flat_map(|o| o.keys()) {
             let name = match state.query_language {
                 QueryLanguage::JsonPath => key.strip_suffix(".$").unwrap_or(key),
                 QueryLanguage::Jsonata => key,
             };
             found.push((child(&at, key), name.to_string()));
         }
-    };
-    add(child(&state.location, "Assign"), state.assign.as_ref());
-    if let StateKind::Choice(choice) = &state.kind {
-        let choices = child(&state.location, "Choices");
-        for (i, rule) in choice.choices.iter().enumerate() {
-            add(child(&index(&choices, i), "Assign"), rule.assign.as_ref());
-        }
-    }
-    let catch = child(&state.location, "Catch");
-    for (i, catcher) in state.catch().iter().enumerate() {
-        add(child(&index(&catch, i), "Assign"), catcher.assign.as_ref());
     }
     found
 }

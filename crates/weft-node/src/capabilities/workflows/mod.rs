@@ -1248,15 +1248,12 @@ async fn history(node: &Arc<Node>, request: &AdminRequest) -> Reply {
     // Event ids are their places, from 1.
     let from = usize::try_from(after).unwrap_or(usize::MAX).min(total);
     let page: Vec<Value> = events.into_iter().skip(from).take(limit as usize).collect();
+    let until = from + page.len();
     let mut answer = json!({ "events": page });
-    if from + page_len(&answer) < total {
-        answer["next"] = json!(from + page_len(&answer));
+    if until < total {
+        answer["next"] = json!(until);
     }
     Ok(AdminReply::ok(answer))
-}
-
-fn page_len(answer: &Value) -> usize {
-    answer["events"].as_array().map_or(0, Vec::len)
 }
 
 #[derive(Deserialize, Default)]
